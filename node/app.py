@@ -1,0 +1,131 @@
+"""Composition root: opens the data dir, reconciles, and starts DICOM and HTTP services.
+
+Nothing else wires modules together; discovery and replication plug in here later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import IO
+
+from aiohttp import web
+
+from node.archive import Archive
+from node.config import NodeConfig
+from node.dicom.scp import DicomServer, configure_pynetdicom
+from node.http.api import make_app
+from node.index import Index
+from node.reconcile import ReconcileReport, reconcile
+from node.storage import Storage
+
+log = logging.getLogger(__name__)
+INDEX_FILE = "index.sqlite"
+LOCK_FILE = ".lock"
+
+
+class StartupError(RuntimeError):
+    """The node cannot start; the message is one line saying why."""
+
+
+def _lock_data_dir(data_dir: Path) -> IO[str]:
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fh = (data_dir / LOCK_FILE).open("a+")
+    except OSError as exc:
+        raise StartupError(f"cannot use data dir {data_dir}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise StartupError(f"data dir {data_dir} is in use by another PACSmesh process") from None
+    return fh
+
+
+async def open_archive(data_dir: Path) -> tuple[Archive, ReconcileReport]:
+    """Open (creating if needed) and reconcile the archive in ``data_dir``."""
+    storage = Storage(data_dir)
+    try:
+        index = await Index.open(data_dir / INDEX_FILE)
+    except Exception as exc:
+        raise StartupError(f"cannot open index {data_dir / INDEX_FILE}: {exc}") from None
+    try:
+        report = await reconcile(storage, index)
+    except BaseException:
+        await index.close()
+        raise
+    return Archive(storage, index, asyncio.get_running_loop()), report
+
+
+class Node:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.archive: Archive | None = None
+        self.dicom: DicomServer | None = None
+        self._http: web.AppRunner | None = None
+        self._lock: IO[str] | None = None
+
+    async def start(self) -> None:
+        cfg = self.config
+        self._lock = _lock_data_dir(cfg.data_dir)
+        try:
+            self.archive, _ = await open_archive(cfg.data_dir)
+            configure_pynetdicom(debug=cfg.log_level == "DEBUG")
+            self.dicom = DicomServer(cfg, self.archive)
+            try:
+                self.dicom.start()
+            except OSError as exc:
+                raise StartupError(
+                    f"cannot listen for DICOM on {cfg.bind}:{cfg.dicom_port}: {exc.strerror}"
+                ) from None
+            self._http = web.AppRunner(make_app(self.archive.index, cfg.aet), access_log=None)
+            await self._http.setup()
+            try:
+                await web.TCPSite(self._http, cfg.bind, cfg.http_port).start()
+            except OSError as exc:
+                raise StartupError(
+                    f"cannot listen for HTTP on {cfg.bind}:{cfg.http_port}: {exc.strerror}"
+                ) from None
+        except BaseException:
+            await self.stop()
+            raise
+        log.info(
+            "PACSmesh node %s: DICOM on %s:%d, HTTP on %s:%d, data in %s",
+            cfg.aet, cfg.bind, cfg.dicom_port, cfg.bind, cfg.http_port, cfg.data_dir,
+        )
+
+    async def stop(self) -> None:
+        if self._http is not None:
+            await self._http.cleanup()
+            self._http = None
+        if self.dicom is not None:
+            # Handler threads may be waiting on this loop: stop them off the loop.
+            await asyncio.to_thread(self.dicom.stop)
+            self.dicom = None
+        if self.archive is not None:
+            await self.archive.index.close()
+            self.archive = None
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+
+async def run_node(config: NodeConfig) -> None:
+    """Run until SIGINT or SIGTERM."""
+    node = Node(config)
+    await node.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping (pid %d)", os.getpid())
+        await node.stop()

@@ -1,0 +1,110 @@
+"""Ingest: one received object becomes a durable file plus an index row, or a typed error.
+
+:meth:`Archive.ingest` blocks (hashing, writing, fsync) and must run on a worker thread
+(a pynetdicom handler thread, or ``asyncio.to_thread``); it hands index work to the loop
+that owns the index and waits for the commit before returning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import threading
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from node.dicom_header import InstanceKeys, read_keys
+from node.index import AddOutcome, Index
+from node.storage import Storage, StorageError, sha256_hex
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class IngestStatus(enum.Enum):
+    STORED = "stored"
+    DUPLICATE = "duplicate"
+    CONFLICT = "conflict"
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    status: IngestStatus
+    sop_instance_uid: str
+    sha256: str
+
+
+class Archive:
+    def __init__(self, storage: Storage, index: Index, loop: asyncio.AbstractEventLoop) -> None:
+        self.storage = storage
+        self.index = index
+        self.loop = loop
+        self._loop_thread: int | None = None
+        loop.call_soon_threadsafe(self._remember_loop_thread)
+
+    def _remember_loop_thread(self) -> None:
+        self._loop_thread = threading.get_ident()
+
+    def on_loop(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the index's loop and wait for it (from another thread)."""
+        if threading.get_ident() == self._loop_thread:
+            coro.close()
+            raise RuntimeError("Archive.on_loop called on the event loop thread; use await")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def path(self, sha256: str) -> Path:
+        return self.storage.path(sha256)
+
+    def ingest(self, data: bytes, source_aet: str = "") -> IngestResult:
+        """Store one Part 10 object. Raises InvalidDataset, StorageError or IndexFailure."""
+        keys = read_keys(data)
+        sha = sha256_hex(data)
+        existing = self.on_loop(self.index.lookup_sha(keys.sop_instance_uid))
+        if existing is None:
+            self.storage.write(data, sha)
+            try:
+                outcome, existing = self.on_loop(
+                    self.index.add_instance(keys, sha, len(data), source_aet)
+                )
+            except BaseException:
+                self._discard_unless_recorded(keys, sha)
+                raise
+            if outcome is AddOutcome.STORED:
+                return IngestResult(IngestStatus.STORED, keys.sop_instance_uid, sha)
+            if outcome is AddOutcome.CONFLICT:
+                # Another association recorded different bytes first; ours are not referenced.
+                self.storage.remove(sha)
+        if existing == sha:
+            return IngestResult(IngestStatus.DUPLICATE, keys.sop_instance_uid, sha)
+        return self._conflict(keys, data, sha, existing, source_aet)
+
+    def _discard_unless_recorded(self, keys: InstanceKeys, sha: str) -> None:
+        try:
+            recorded = self.on_loop(self.index.lookup_sha(keys.sop_instance_uid))
+        except Exception:
+            return  # keep the file: start-up reconciliation indexes or removes it
+        if recorded != sha:
+            self.storage.remove(sha)
+
+    def _conflict(
+        self, keys: InstanceKeys, data: bytes, sha: str, stored_sha: str, source_aet: str
+    ) -> IngestResult:
+        kept = True
+        try:
+            self.storage.write(data, sha, into=self.storage.conflicts)
+        except StorageError as exc:
+            kept = False
+            log.warning("could not keep the conflicting copy %s: %s", sha[:12], exc)
+        self.on_loop(
+            self.index.record_conflict(
+                keys.sop_instance_uid, stored_sha, sha, len(data), kept, source_aet
+            )
+        )
+        log.warning(
+            "instance received again with different bytes (stored %s, received %s): "
+            "first copy kept", stored_sha[:12], sha[:12],
+        )
+        return IngestResult(IngestStatus.CONFLICT, keys.sop_instance_uid, sha)

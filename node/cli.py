@@ -1,0 +1,203 @@
+"""The ``pacsmesh`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from node import __version__
+from node.app import INDEX_FILE, StartupError, _lock_data_dir, open_archive, run_node
+from node.config import ConfigError, NodeConfig, load_config, parse_remote_ae
+from node.dicom.scu import AssociationFailed, echo
+from node.dicom_header import InvalidDataset
+from node.http.api import study_json
+from node.index import Index
+from node.storage import StorageError
+
+err = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"pacsmesh: error: {message}", markup=False, highlight=False)
+    sys.exit(code)
+
+
+def _config(**cli: Any) -> NodeConfig:
+    try:
+        return load_config(cli)
+    except ConfigError as exc:
+        _fail(str(exc))
+        raise AssertionError("unreachable") from None
+
+
+data_dir_option = click.option(
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path),
+    help="Where objects and the index live (default: the user's data dir).",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="pacsmesh")
+def main() -> None:
+    """PACSmesh: a peer-to-peer, self-sufficient PACS node."""
+
+
+@main.command()
+@data_dir_option
+@click.option("--aet", help="This node's AE title (default: derived from the host name).")
+@click.option("--bind", help="Address to listen on (default 0.0.0.0).")
+@click.option("--dicom-port", type=int, help="DICOM port (default 11112).")
+@click.option("--http-port", type=int, help="HTTP port (default 8080).")
+@click.option("--modality", "modalities", multiple=True, metavar="AET@HOST:PORT",
+              help="A C-MOVE destination; repeatable.")
+@click.option("--mdns/--no-mdns", default=None, help="Announce and browse with mDNS.")
+@click.option("--log-level", help="DEBUG, INFO, WARNING, ERROR.")
+def run(**options: Any) -> None:
+    """Run a node until interrupted."""
+    config = _config(**options)
+    logging.basicConfig(
+        level=config.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        asyncio.run(run_node(config))
+    except StartupError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        pass
+
+
+def _walk(paths: tuple[Path, ...]) -> Iterator[Path]:
+    for path in paths:
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs.sort()
+                for name in sorted(files):
+                    yield Path(root) / name
+        else:
+            yield path
+
+
+@main.command("import")
+@data_dir_option
+@click.argument("paths", nargs=-1, required=True,
+                type=click.Path(exists=True, path_type=Path))
+def import_(data_dir: Path | None, paths: tuple[Path, ...]) -> None:
+    """Store DICOM files and folders (recursively) into the archive."""
+    config = _config(data_dir=data_dir)
+    files = list(_walk(paths))
+    try:
+        counts = asyncio.run(_import(config.data_dir, files))
+    except StartupError as exc:
+        _fail(str(exc))
+        return
+    click.echo(
+        f"stored {counts['stored']}, duplicate {counts['duplicate']}, "
+        f"conflicting {counts['conflict']}, skipped {counts['skipped']} non-DICOM, "
+        f"failed {counts['failed']}"
+    )
+    if counts["failed"]:
+        sys.exit(1)
+
+
+async def _import(data_dir: Path, files: list[Path]) -> dict[str, int]:
+    lock = _lock_data_dir(data_dir)
+    counts = {"stored": 0, "duplicate": 0, "conflict": 0, "skipped": 0, "failed": 0}
+    try:
+        archive, _ = await open_archive(data_dir)
+        try:
+            progress = Progress(
+                TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                console=err, transient=True,
+            )
+            with progress:
+                task = progress.add_task("import", total=len(files))
+                for path in files:
+                    try:
+                        data = await asyncio.to_thread(path.read_bytes)
+                        result = await asyncio.to_thread(archive.ingest, data, "IMPORT")
+                        counts[result.status.value] += 1
+                    except InvalidDataset:
+                        counts["skipped"] += 1
+                    except (OSError, StorageError) as exc:
+                        counts["failed"] += 1
+                        err.print(f"failed: {path}: {exc}", markup=False, highlight=False)
+                    progress.advance(task)
+        finally:
+            await archive.index.close()
+    finally:
+        lock.close()
+    return counts
+
+
+
+@main.command()
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def studies(data_dir: Path | None, as_json: bool) -> None:
+    """List the studies in the archive."""
+    config = _config(data_dir=data_dir)
+    if not (config.data_dir / INDEX_FILE).exists():
+        _fail(f"no archive in {config.data_dir} (start a node or import files first)")
+    rows = asyncio.run(_studies(config.data_dir / INDEX_FILE))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"{len(rows)} studies in {config.data_dir}")
+    for col in ("Patient ID", "Patient name", "Date", "Modalities", "Description",
+                "Series", "Instances", "Study Instance UID"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["PatientID"], r["PatientName"], r["StudyDate"],
+                      ",".join(r["ModalitiesInStudy"]), r["StudyDescription"],
+                      str(r["series"]), str(r["instances"]), r["StudyInstanceUID"])
+    Console().print(table)
+
+
+async def _studies(index_path: Path) -> list[dict[str, Any]]:
+    index = await Index.open(index_path)
+    try:
+        return [study_json(r) for r in await index.studies()]
+    finally:
+        await index.close()
+
+
+@main.command("echo")
+@click.argument("remote", metavar="AET@HOST:PORT")
+@click.option("--aet", "calling", default=None, help="Calling AE title (default: this node's).")
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait.")
+def echo_(remote: str, calling: str | None, timeout: float) -> None:
+    """Send a C-ECHO (DICOM ping)."""
+    try:
+        peer = parse_remote_ae(remote)
+    except ConfigError as exc:
+        _fail(str(exc))
+        return
+    calling_aet = calling or _config().aet
+    start = time.monotonic()
+    try:
+        result = echo(peer, calling_aet, timeout)
+    except AssociationFailed as exc:
+        _fail(str(exc), code=1)
+        return
+    ms = (time.monotonic() - start) * 1000
+    if result.ok:
+        click.echo(f"C-ECHO {peer}: success in {ms:.0f} ms")
+    else:
+        _fail(f"C-ECHO {peer}: status 0x{result.status:04X}", code=1)
+
+
+if __name__ == "__main__":
+    main()

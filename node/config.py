@@ -1,0 +1,213 @@
+"""Node configuration: defaults < ``pacsmesh.toml`` in the data dir < ``PACSMESH_*`` env < CLI.
+
+Pure code: nothing here opens sockets or touches the index. Every problem is a
+:class:`ConfigError` whose message is one line a hospital IT admin can act on.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import re
+import socket
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+CONFIG_FILE = "pacsmesh.toml"
+ENV_PREFIX = "PACSMESH_"
+DEFAULT_DICOM_PORT = 11112
+DEFAULT_HTTP_PORT = 8080
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message is a single line."""
+
+
+@dataclass(frozen=True)
+class RemoteAE:
+    """A DICOM application entity reachable at a fixed address (a C-MOVE destination)."""
+
+    aet: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.aet}@{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    data_dir: Path
+    aet: str
+    bind: str = "0.0.0.0"
+    dicom_port: int = DEFAULT_DICOM_PORT
+    http_port: int = DEFAULT_HTTP_PORT
+    modalities: tuple[RemoteAE, ...] = field(default_factory=tuple)
+    mdns: bool = True
+    log_level: str = "INFO"
+
+    def modality(self, aet: str) -> RemoteAE | None:
+        for remote in self.modalities:
+            if remote.aet == aet:
+                return remote
+        return None
+
+
+def validate_aet(value: str, what: str = "AE title") -> str:
+    """Return ``value`` if it is a valid DICOM AE title (PS3.5: AE VR), else raise."""
+    if not isinstance(value, str):
+        raise ConfigError(f"{what} must be text, got {value!r}")
+    stripped = value.strip(" ")
+    if not stripped:
+        raise ConfigError(f"{what} must not be empty")
+    if len(value) > 16:
+        raise ConfigError(f"{what} {value!r} is longer than 16 characters")
+    if "\\" in value or any(ord(c) < 0x20 or ord(c) > 0x7E for c in value):
+        raise ConfigError(f"{what} {value!r} may hold only printable ASCII without backslash")
+    return stripped
+
+
+def aet_from_hostname(hostname: str | None = None) -> str:
+    """Derive a valid AE title from the host name: upper case, [A-Z0-9_-], at most 16 chars."""
+    name = (hostname or socket.gethostname()).split(".")[0].upper()
+    name = re.sub(r"[^A-Z0-9_-]", "_", name)[:16].strip("_")
+    return name or "PACSMESH"
+
+
+def validate_port(value: Any, what: str) -> int:
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what} must be a number from 1 to 65535, got {value!r}") from None
+    if isinstance(value, bool) or not 1 <= port <= 65535:
+        raise ConfigError(f"{what} must be a number from 1 to 65535, got {value!r}")
+    return port
+
+
+def parse_remote_ae(text: str) -> RemoteAE:
+    """Parse ``AET@HOST:PORT``."""
+    if not isinstance(text, str):
+        raise ConfigError(f"a DICOM peer must be written AET@HOST:PORT, got {text!r}")
+    aet, at, hostport = text.partition("@")
+    host, colon, port = hostport.rpartition(":")
+    if not at or not colon or not host:
+        raise ConfigError(f"a DICOM peer must be written AET@HOST:PORT, got {text!r}")
+    host = host.strip("[]")
+    return RemoteAE(
+        aet=validate_aet(aet, f"AE title in {text!r}"),
+        host=host,
+        port=validate_port(port, f"port in {text!r}"),
+    )
+
+
+def _parse_bool(value: Any, what: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{what} must be true or false, got {value!r}")
+
+
+def _validate_bind(value: Any) -> str:
+    try:
+        return str(ipaddress.ip_address(str(value)))
+    except ValueError:
+        raise ConfigError(f"bind address must be an IP address, got {value!r}") from None
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("pacsmesh", appauthor=False))
+
+
+# The keys a user may set, in every source. ``modalities`` is a list in TOML and a
+# comma- or space-separated string in the environment.
+_KEYS = ("aet", "bind", "dicom_port", "http_port", "modalities", "mdns", "log_level")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    unknown = sorted(set(data) - set(_KEYS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)}")
+    return data
+
+
+def _read_env(env: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for key in _KEYS:
+        raw = env.get(ENV_PREFIX + key.upper())
+        if raw is None or raw == "":
+            continue
+        values[key] = [v for v in re.split(r"[,\s]+", raw) if v] if key == "modalities" else raw
+    return values
+
+
+def load_config(
+    cli: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> NodeConfig:
+    """Merge every source and validate. ``cli`` holds only the options the user gave."""
+    cli = {k: v for k, v in (cli or {}).items() if v is not None and v != ()}
+    env = os.environ if env is None else env
+
+    data_dir_raw = cli.get("data_dir") or env.get(ENV_PREFIX + "DATA_DIR") or default_data_dir()
+    data_dir = Path(data_dir_raw).expanduser()
+    if data_dir.exists() and not data_dir.is_dir():
+        raise ConfigError(f"data dir {data_dir} exists and is not a directory")
+
+    merged: dict[str, Any] = {}
+    merged.update(_read_toml(data_dir / CONFIG_FILE))
+    merged.update(_read_env(env))
+    merged.update({k: v for k, v in cli.items() if k in _KEYS})
+
+    modalities_raw = merged.get("modalities", [])
+    if isinstance(modalities_raw, str) or not isinstance(modalities_raw, list | tuple):
+        raise ConfigError("modalities must be a list of AET@HOST:PORT")
+    modalities = tuple(parse_remote_ae(m) for m in modalities_raw)
+    seen: set[str] = set()
+    for m in modalities:
+        if m.aet in seen:
+            raise ConfigError(f"modality AE title {m.aet!r} is configured twice")
+        seen.add(m.aet)
+
+    log_level = str(merged.get("log_level", "INFO")).upper()
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
+
+    config = NodeConfig(
+        data_dir=data_dir,
+        aet=validate_aet(str(merged.get("aet") or aet_from_hostname())),
+        bind=_validate_bind(merged.get("bind", "0.0.0.0")),
+        dicom_port=validate_port(merged.get("dicom_port", DEFAULT_DICOM_PORT), "DICOM port"),
+        http_port=validate_port(merged.get("http_port", DEFAULT_HTTP_PORT), "HTTP port"),
+        modalities=modalities,
+        mdns=_parse_bool(merged.get("mdns", True), "mdns"),
+        log_level=log_level,
+    )
+    if config.dicom_port == config.http_port:
+        raise ConfigError(f"DICOM and HTTP ports must differ, both are {config.dicom_port}")
+    return config
+
+
+def with_overrides(config: NodeConfig, **changes: Any) -> NodeConfig:
+    return replace(config, **changes)
+
+
+def logging_level(name: str) -> int:
+    return getattr(logging, name)

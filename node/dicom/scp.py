@@ -1,0 +1,339 @@
+"""The DIMSE side of a node: Verification, Storage, Query/Retrieve FIND, GET and MOVE SCP.
+
+pynetdicom runs each association on its own threads; the handlers here block those
+threads, never the event loop, and hand index work to the loop through the Archive.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import (
+    ALL_TRANSFER_SYNTAXES,
+    AE,
+    AllStoragePresentationContexts,
+    _config,
+    build_context,
+    evt,
+)
+from pynetdicom.events import Event
+from pynetdicom.presentation import PresentationContext
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+from pynetdicom.transport import ThreadedAssociationServer
+
+from node.archive import Archive, IngestStatus
+from node.config import NodeConfig
+from node.dicom_header import InvalidDataset
+from node.index import IndexFailure, IndexFull, StoredInstance
+from node.query import QueryError, parse_identifier, response_identifier
+from node.storage import StorageError, StorageFull
+from node.transcode import UNCOMPRESSED, Plan, TranscodeError, choose_plan, prepare
+
+log = logging.getLogger(__name__)
+
+# Statuses (PS3.4 Annex B and C)
+SUCCESS = 0x0000
+PENDING = 0xFF00
+CANCEL = 0xFE00
+OUT_OF_RESOURCES = 0xA700
+CANNOT_UNDERSTAND = 0xC000
+PROCESSING_FAILURE = 0x0110
+ELEMENTS_DISCARDED = 0xB006
+IDENTIFIER_MISMATCH = 0xA900
+FIND_OUT_OF_RESOURCES = 0xA700
+MOVE_DESTINATION_UNKNOWN = 0xA801
+
+_PATIENT_ROOT = {
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+}
+_QR_CLASSES = (
+    PatientRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelMove,
+)
+_MAX_REQUESTED_CONTEXTS = 128
+
+
+def configure_pynetdicom(debug: bool) -> None:
+    """Process-wide pynetdicom settings: raw-bytes fast paths, no identifiers in logs."""
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    _config.LOG_REQUEST_IDENTIFIERS = False
+    _config.LOG_RESPONSE_IDENTIFIERS = False
+    _config.LOG_HANDLER_LEVEL = "none"
+    logging.getLogger("pynetdicom").setLevel(logging.DEBUG if debug else logging.WARNING)
+
+
+def _status(code: int, comment: str | None = None) -> Dataset:
+    ds = Dataset()
+    ds.Status = code
+    if comment:
+        ds.ErrorComment = comment[:64]
+    return ds
+
+
+def _model_root(sop_class_uid: str) -> str:
+    return "PATIENT" if sop_class_uid in _PATIENT_ROOT else "STUDY"
+
+
+def _calling_aet(event: Event) -> str:
+    return str(event.assoc.requestor.ae_title).strip()
+
+
+class DicomServer:
+    def __init__(self, config: NodeConfig, archive: Archive) -> None:
+        self.config = config
+        self.archive = archive
+        self.ae = self._build_ae()
+        self._server: ThreadedAssociationServer | None = None
+
+    def _build_ae(self) -> AE:
+        ae = AE(ae_title=self.config.aet)
+        ae.maximum_pdu_size = 0  # receive whole P-DATA in one go: the fast path
+        ae.maximum_associations = 32
+        ae.network_timeout = 60
+        ae.acse_timeout = 30
+        ae.dimse_timeout = 60
+        ae.add_supported_context(Verification)
+        for cx in AllStoragePresentationContexts:
+            # Both roles, so C-GET requesters can negotiate SCP role for sub-operations.
+            ae.add_supported_context(
+                cx.abstract_syntax, ALL_TRANSFER_SYNTAXES, scu_role=True, scp_role=True
+            )
+        for uid in _QR_CLASSES:
+            ae.add_supported_context(uid)
+        return ae
+
+    def start(self) -> None:
+        handlers = [
+            (evt.EVT_C_ECHO, self.on_echo),
+            (evt.EVT_C_STORE, self.on_store),
+            (evt.EVT_C_FIND, self.on_find),
+            (evt.EVT_C_GET, self.on_get),
+            (evt.EVT_C_MOVE, self.on_move),
+        ]
+        self._server = self.ae.start_server(
+            (self.config.bind, self.config.dicom_port), block=False, evt_handlers=handlers
+        )
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.server_address[1])
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+        self.ae.shutdown()
+
+    # --- Verification and Storage -------------------------------------------------------
+
+    def on_echo(self, event: Event) -> int:
+        return SUCCESS
+
+    def on_store(self, event: Event) -> Dataset | int:
+        source = _calling_aet(event)
+        try:
+            data = event.encoded_dataset(include_meta=True)
+        except Exception as exc:
+            log.warning("C-STORE from %s: unreadable data set: %s", source, exc)
+            return _status(CANNOT_UNDERSTAND, "Unreadable data set")
+        try:
+            result = self.archive.ingest(data, source)
+        except InvalidDataset as exc:
+            log.warning("C-STORE from %s refused: %s", source, exc)
+            return _status(CANNOT_UNDERSTAND, str(exc))
+        except (StorageFull, IndexFull) as exc:
+            log.error("C-STORE from %s refused, out of space: %s", source, exc)
+            return _status(OUT_OF_RESOURCES, "Archive storage is full")
+        except (StorageError, IndexFailure) as exc:
+            log.error("C-STORE from %s failed: %s", source, exc)
+            return _status(PROCESSING_FAILURE, "Archive could not record the instance")
+        if result.status is IngestStatus.CONFLICT:
+            return _status(
+                ELEMENTS_DISCARDED, "Duplicate SOP Instance UID, different data: first kept"
+            )
+        return SUCCESS
+
+    # --- Query ---------------------------------------------------------------------------
+
+    def on_find(self, event: Event) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+        source = _calling_aet(event)
+        try:
+            query = parse_identifier(
+                event.identifier, _model_root(event.request.AffectedSOPClassUID)
+            )
+            rows = self.archive.on_loop(self.archive.index.find(query))
+        except QueryError as exc:
+            log.warning("C-FIND from %s refused: %s", source, exc)
+            yield _status(IDENTIFIER_MISMATCH, str(exc)), None
+            return
+        except Exception as exc:
+            log.error("C-FIND from %s failed: %s: %s", source, type(exc).__name__, exc)
+            yield _status(CANNOT_UNDERSTAND, "Unable to process the query"), None
+            return
+        log.info("C-FIND from %s at %s level: %d match(es)", source, query.level, len(rows))
+        for row in rows:
+            if event.is_cancelled:
+                yield CANCEL, None
+                return
+            yield PENDING, response_identifier(query, row, self.config.aet)
+
+    # --- Retrieve ------------------------------------------------------------------------
+
+    def _matches(self, event: Event) -> list[StoredInstance]:
+        query = parse_identifier(event.identifier, _model_root(event.request.AffectedSOPClassUID))
+        return self.archive.on_loop(self.archive.index.instances_for(query))
+
+    def _sub_operations(
+        self,
+        event: Event,
+        instances: list[StoredInstance],
+        accepted_for: Callable[[str], set[str]],
+    ) -> Iterator[tuple[int, Any]]:
+        for inst in instances:
+            if event.is_cancelled:
+                yield CANCEL, None
+                return
+            plan = choose_plan(inst.transfer_syntax_uid, accepted_for(inst.sop_class_uid))
+            try:
+                payload: Any = prepare(self.archive.path(inst.sha256), plan)
+                if isinstance(payload, str):
+                    payload = StoredFile(payload, inst)
+            except (TranscodeError, OSError) as exc:
+                log.warning("instance %s cannot be sent (%s): %s", inst.sha256[:12], plan.value, exc)
+                payload = _unsendable(inst)
+            yield PENDING, payload
+
+    def on_get(self, event: Event) -> Iterator[Any]:
+        source = _calling_aet(event)
+        try:
+            instances = self._matches(event)
+        except Exception as exc:
+            log.warning("C-GET from %s refused: %s", source, exc)
+            yield 1
+            yield _status(IDENTIFIER_MISMATCH, str(exc)), None
+            return
+        log.info("C-GET from %s: %d instance(s)", source, len(instances))
+        yield len(instances)
+        _stream_stored_files(event.assoc)
+        accepted = _accepted_by_class(event.assoc.accepted_contexts)
+        yield from self._sub_operations(event, instances, lambda c: accepted.get(c, set()))
+
+    def on_move(self, event: Event) -> Iterator[Any]:
+        source = _calling_aet(event)
+        destination_aet = str(event.move_destination.decode("ascii", "replace")
+                              if isinstance(event.move_destination, bytes)
+                              else event.move_destination).strip()
+        destination = self.config.modality(destination_aet)
+        if destination is None:
+            log.warning("C-MOVE from %s refused: unknown destination %r", source, destination_aet)
+            yield None, None
+            return
+        try:
+            instances = self._matches(event)
+        except Exception as exc:
+            log.warning("C-MOVE from %s refused: %s", source, exc)
+            yield destination.host, destination.port
+            yield 1
+            yield _status(IDENTIFIER_MISMATCH, str(exc)), None
+            return
+        # The sub-association is made by pynetdicom; learn what it accepted when it is up.
+        store_assoc: list[Any] = []
+        yield destination.host, destination.port, {
+            "contexts": move_contexts(instances),
+            "evt_handlers": [(evt.EVT_ESTABLISHED, lambda e: store_assoc.append(e.assoc))],
+        }
+        log.info("C-MOVE from %s to %s: %d instance(s)", source, destination_aet, len(instances))
+        yield len(instances)
+        accepted: dict[str, set[str]] = {}
+        if store_assoc:
+            _stream_stored_files(store_assoc[0])
+            accepted = _accepted_by_class(store_assoc[0].accepted_contexts)
+        yield from self._sub_operations(event, instances, lambda c: accepted.get(c, set()))
+
+
+def _accepted_by_class(contexts: Iterable[PresentationContext]) -> dict[str, set[str]]:
+    accepted: dict[str, set[str]] = {}
+    for cx in contexts:
+        if cx.as_scu and cx.transfer_syntax:
+            accepted.setdefault(str(cx.abstract_syntax), set()).add(str(cx.transfer_syntax[0]))
+    return accepted
+
+
+class StoredFile(Dataset):
+    """Stands for an instance sent as its stored bytes.
+
+    pynetdicom's retrieve SCPs take only ``Dataset`` items, while its raw-bytes path
+    (``send_c_store(path)`` with STORE_SEND_CHUNKED_DATASET) takes a file: this carries
+    the path through, and :func:`_stream_stored_files` hands it to ``send_c_store``.
+    """
+
+    def __init__(self, path: str, inst: StoredInstance) -> None:
+        super().__init__()
+        self.SOPClassUID = inst.sop_class_uid
+        self.SOPInstanceUID = inst.sop_uid
+        object.__setattr__(self, "stored_path", path)
+
+
+def _stream_stored_files(assoc: Any) -> None:
+    original = assoc.send_c_store
+    if getattr(original, "streams_stored_files", False):
+        return
+
+    def send_c_store(dataset: Any, *args: Any, **kwargs: Any) -> Dataset:
+        if isinstance(dataset, StoredFile):
+            dataset = dataset.stored_path
+        return original(dataset, *args, **kwargs)
+
+    send_c_store.streams_stored_files = True  # type: ignore[attr-defined]
+    assoc.send_c_store = send_c_store
+
+
+def _unsendable(inst: StoredInstance) -> Dataset:
+    """A stand-in whose C-STORE fails, so pynetdicom counts and lists the failure."""
+    ds = Dataset()
+    ds.SOPClassUID = inst.sop_class_uid
+    ds.SOPInstanceUID = inst.sop_uid
+    return ds
+
+
+def move_contexts(instances: Iterable[StoredInstance]) -> list[PresentationContext]:
+    """Contexts to propose to a C-MOVE destination: each class as stored, and uncompressed."""
+    stored: dict[str, set[str]] = {}
+    for inst in instances:
+        stored.setdefault(inst.sop_class_uid, set()).add(inst.transfer_syntax_uid)
+    contexts: list[PresentationContext] = []
+    plain = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+    for sop_class, syntaxes in sorted(stored.items()):
+        compressed = sorted(syntaxes - UNCOMPRESSED)
+        extra = sorted(syntaxes & UNCOMPRESSED - set(plain))
+        for ts in compressed:
+            contexts.append(build_context(sop_class, [ts]))
+        contexts.append(build_context(sop_class, plain + extra))
+    if len(contexts) > _MAX_REQUESTED_CONTEXTS:
+        # Too many classes for one association: keep the uncompressed offers, which
+        # every instance can be sent in (decompressing where needed).
+        contexts = [cx for cx in contexts if ExplicitVRLittleEndian in cx.transfer_syntax]
+        contexts = contexts[:_MAX_REQUESTED_CONTEXTS]
+    return contexts
+
+
+__all__ = ["DicomServer", "Plan", "configure_pynetdicom", "move_contexts"]

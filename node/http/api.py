@@ -1,0 +1,54 @@
+"""The node's JSON API (aiohttp). Small on purpose: DICOMweb and the dashboard come later."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from node import __version__
+from node.index import Index
+
+INDEX_KEY: web.AppKey[Index] = web.AppKey("index", Index)
+AET_KEY: web.AppKey[str] = web.AppKey("aet", str)
+
+
+async def status(request: web.Request) -> web.Response:
+    counts = await request.app[INDEX_KEY].counts()
+    return web.json_response({
+        "aet": request.app[AET_KEY],
+        "version": __version__,
+        "patients": counts.patients,
+        "studies": counts.studies,
+        "series": counts.series,
+        "instances": counts.instances,
+        "bytes": counts.bytes,
+    })
+
+
+async def studies(request: web.Request) -> web.Response:
+    rows = await request.app[INDEX_KEY].studies()
+    return web.json_response([study_json(r) for r in rows])
+
+
+def study_json(row: dict) -> dict:
+    return {
+        "StudyInstanceUID": row["study_uid"],
+        "PatientID": row["patient_id"],
+        "PatientName": row["patient_name"],
+        "StudyDate": row["study_date"],
+        "StudyTime": row["study_time"],
+        "AccessionNumber": row["accession_number"],
+        "StudyDescription": row["study_description"],
+        "ModalitiesInStudy": [m for m in (row["modalities"] or "").split("\\") if m],
+        "series": row["series_count"],
+        "instances": row["instance_count"],
+        "bytes": row["bytes"],
+    }
+
+
+def make_app(index: Index, aet: str) -> web.Application:
+    app = web.Application()
+    app[INDEX_KEY] = index
+    app[AET_KEY] = aet
+    app.router.add_get("/api/status", status)
+    app.router.add_get("/api/studies", studies)
+    return app

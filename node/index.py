@@ -1,0 +1,345 @@
+"""The SQLite index (aiosqlite, WAL), owned by one asyncio event loop.
+
+Every method is a coroutine that must run on the loop that opened the index; other
+threads hand work to it with ``asyncio.run_coroutine_threadsafe``. Files are the source
+of truth: the index can always be rebuilt from them (see ``node.reconcile``), which is
+why commits use ``synchronous=NORMAL`` while object files are fsynced before any answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from node.dicom_header import InstanceKeys
+from node.query import Query, tm_norm
+
+
+class IndexFailure(RuntimeError):
+    """The index could not be read or written."""
+
+
+class IndexFull(IndexFailure):
+    """SQLite reported a full disk; nothing was recorded."""
+
+
+# Each entry upgrades the schema by one version; never edit a released entry, append.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE studies (
+        study_uid TEXT PRIMARY KEY,
+        patient_id TEXT NOT NULL DEFAULT '',
+        patient_name TEXT NOT NULL DEFAULT '',
+        patient_birth_date TEXT NOT NULL DEFAULT '',
+        patient_sex TEXT NOT NULL DEFAULT '',
+        study_date TEXT NOT NULL DEFAULT '',
+        study_time TEXT NOT NULL DEFAULT '',
+        accession_number TEXT NOT NULL DEFAULT '',
+        study_id TEXT NOT NULL DEFAULT '',
+        study_description TEXT NOT NULL DEFAULT '',
+        referring_physician_name TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX studies_patient ON studies(patient_id);
+    CREATE INDEX studies_date ON studies(study_date);
+    CREATE INDEX studies_accession ON studies(accession_number);
+    CREATE TABLE series (
+        series_uid TEXT PRIMARY KEY,
+        study_uid TEXT NOT NULL REFERENCES studies(study_uid),
+        modality TEXT NOT NULL DEFAULT '',
+        series_number TEXT NOT NULL DEFAULT '',
+        series_description TEXT NOT NULL DEFAULT '',
+        series_date TEXT NOT NULL DEFAULT '',
+        series_time TEXT NOT NULL DEFAULT '',
+        body_part_examined TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX series_study ON series(study_uid);
+    CREATE TABLE changes (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        sop_uid TEXT NOT NULL,
+        study_uid TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE TABLE instances (
+        sop_uid TEXT PRIMARY KEY,
+        series_uid TEXT NOT NULL REFERENCES series(series_uid),
+        sop_class_uid TEXT NOT NULL,
+        transfer_syntax_uid TEXT NOT NULL,
+        instance_number TEXT NOT NULL DEFAULT '',
+        rows INTEGER,
+        columns INTEGER,
+        number_of_frames TEXT NOT NULL DEFAULT '',
+        sha256 TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        source_aet TEXT NOT NULL DEFAULT '',
+        received_at REAL NOT NULL,
+        seq INTEGER NOT NULL UNIQUE REFERENCES changes(seq)
+    );
+    CREATE INDEX instances_series ON instances(series_uid);
+    CREATE INDEX instances_sha ON instances(sha256);
+    CREATE TABLE conflicts (
+        id INTEGER PRIMARY KEY,
+        sop_uid TEXT NOT NULL,
+        stored_sha256 TEXT NOT NULL,
+        received_sha256 TEXT NOT NULL,
+        received_size INTEGER NOT NULL,
+        kept_copy INTEGER NOT NULL,
+        source_aet TEXT NOT NULL DEFAULT '',
+        at REAL NOT NULL
+    );
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class AddOutcome(enum.Enum):
+    STORED = "stored"
+    DUPLICATE = "duplicate"  # same SOP Instance UID, same bytes
+    CONFLICT = "conflict"  # same SOP Instance UID, different bytes: first copy kept
+
+
+@dataclass(frozen=True)
+class StoredInstance:
+    sop_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    sha256: str
+    size: int
+    study_uid: str = ""
+    series_uid: str = ""
+
+
+@dataclass(frozen=True)
+class Counts:
+    patients: int
+    studies: int
+    series: int
+    instances: int
+    bytes: int
+
+
+def _is_full(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "full" in str(exc)
+
+
+class Index:
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+        self._write_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path) -> Index:
+        conn = await aiosqlite.connect(path, isolation_level=None)
+        conn.row_factory = aiosqlite.Row
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute("PRAGMA synchronous=NORMAL")
+        await conn.execute("PRAGMA foreign_keys=ON")
+        await conn.execute("PRAGMA busy_timeout=5000")
+        await conn.create_function("tm_norm", 1, tm_norm, deterministic=True)
+        index = cls(conn)
+        await index._migrate()
+        return index
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    async def schema_version(self) -> int:
+        async with self._conn.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def _migrate(self) -> None:
+        current = await self.schema_version()
+        if current > SCHEMA_VERSION:
+            raise IndexFailure(
+                f"index schema version {current} is newer than this PACSmesh ({SCHEMA_VERSION});"
+                " upgrade PACSmesh"
+            )
+        for version in range(current, SCHEMA_VERSION):
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        await self._conn.execute(statement)
+                await self._conn.execute(f"PRAGMA user_version = {version + 1}")
+                await self._conn.execute("COMMIT")
+            except BaseException:
+                await self._conn.execute("ROLLBACK")
+                raise
+
+    # --- writes -------------------------------------------------------------------------
+
+    async def lookup_sha(self, sop_uid: str) -> str | None:
+        async with self._conn.execute(
+            "SELECT sha256 FROM instances WHERE sop_uid = ?", (sop_uid,)
+        ) as cur:
+            row = await cur.fetchone()
+        return str(row[0]) if row else None
+
+    async def add_instance(
+        self, keys: InstanceKeys, sha256: str, size: int, source_aet: str = ""
+    ) -> tuple[AddOutcome, str]:
+        """Record one stored object; return the outcome and the sha256 now on record."""
+        now = time.time()
+        async with self._write_lock:
+            existing = await self.lookup_sha(keys.sop_instance_uid)
+            if existing is not None:
+                return (AddOutcome.DUPLICATE if existing == sha256 else AddOutcome.CONFLICT), existing
+            try:
+                await self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    await self._insert(keys, sha256, size, source_aet, now)
+                    await self._conn.execute("COMMIT")
+                except BaseException:
+                    await self._conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                if _is_full(exc):
+                    raise IndexFull(str(exc)) from exc
+                raise IndexFailure(str(exc)) from exc
+        return AddOutcome.STORED, sha256
+
+    async def _insert(
+        self, k: InstanceKeys, sha256: str, size: int, source_aet: str, now: float
+    ) -> None:
+        c = self._conn
+        await c.execute(
+            "INSERT OR IGNORE INTO studies (study_uid, patient_id, patient_name,"
+            " patient_birth_date, patient_sex, study_date, study_time, accession_number,"
+            " study_id, study_description, referring_physician_name, created_at)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (k.study_instance_uid, k.patient_id, k.patient_name, k.patient_birth_date,
+             k.patient_sex, k.study_date, k.study_time, k.accession_number, k.study_id,
+             k.study_description, k.referring_physician_name, now),
+        )
+        await c.execute(
+            "INSERT OR IGNORE INTO series (series_uid, study_uid, modality, series_number,"
+            " series_description, series_date, series_time, body_part_examined)"
+            " VALUES (?,?,?,?,?,?,?,?)",
+            (k.series_instance_uid, k.study_instance_uid, k.modality, k.series_number,
+             k.series_description, k.series_date, k.series_time, k.body_part_examined),
+        )
+        cur = await c.execute(
+            "INSERT INTO changes (kind, sop_uid, study_uid, at) VALUES ('add', ?, ?, ?)",
+            (k.sop_instance_uid, k.study_instance_uid, now),
+        )
+        seq = cur.lastrowid
+        await cur.close()
+        await c.execute(
+            "INSERT INTO instances (sop_uid, series_uid, sop_class_uid, transfer_syntax_uid,"
+            " instance_number, rows, columns, number_of_frames, sha256, size, source_aet,"
+            " received_at, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (k.sop_instance_uid, k.series_instance_uid, k.sop_class_uid, k.transfer_syntax_uid,
+             k.instance_number, k.rows, k.columns, k.number_of_frames, sha256, size,
+             source_aet, now, seq),
+        )
+
+    async def record_conflict(
+        self, sop_uid: str, stored_sha: str, received_sha: str, size: int, kept: bool,
+        source_aet: str,
+    ) -> None:
+        try:
+            await self._conn.execute(
+                "INSERT INTO conflicts (sop_uid, stored_sha256, received_sha256, received_size,"
+                " kept_copy, source_aet, at) VALUES (?,?,?,?,?,?,?)",
+                (sop_uid, stored_sha, received_sha, size, int(kept), source_aet, time.time()),
+            )
+        except sqlite3.Error as exc:
+            if _is_full(exc):
+                raise IndexFull(str(exc)) from exc
+            raise IndexFailure(str(exc)) from exc
+
+    async def remove_instances(self, sop_uids: Iterable[str]) -> int:
+        """Drop index rows (used only by reconciliation for files that are gone)."""
+        removed = 0
+        async with self._write_lock:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for sop_uid in sop_uids:
+                    cur = await self._conn.execute(
+                        "DELETE FROM instances WHERE sop_uid = ?", (sop_uid,)
+                    )
+                    removed += cur.rowcount
+                    await cur.close()
+                await self._conn.execute(
+                    "DELETE FROM series WHERE series_uid NOT IN"
+                    " (SELECT DISTINCT series_uid FROM instances)"
+                )
+                await self._conn.execute(
+                    "DELETE FROM studies WHERE study_uid NOT IN (SELECT DISTINCT study_uid FROM series)"
+                )
+                await self._conn.execute("COMMIT")
+            except BaseException:
+                await self._conn.execute("ROLLBACK")
+                raise
+        return removed
+
+    # --- reads --------------------------------------------------------------------------
+
+    async def _fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        async with self._conn.execute(sql, tuple(params)) as cur:
+            rows = await cur.fetchall()
+        return [dict(r) for r in rows]
+
+    async def find(self, query: Query) -> list[dict[str, Any]]:
+        sql, params = query.sql()
+        return await self._fetchall(sql, params)
+
+    async def instances_for(self, query: Query) -> list[StoredInstance]:
+        """The instances under every entity the query matches, in a stable order."""
+        image_query = Query(level="IMAGE", conditions=query.conditions)
+        sql, params = image_query.sql(
+            columns=("i.sop_class_uid", "i.transfer_syntax_uid", "i.sha256", "i.size",
+                     "se.study_uid", "se.series_uid")
+        )
+        rows = await self._fetchall(sql, params)
+        return [
+            StoredInstance(
+                sop_uid=r["SOPInstanceUID"], sop_class_uid=r["i.sop_class_uid"],
+                transfer_syntax_uid=r["i.transfer_syntax_uid"], sha256=r["i.sha256"],
+                size=r["i.size"], study_uid=r["se.study_uid"], series_uid=r["se.series_uid"],
+            )
+            for r in rows
+        ]
+
+    async def all_shas(self) -> dict[str, str]:
+        """sha256 -> SOP Instance UID of every indexed instance."""
+        rows = await self._fetchall("SELECT sha256, sop_uid FROM instances")
+        return {r["sha256"]: r["sop_uid"] for r in rows}
+
+    async def counts(self) -> Counts:
+        rows = await self._fetchall(
+            "SELECT (SELECT COUNT(DISTINCT patient_id) FROM studies) AS patients,"
+            " (SELECT COUNT(*) FROM studies) AS studies,"
+            " (SELECT COUNT(*) FROM series) AS series,"
+            " (SELECT COUNT(*) FROM instances) AS instances,"
+            " (SELECT COALESCE(SUM(size), 0) FROM instances) AS bytes"
+        )
+        return Counts(**rows[0])
+
+    async def studies(self) -> list[dict[str, Any]]:
+        return await self._fetchall(
+            "SELECT st.study_uid, st.patient_id, st.patient_name, st.study_date, st.study_time,"
+            " st.accession_number, st.study_description,"
+            " (SELECT group_concat(m, '\\') FROM (SELECT DISTINCT x.modality AS m FROM series x"
+            "   WHERE x.study_uid = st.study_uid AND x.modality != '' ORDER BY x.modality))"
+            "   AS modalities,"
+            " (SELECT COUNT(*) FROM series x WHERE x.study_uid = st.study_uid) AS series_count,"
+            " (SELECT COUNT(*) FROM instances y JOIN series x ON y.series_uid = x.series_uid"
+            "   WHERE x.study_uid = st.study_uid) AS instance_count,"
+            " (SELECT COALESCE(SUM(y.size), 0) FROM instances y JOIN series x"
+            "   ON y.series_uid = x.series_uid WHERE x.study_uid = st.study_uid) AS bytes"
+            " FROM studies st ORDER BY st.study_date DESC, st.study_uid"
+        )
+
+    async def conflicts(self) -> list[dict[str, Any]]:
+        return await self._fetchall("SELECT * FROM conflicts ORDER BY id")

@@ -1,0 +1,289 @@
+"""C-FIND matching (DICOM PS3.4 C.2.2.2) as SQL over the index. Pure code, no I/O.
+
+An identifier becomes a :class:`Query` (level, match conditions, return keys); the
+query becomes one SQL statement; each result row becomes a response identifier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+
+LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
+
+
+class QueryError(ValueError):
+    """The identifier cannot be processed (maps to a C-FIND/C-GET/C-MOVE failure status)."""
+
+
+@dataclass(frozen=True)
+class Attr:
+    level: str
+    column: str  # SQL expression over aliases st (studies), se (series), i (instances)
+    vr: str
+
+
+# Attributes held in the index. Patient attributes live on the study rows.
+ATTRS: dict[str, Attr] = {
+    "PatientID": Attr("PATIENT", "st.patient_id", "LO"),
+    "PatientName": Attr("PATIENT", "st.patient_name", "PN"),
+    "PatientBirthDate": Attr("PATIENT", "st.patient_birth_date", "DA"),
+    "PatientSex": Attr("PATIENT", "st.patient_sex", "CS"),
+    "StudyInstanceUID": Attr("STUDY", "st.study_uid", "UI"),
+    "StudyDate": Attr("STUDY", "st.study_date", "DA"),
+    "StudyTime": Attr("STUDY", "st.study_time", "TM"),
+    "AccessionNumber": Attr("STUDY", "st.accession_number", "SH"),
+    "StudyID": Attr("STUDY", "st.study_id", "SH"),
+    "StudyDescription": Attr("STUDY", "st.study_description", "LO"),
+    "ReferringPhysicianName": Attr("STUDY", "st.referring_physician_name", "PN"),
+    "SeriesInstanceUID": Attr("SERIES", "se.series_uid", "UI"),
+    "Modality": Attr("SERIES", "se.modality", "CS"),
+    "SeriesNumber": Attr("SERIES", "se.series_number", "IS"),
+    "SeriesDescription": Attr("SERIES", "se.series_description", "LO"),
+    "SeriesDate": Attr("SERIES", "se.series_date", "DA"),
+    "SeriesTime": Attr("SERIES", "se.series_time", "TM"),
+    "BodyPartExamined": Attr("SERIES", "se.body_part_examined", "CS"),
+    "SOPInstanceUID": Attr("IMAGE", "i.sop_uid", "UI"),
+    "SOPClassUID": Attr("IMAGE", "i.sop_class_uid", "UI"),
+    "InstanceNumber": Attr("IMAGE", "i.instance_number", "IS"),
+    "Rows": Attr("IMAGE", "i.rows", "US"),
+    "Columns": Attr("IMAGE", "i.columns", "US"),
+    "NumberOfFrames": Attr("IMAGE", "i.number_of_frames", "IS"),
+}
+
+# Values computed per level: keyword -> (lowest level it is defined at, SQL expression).
+_PATIENT_STUDIES = "(SELECT COUNT(*) FROM studies s2 WHERE s2.patient_id = st.patient_id)"
+_PATIENT_SERIES = (
+    "(SELECT COUNT(*) FROM series x JOIN studies s2 ON x.study_uid = s2.study_uid"
+    " WHERE s2.patient_id = st.patient_id)"
+)
+_PATIENT_INSTANCES = (
+    "(SELECT COUNT(*) FROM instances y JOIN series x ON y.series_uid = x.series_uid"
+    " JOIN studies s2 ON x.study_uid = s2.study_uid WHERE s2.patient_id = st.patient_id)"
+)
+_STUDY_SERIES = "(SELECT COUNT(*) FROM series x WHERE x.study_uid = st.study_uid)"
+_STUDY_INSTANCES = (
+    "(SELECT COUNT(*) FROM instances y JOIN series x ON y.series_uid = x.series_uid"
+    " WHERE x.study_uid = st.study_uid)"
+)
+_STUDY_MODALITIES = (
+    "(SELECT group_concat(m, '\\') FROM (SELECT DISTINCT x.modality AS m FROM series x"
+    " WHERE x.study_uid = st.study_uid AND x.modality != '' ORDER BY x.modality))"
+)
+_SERIES_INSTANCES = "(SELECT COUNT(*) FROM instances y WHERE y.series_uid = se.series_uid)"
+
+COMPUTED: dict[str, tuple[str, str]] = {
+    "NumberOfPatientRelatedStudies": ("PATIENT", _PATIENT_STUDIES),
+    "NumberOfPatientRelatedSeries": ("PATIENT", _PATIENT_SERIES),
+    "NumberOfPatientRelatedInstances": ("PATIENT", _PATIENT_INSTANCES),
+    "NumberOfStudyRelatedSeries": ("STUDY", _STUDY_SERIES),
+    "NumberOfStudyRelatedInstances": ("STUDY", _STUDY_INSTANCES),
+    "ModalitiesInStudy": ("STUDY", _STUDY_MODALITIES),
+    "NumberOfSeriesRelatedInstances": ("SERIES", _SERIES_INSTANCES),
+}
+
+# The unique key of each level, always returned.
+UNIQUE_KEY = {
+    "PATIENT": "PatientID",
+    "STUDY": "StudyInstanceUID",
+    "SERIES": "SeriesInstanceUID",
+    "IMAGE": "SOPInstanceUID",
+}
+
+# Keys a response never echoes as attributes of the matched entity.
+_CONTROL_KEYWORDS = {"QueryRetrieveLevel", "SpecificCharacterSet"}
+
+
+@dataclass
+class Query:
+    level: str
+    conditions: list[tuple[str, list[Any]]] = field(default_factory=list)  # (SQL, params)
+    return_keys: list[str] = field(default_factory=list)  # keywords, in request order
+    unknown_keys: list[int] = field(default_factory=list)  # tags answered with empty values
+
+    def sql(self, columns: Iterable[str] | None = None) -> tuple[str, list[Any]]:
+        """Return the statement and parameters; one row per matching entity."""
+        selected = {k: _select_expr(k, self.level) for k in self.return_keys}
+        selected.setdefault(UNIQUE_KEY[self.level], _select_expr(UNIQUE_KEY[self.level], self.level))
+        if columns:
+            for c in columns:
+                selected[c] = c if "." in c else f"i.{c}"
+        select = ", ".join(f"{expr} AS \"{key}\"" for key, expr in selected.items())
+        where = " AND ".join(c for c, _ in self.conditions) or "1"
+        params = [p for _, ps in self.conditions for p in ps]
+        if self.level == "PATIENT":
+            sql = (
+                f"SELECT {select} FROM studies st WHERE {where} "
+                "GROUP BY st.patient_id ORDER BY st.patient_id"
+            )
+        elif self.level == "STUDY":
+            sql = f"SELECT {select} FROM studies st WHERE {where} ORDER BY st.study_date, st.study_uid"
+        elif self.level == "SERIES":
+            sql = (
+                f"SELECT {select} FROM series se JOIN studies st ON se.study_uid = st.study_uid "
+                f"WHERE {where} ORDER BY st.study_uid, CAST(se.series_number AS INTEGER), se.series_uid"
+            )
+        else:
+            sql = (
+                f"SELECT {select} FROM instances i JOIN series se ON i.series_uid = se.series_uid "
+                f"JOIN studies st ON se.study_uid = st.study_uid WHERE {where} "
+                "ORDER BY st.study_uid, se.series_uid, CAST(i.instance_number AS INTEGER), i.sop_uid"
+            )
+        return sql, params
+
+
+def _select_expr(keyword: str, level: str) -> str:
+    if keyword in ATTRS:
+        return ATTRS[keyword].column
+    return COMPUTED[keyword][1]
+
+
+def _level_index(level: str) -> int:
+    return LEVELS.index(level)
+
+
+def _escape_glob(text: str) -> str:
+    # GLOB treats [ ] specially; DICOM wildcards are only * and ?.
+    return "".join("[[]" if c == "[" else "[]]" if c == "]" else c for c in text)
+
+
+def _tm_bound(value: str, upper: bool) -> str:
+    """Pad a partial DICOM time to HHMMSS.ffffff for comparison (see tm_norm)."""
+    value = value.replace(":", "").strip()
+    template = "235959.999999" if upper else "000000.000000"
+    if "." not in value and len(value) > 6:
+        value = value[:6]
+    return value + template[len(value):]
+
+
+def tm_norm(value: str | None) -> str | None:
+    """SQLite function: a stored TM value as HHMMSS.ffffff, or None when empty."""
+    if not value:
+        return None
+    return _tm_bound(value, upper=False)
+
+
+def _condition(attr: Attr, value: str) -> tuple[str, list[Any]]:
+    col = attr.column
+    if attr.vr == "UI":
+        uids = [u.strip() for u in value.split("\\") if u.strip()]
+        if len(uids) == 1:
+            return f"{col} = ?", uids
+        return f"{col} IN ({', '.join('?' * len(uids))})", uids
+    if attr.vr in ("DA", "TM") and "-" in value:
+        lo, _, hi = value.partition("-")
+        lo, hi = lo.strip(), hi.strip()
+        parts, params = [], []
+        expr = f"tm_norm({col})" if attr.vr == "TM" else col
+        parts.append(f"{col} != ''")
+        if lo:
+            parts.append(f"{expr} >= ?")
+            params.append(_tm_bound(lo, False) if attr.vr == "TM" else lo)
+        if hi:
+            parts.append(f"{expr} <= ?")
+            params.append(_tm_bound(hi, True) if attr.vr == "TM" else hi)
+        return " AND ".join(parts), params
+    if attr.vr == "TM":
+        return f"tm_norm({col}) = ?", [_tm_bound(value, False)]
+    if attr.vr == "US":
+        try:
+            return f"{col} = ?", [int(value)]
+        except ValueError:
+            raise QueryError(f"{value!r} is not a number") from None
+    # PN matching is case-insensitive here, as radiologists type names any way.
+    fold = attr.vr == "PN"
+    target = f"upper({col})" if fold else col
+    text = value.upper() if fold else value
+    if "*" in value or "?" in value:
+        return f"{target} GLOB ?", [_escape_glob(text)]
+    return f"{target} = ?", [text]
+
+
+def _value_text(elem_value: Any) -> str:
+    if elem_value is None:
+        return ""
+    if isinstance(elem_value, list | tuple | MultiValue):
+        return "\\".join(str(v) for v in elem_value)
+    return str(elem_value)
+
+
+def parse_identifier(identifier: Dataset, model_root: str = "STUDY") -> Query:
+    """Turn a C-FIND (or C-GET/C-MOVE) identifier into a :class:`Query`.
+
+    ``model_root`` is ``"PATIENT"`` or ``"STUDY"``; Study Root has no PATIENT level.
+    """
+    level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
+    if level not in LEVELS:
+        raise QueryError(f"QueryRetrieveLevel {level or '(missing)'!r} is not one of {LEVELS}")
+    if model_root == "STUDY" and level == "PATIENT":
+        raise QueryError("Study Root information model has no PATIENT level")
+    query = Query(level=level)
+    depth = _level_index(level)
+    for elem in identifier:
+        if elem.tag.group == 0x0002:
+            continue
+        keyword = elem.keyword or keyword_for_tag(elem.tag)
+        if keyword in _CONTROL_KEYWORDS:
+            continue
+        if elem.VR == "SQ":
+            query.unknown_keys.append(int(elem.tag))
+            continue
+        attr = ATTRS.get(keyword)
+        if attr is None:
+            computed = COMPUTED.get(keyword)
+            # Counts are answered at their own level; ModalitiesInStudy also below it.
+            if computed and (
+                computed[0] == level
+                or (keyword == "ModalitiesInStudy" and _level_index(computed[0]) <= depth)
+            ):
+                if keyword == "ModalitiesInStudy" and elem.value:
+                    mods = [m for m in _value_text(elem.value).split("\\") if m]
+                    query.conditions.append((
+                        "EXISTS (SELECT 1 FROM series x WHERE x.study_uid = st.study_uid"
+                        f" AND x.modality IN ({', '.join('?' * len(mods))}))",
+                        mods,
+                    ))
+                query.return_keys.append(keyword)
+            else:
+                query.unknown_keys.append(int(elem.tag))
+            continue
+        if _level_index(attr.level) > depth:
+            # A key below the query level cannot be matched (PS3.4 C.2.2.1.2).
+            query.unknown_keys.append(int(elem.tag))
+            continue
+        query.return_keys.append(keyword)
+        value = _value_text(elem.value).strip()
+        if value and value != "*":
+            query.conditions.append(_condition(attr, value))
+    return query
+
+
+def response_identifier(query: Query, row: Mapping[str, Any], retrieve_aet: str) -> Dataset:
+    """Build one C-FIND response identifier from a result row."""
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.QueryRetrieveLevel = query.level
+    keys = list(query.return_keys)
+    if UNIQUE_KEY[query.level] not in keys:
+        keys.append(UNIQUE_KEY[query.level])
+    for keyword in keys:
+        value = row.get(keyword)
+        setattr(ds, keyword, "" if value is None else value)
+    for tag in query.unknown_keys:
+        keyword = keyword_for_tag(tag)
+        if keyword == "RetrieveAETitle":
+            ds.RetrieveAETitle = retrieve_aet
+        elif keyword == "InstanceAvailability":
+            ds.InstanceAvailability = "ONLINE"
+        else:
+            try:
+                vr = dictionary_VR(tag)
+            except KeyError:
+                continue  # private or unknown tags are not answered
+            ds.add_new(tag, vr, [] if vr == "SQ" else None)
+    return ds

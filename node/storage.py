@@ -1,0 +1,121 @@
+"""Content-addressed file store: Part 10 bytes kept exactly as received.
+
+Each object lives at ``objects/<sha[:2]>/<sha>.dcm``. Writes go to ``tmp/``, are fsynced,
+then renamed into place and the directory fsynced, so a crash leaves either the whole
+file or only a temporary file, which :meth:`Storage.prepare` removes at start-up.
+Blocking I/O: call from worker threads, never from the event loop.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+class StorageError(OSError):
+    """Writing an object failed; nothing was stored."""
+
+
+class StorageFull(StorageError):
+    """No space left (or over quota) on the data dir's file system."""
+
+
+def sha256_hex(data: bytes | memoryview) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Storage:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.objects = root / "objects"
+        self.tmp = root / "tmp"
+        self.conflicts = root / "conflicts"
+        self.quarantine = root / "quarantine"
+
+    def prepare(self) -> int:
+        """Create the layout and delete temporaries left by a crash; return how many."""
+        for d in (self.objects, self.tmp, self.conflicts, self.quarantine):
+            d.mkdir(parents=True, exist_ok=True)
+        removed = 0
+        for entry in os.scandir(self.tmp):
+            os.unlink(entry.path)
+            removed += 1
+        return removed
+
+    def path(self, sha256: str) -> Path:
+        return self.objects / sha256[:2] / f"{sha256}.dcm"
+
+    def exists(self, sha256: str) -> bool:
+        return self.path(sha256).is_file()
+
+    def write(self, data: bytes | memoryview, sha256: str, into: Path | None = None) -> Path:
+        """Durably write ``data`` (whose hash is ``sha256``); return its final path.
+
+        Writing bytes that are already stored is harmless: the rename replaces the
+        file with identical content.
+        """
+        final = (into / f"{sha256}.dcm") if into is not None else self.path(sha256)
+        tmp = self.tmp / f"{uuid.uuid4().hex}.part"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            new_dir = not final.parent.is_dir()
+            if new_dir:
+                final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, final)
+            _fsync_dir(final.parent)
+            if new_dir:
+                _fsync_dir(final.parent.parent)
+        except OSError as exc:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass  # the temp dir is cleaned at next start-up anyway
+            if exc.errno in _FULL_ERRNOS:
+                raise StorageFull(exc.errno, f"data dir is full: {exc.strerror}") from exc
+            raise StorageError(exc.errno, f"cannot write object: {exc}") from exc
+        return final
+
+    def read(self, sha256: str) -> bytes:
+        return self.path(sha256).read_bytes()
+
+    def remove(self, sha256: str) -> None:
+        self.path(sha256).unlink(missing_ok=True)
+
+    def move_to_quarantine(self, path: Path) -> Path:
+        target = self.quarantine / path.name
+        os.replace(path, target)
+        return target
+
+    def iter_objects(self) -> Iterator[tuple[str, Path]]:
+        """Yield ``(sha256, path)`` of every stored object."""
+        if not self.objects.is_dir():
+            return
+        for shard in os.scandir(self.objects):
+            if not shard.is_dir():
+                continue
+            for entry in os.scandir(shard.path):
+                name = entry.name
+                if name.endswith(".dcm") and len(name) == 68:
+                    yield name[:-4], Path(entry.path)
