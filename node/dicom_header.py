@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import io
 import os
-import warnings
 from dataclasses import dataclass, fields
 from typing import BinaryIO
 
+from pydicom import config as pydicom_config
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
@@ -76,6 +76,10 @@ TEXT_KEYWORDS: dict[str, str] = {
     "number_of_frames": "NumberOfFrames",
 }
 
+# We store bytes as received: odd values are the sender's business, and pydicom's
+# validation messages quote values (patient names, IDs) into the logs. Process-wide.
+pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+
 _REQUIRED_UIDS = ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID")
 
 
@@ -92,10 +96,7 @@ def read_header(source: bytes | str | os.PathLike[str] | BinaryIO) -> Dataset:
     """Parse file meta and data set up to (not including) pixel data."""
     fp = io.BytesIO(source) if isinstance(source, bytes | bytearray | memoryview) else source
     try:
-        with warnings.catch_warnings():
-            # Odd but readable values are the sender's business; we store bytes as received.
-            warnings.simplefilter("ignore")
-            return dcmread(fp, stop_before_pixels=True)
+        return dcmread(fp, stop_before_pixels=True)
     except InvalidDicomError as exc:
         raise InvalidDataset(f"not a DICOM Part 10 object: {exc}") from None
     except Exception as exc:  # pydicom raises many types on truncated or garbled input

@@ -193,7 +193,8 @@ class Index:
         async with self._write_lock:
             existing = await self.lookup_sha(keys.sop_instance_uid)
             if existing is not None:
-                return (AddOutcome.DUPLICATE if existing == sha256 else AddOutcome.CONFLICT), existing
+                same = existing == sha256
+                return (AddOutcome.DUPLICATE if same else AddOutcome.CONFLICT), existing
             try:
                 await self._conn.execute("BEGIN IMMEDIATE")
                 try:
@@ -275,7 +276,8 @@ class Index:
                     " (SELECT DISTINCT series_uid FROM instances)"
                 )
                 await self._conn.execute(
-                    "DELETE FROM studies WHERE study_uid NOT IN (SELECT DISTINCT study_uid FROM series)"
+                    "DELETE FROM studies WHERE study_uid NOT IN"
+                    " (SELECT DISTINCT study_uid FROM series)"
                 )
                 await self._conn.execute("COMMIT")
             except BaseException:

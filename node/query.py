@@ -109,7 +109,8 @@ class Query:
     def sql(self, columns: Iterable[str] | None = None) -> tuple[str, list[Any]]:
         """Return the statement and parameters; one row per matching entity."""
         selected = {k: _select_expr(k, self.level) for k in self.return_keys}
-        selected.setdefault(UNIQUE_KEY[self.level], _select_expr(UNIQUE_KEY[self.level], self.level))
+        unique = UNIQUE_KEY[self.level]
+        selected.setdefault(unique, _select_expr(unique, self.level))
         if columns:
             for c in columns:
                 selected[c] = c if "." in c else f"i.{c}"
@@ -122,17 +123,22 @@ class Query:
                 "GROUP BY st.patient_id ORDER BY st.patient_id"
             )
         elif self.level == "STUDY":
-            sql = f"SELECT {select} FROM studies st WHERE {where} ORDER BY st.study_date, st.study_uid"
+            sql = (
+                f"SELECT {select} FROM studies st WHERE {where}"
+                " ORDER BY st.study_date, st.study_uid"
+            )
         elif self.level == "SERIES":
             sql = (
                 f"SELECT {select} FROM series se JOIN studies st ON se.study_uid = st.study_uid "
-                f"WHERE {where} ORDER BY st.study_uid, CAST(se.series_number AS INTEGER), se.series_uid"
+                f"WHERE {where} "
+                "ORDER BY st.study_uid, CAST(se.series_number AS INTEGER), se.series_uid"
             )
         else:
             sql = (
                 f"SELECT {select} FROM instances i JOIN series se ON i.series_uid = se.series_uid "
                 f"JOIN studies st ON se.study_uid = st.study_uid WHERE {where} "
-                "ORDER BY st.study_uid, se.series_uid, CAST(i.instance_number AS INTEGER), i.sop_uid"
+                "ORDER BY st.study_uid, se.series_uid,"
+                " CAST(i.instance_number AS INTEGER), i.sop_uid"
             )
         return sql, params
 

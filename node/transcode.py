@@ -8,7 +8,6 @@ decoded here with pydicom's pixel handlers (pylibjpeg, openjpeg, libjpeg, RLE).
 from __future__ import annotations
 
 import enum
-import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -61,15 +60,11 @@ def prepare(path: Path, plan: Plan) -> str | Dataset:
     if plan is Plan.IMPOSSIBLE:
         raise TranscodeError("the peer accepted no transfer syntax this instance can be sent in")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds = dcmread(path)
-            if plan is Plan.DECOMPRESS:
-                ds.decompress(generate_instance_uid=False)
-            elif ds.file_meta.TransferSyntaxUID == ExplicitVRBigEndian:
-                _to_little_endian(ds)
-    except TranscodeError:
-        raise
+        ds = dcmread(path)
+        if plan is Plan.DECOMPRESS:
+            ds.decompress(generate_instance_uid=False)
+        elif ds.file_meta.TransferSyntaxUID == ExplicitVRBigEndian:
+            _to_little_endian(ds)
     except Exception as exc:
         raise TranscodeError(f"cannot decode: {type(exc).__name__}: {exc}") from exc
     return ds

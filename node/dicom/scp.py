@@ -11,17 +11,24 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 from pynetdicom import (
-    ALL_TRANSFER_SYNTAXES,
     AE,
+    ALL_TRANSFER_SYNTAXES,
     AllStoragePresentationContexts,
     _config,
     build_context,
     evt,
 )
+from pynetdicom import sop_class as known_classes
 from pynetdicom.events import Event
 from pynetdicom.presentation import PresentationContext
+from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
@@ -39,7 +46,7 @@ from node.dicom_header import InvalidDataset
 from node.index import IndexFailure, IndexFull, StoredInstance
 from node.query import QueryError, parse_identifier, response_identifier
 from node.storage import StorageError, StorageFull
-from node.transcode import UNCOMPRESSED, Plan, TranscodeError, choose_plan, prepare
+from node.transcode import Plan, TranscodeError, choose_plan, prepare
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +76,29 @@ _QR_CLASSES = (
     StudyRootQueryRetrieveInformationModelMove,
 )
 _MAX_REQUESTED_CONTEXTS = 128
+# pynetdicom accepts, from a context offering several syntaxes, the first one in this
+# list. Uncompressed first: for a C-GET the same context carries every instance of the
+# class, and any instance can be sent uncompressed (decompressing if stored compressed),
+# while a compressed choice would fail every instance stored otherwise. Requesters that
+# offer each syntax in its own context (as pynetdicom does) get stored bytes untouched.
+_PLAIN_FIRST = [ExplicitVRLittleEndian, ImplicitVRLittleEndian,
+                DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian]
+STORAGE_SYNTAXES = _PLAIN_FIRST + [ts for ts in ALL_TRANSFER_SYNTAXES if ts not in _PLAIN_FIRST]
+# Retired image storage classes pynetdicom does not list; old ultrasound and nuclear
+# medicine archives are full of them, and a PACS must still take them in.
+RETIRED_IMAGE_STORAGE = {
+    "1.2.840.10008.5.1.4.1.1.3": "UltrasoundMultiFrameImageStorageRetired",
+    "1.2.840.10008.5.1.4.1.1.5": "NuclearMedicineImageStorageRetired",
+    "1.2.840.10008.5.1.4.1.1.6": "UltrasoundImageStorageRetired",
+    "1.2.840.10008.5.1.4.1.1.12.3": "XRayAngiographicBiPlaneImageStorageRetired",
+}
 
 
 def configure_pynetdicom(debug: bool) -> None:
     """Process-wide pynetdicom settings: raw-bytes fast paths, no identifiers in logs."""
+    for uid, keyword in RETIRED_IMAGE_STORAGE.items():
+        if not hasattr(known_classes, keyword):
+            known_classes.register_uid(uid, keyword, StorageServiceClass)
     _config.STORE_SEND_CHUNKED_DATASET = True
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
@@ -111,11 +137,10 @@ class DicomServer:
         ae.acse_timeout = 30
         ae.dimse_timeout = 60
         ae.add_supported_context(Verification)
-        for cx in AllStoragePresentationContexts:
+        storage = [cx.abstract_syntax for cx in AllStoragePresentationContexts]
+        for uid in [*storage, *RETIRED_IMAGE_STORAGE]:
             # Both roles, so C-GET requesters can negotiate SCP role for sub-operations.
-            ae.add_supported_context(
-                cx.abstract_syntax, ALL_TRANSFER_SYNTAXES, scu_role=True, scp_role=True
-            )
+            ae.add_supported_context(uid, STORAGE_SYNTAXES, scu_role=True, scp_role=True)
         for uid in _QR_CLASSES:
             ae.add_supported_context(uid)
         return ae
@@ -218,7 +243,9 @@ class DicomServer:
                 if isinstance(payload, str):
                     payload = StoredFile(payload, inst)
             except (TranscodeError, OSError) as exc:
-                log.warning("instance %s cannot be sent (%s): %s", inst.sha256[:12], plan.value, exc)
+                log.warning(
+                    "instance %s cannot be sent (%s): %s", inst.sha256[:12], plan.value, exc
+                )
                 payload = _unsendable(inst)
             yield PENDING, payload
 
@@ -316,24 +343,21 @@ def _unsendable(inst: StoredInstance) -> Dataset:
 
 
 def move_contexts(instances: Iterable[StoredInstance]) -> list[PresentationContext]:
-    """Contexts to propose to a C-MOVE destination: each class as stored, and uncompressed."""
+    """Contexts to offer a C-MOVE destination: each class in every syntax it is stored in
+    (one context each, so the destination can take the stored bytes as they are), and
+    in uncompressed form for destinations that accept nothing else."""
     stored: dict[str, set[str]] = {}
     for inst in instances:
         stored.setdefault(inst.sop_class_uid, set()).add(inst.transfer_syntax_uid)
-    contexts: list[PresentationContext] = []
-    plain = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+    exact: list[PresentationContext] = []
+    plain: list[PresentationContext] = []
     for sop_class, syntaxes in sorted(stored.items()):
-        compressed = sorted(syntaxes - UNCOMPRESSED)
-        extra = sorted(syntaxes & UNCOMPRESSED - set(plain))
-        for ts in compressed:
-            contexts.append(build_context(sop_class, [ts]))
-        contexts.append(build_context(sop_class, plain + extra))
-    if len(contexts) > _MAX_REQUESTED_CONTEXTS:
-        # Too many classes for one association: keep the uncompressed offers, which
-        # every instance can be sent in (decompressing where needed).
-        contexts = [cx for cx in contexts if ExplicitVRLittleEndian in cx.transfer_syntax]
-        contexts = contexts[:_MAX_REQUESTED_CONTEXTS]
-    return contexts
+        exact += [build_context(sop_class, [ts]) for ts in sorted(syntaxes)]
+        plain.append(build_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]))
+    if len(exact) + len(plain) > _MAX_REQUESTED_CONTEXTS:
+        # Too many for one association: every instance can still go uncompressed.
+        return plain[:_MAX_REQUESTED_CONTEXTS]
+    return exact + plain
 
 
 __all__ = ["DicomServer", "Plan", "configure_pynetdicom", "move_contexts"]

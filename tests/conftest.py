@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import NodeProcess, ensure_on_path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _dcmtk_present() -> None:
+    ensure_on_path("echoscu", "storescu", "findscu", "getscu", "movescu", "storescp")
+
+
+@pytest.fixture
+def make_node(tmp_path: Path) -> Iterator:
+    """Factory for node processes; every one is stopped at the end of the test."""
+    nodes: list[NodeProcess] = []
+
+    def make(name: str = "node", **kwargs) -> NodeProcess:
+        node = NodeProcess(data_dir=tmp_path / name, **kwargs)
+        nodes.append(node)
+        return node
+
+    yield make
+    for node in nodes:
+        node.stop()
+
+
+@pytest.fixture
+def node(make_node) -> NodeProcess:
+    return make_node().start()

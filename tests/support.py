@@ -1,0 +1,215 @@
+"""Shared test helpers: real node processes, DCMTK tools, real sample images."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import warnings
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+from pynetdicom.dsutils import split_dataset
+
+# Every DCMTK call gets finite timeouts, so a broken node fails a test instead of hanging it.
+DCMTK_TIMEOUTS = ["-to", "10", "-ta", "10", "-td", "60"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def dcmtk(tool: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run a DCMTK tool; never raises on a non-zero exit (tests look at the output)."""
+    return subprocess.run(
+        [tool, *DCMTK_TIMEOUTS, *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+@dataclass
+class NodeProcess:
+    """``pacsmesh run`` as a real child process on loopback."""
+
+    data_dir: Path
+    aet: str = "PACSMESH"
+    modalities: tuple[str, ...] = ()
+    extra_args: tuple[str, ...] = ()
+    dicom_port: int = field(default_factory=free_port)
+    http_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir.parent / f"{self.data_dir.name}.log"
+
+    def command(self) -> list[str]:
+        cmd = [
+            sys.executable, "-m", "node.cli", "run", "--data-dir", str(self.data_dir),
+            "--aet", self.aet, "--bind", "127.0.0.1", "--dicom-port", str(self.dicom_port),
+            "--http-port", str(self.http_port), "--no-mdns", *self.extra_args,
+        ]
+        for m in self.modalities:
+            cmd += ["--modality", m]
+        return cmd
+
+    def start(self, timeout: float = 30) -> NodeProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            self.command(), stdout=log, stderr=subprocess.STDOUT, env=self.env
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"node exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                self.status()
+                with socket.create_connection(("127.0.0.1", self.dicom_port), timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        raise TimeoutError(f"node did not start in {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def get_json(self, path: str) -> Any:
+        url = f"http://127.0.0.1:{self.http_port}{path}"
+        with urllib.request.urlopen(url, timeout=5) as rsp:
+            return json.loads(rsp.read())
+
+    def status(self) -> dict[str, Any]:
+        return self.get_json("/api/status")
+
+    @property
+    def address(self) -> list[str]:
+        return ["127.0.0.1", str(self.dicom_port)]
+
+
+def data_store_dir() -> Path:
+    import data_store
+
+    return Path(data_store.__file__).parent / "data"
+
+
+@cache
+def sample_index() -> dict[str, list[Path]]:
+    """SOP Instance UID -> every pydicom-data file that encodes it (sorted by name)."""
+    groups: dict[str, list[Path]] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for path in sorted(data_store_dir().iterdir()):
+            try:
+                ds = dcmread(path, stop_before_pixels=True)
+                uid = str(ds.SOPInstanceUID)
+            except Exception:
+                continue  # e.g. a file without Part 10 header: not a sample for storage
+            if "StudyInstanceUID" in ds and "SeriesInstanceUID" in ds:
+                groups.setdefault(uid, []).append(path)
+    return groups
+
+
+# DCMTK 3.6.7 cannot send this one ("No SOP Class or Instance UID in file"): its UIDs
+# sit in UN elements. It is a DCMTK limit, not a PACSmesh one; import covers it.
+DCMTK_UNREADABLE = {"explicit_VR-UN.dcm"}
+
+
+def one_file_per_instance(dcmtk_only: bool = True) -> list[Path]:
+    """The real images of pydicom-data, one file per SOP Instance UID."""
+    files = [paths[0] for paths in sample_index().values()]
+    if dcmtk_only:
+        files = [p for p in files if p.name not in DCMTK_UNREADABLE]
+    return files
+
+
+def dataset_bytes(path: Path) -> bytes:
+    """The encoded data set of a Part 10 file, without preamble and file meta."""
+    _, offset = split_dataset(path)
+    return path.read_bytes()[offset:]
+
+
+def transfer_syntax(path: Path) -> str:
+    return str(dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID)
+
+
+def sop_instance_uid(path: Path) -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+
+
+def received_files(directory: Path) -> dict[str, Path]:
+    """SOP Instance UID -> file, for every file a DCMTK tool wrote into ``directory``."""
+    out = {}
+    for path in sorted(directory.iterdir()):
+        if path.is_file():
+            out[sop_instance_uid(path)] = path
+    return out
+
+
+def ensure_on_path(*tools: str) -> None:
+    missing = [t for t in tools if not any(
+        (Path(p) / t).exists() for p in os.environ.get("PATH", "").split(os.pathsep)
+    )]
+    if missing:
+        raise RuntimeError(f"missing tools {missing}: install Debian's dcmtk (see README)")
+
+
+# DCMTK negotiates compressed transfer syntaxes only when asked: storescu proposes one
+# compressed syntax per run ("-x?"), getscu accepts one ("+x?"). Empty: uncompressed.
+DCMTK_TS_FLAG = {
+    "1.2.840.10008.1.2.4.90": "xv",  # JPEG 2000 lossless
+    "1.2.840.10008.1.2.4.91": "xw",  # JPEG 2000
+    "1.2.840.10008.1.2.4.70": "xs",  # JPEG lossless SV1
+    "1.2.840.10008.1.2.4.80": "xt",  # JPEG-LS lossless
+    "1.2.840.10008.1.2.5": "xr",  # RLE lossless
+    "1.2.840.10008.1.2.4.50": "xy",  # JPEG baseline
+}
+
+
+def storescu(node: Any, files: list[Path], *extra: str) -> list[str]:
+    """Send ``files`` to ``node`` (anything with ``aet`` and ``address``) with DCMTK
+    storescu, one run per transfer syntax.
+
+    Returns the files storescu reported as failed (empty when every store succeeded).
+    """
+    groups: dict[str, list[Path]] = {}
+    for path in files:
+        groups.setdefault(DCMTK_TS_FLAG.get(transfer_syntax(path), ""), []).append(path)
+    failed: list[str] = []
+    for flag, paths in sorted(groups.items()):
+        # -R: propose exactly the files' SOP classes (storescu's default list lacks some).
+        args = ["-R", "-nh", "-aec", node.aet, *extra]
+        if flag:
+            args.append("-" + flag)
+        result = dcmtk("storescu", *args, *node.address, *map(str, paths))
+        failed += [line for line in result.stderr.splitlines() if line.startswith("E:")]
+        if result.returncode != 0 and not failed:
+            failed.append(result.stderr.strip() or f"storescu exit {result.returncode}")
+    return failed
