@@ -1,0 +1,1 @@
+"""Discovery: who is out there and are they alive (mDNS, peer table, liveness). Never moves images."""

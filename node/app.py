@@ -59,7 +59,7 @@ async def open_archive(data_dir: Path) -> tuple[Archive, ReconcileReport]:
     except BaseException:
         await index.close()
         raise
-    return Archive(storage, index, asyncio.get_running_loop()), report
+    return Archive(storage, index), report
 
 
 class Node:

@@ -38,14 +38,11 @@ class IngestResult:
 
 
 class Archive:
-    def __init__(self, storage: Storage, index: Index, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, storage: Storage, index: Index) -> None:
+        """Create on the event loop that owns ``index``."""
         self.storage = storage
         self.index = index
-        self.loop = loop
-        self._loop_thread: int | None = None
-        loop.call_soon_threadsafe(self._remember_loop_thread)
-
-    def _remember_loop_thread(self) -> None:
+        self.loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
 
     def on_loop(self, coro: Coroutine[Any, Any, T]) -> T:

@@ -1,0 +1,1 @@
+"""Replication: which nodes must hold a study, who is missing it, and how bytes get there."""
