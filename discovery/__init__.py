@@ -1,1 +1,1 @@
-"""Discovery: who is out there and are they alive (mDNS, peer table, liveness). Never moves images."""
+"""Discovery: who is out there and are they alive (mDNS, peers, liveness). Never moves images."""
