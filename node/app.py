@@ -16,10 +16,13 @@ from typing import IO
 
 from aiohttp import web
 
+from discovery.http import routes as discovery_routes
+from discovery.service import Discovery, DiscoverySettings, PeerStore
 from node.archive import Archive
 from node.config import NodeConfig
 from node.dicom.scp import DicomServer, configure_pynetdicom
 from node.http.api import make_app
+from node.identity import load_or_create_node_id
 from node.index import Index
 from node.reconcile import ReconcileReport, reconcile
 from node.storage import Storage
@@ -67,6 +70,7 @@ class Node:
         self.config = config
         self.archive: Archive | None = None
         self.dicom: DicomServer | None = None
+        self.discovery: Discovery | None = None
         self._http: web.AppRunner | None = None
         self._lock: IO[str] | None = None
 
@@ -75,15 +79,17 @@ class Node:
         self._lock = _lock_data_dir(cfg.data_dir)
         try:
             self.archive, _ = await open_archive(cfg.data_dir)
+            self.discovery = self._make_discovery(self.archive.index)
             configure_pynetdicom(debug=cfg.log_level == "DEBUG")
-            self.dicom = DicomServer(cfg, self.archive)
+            self.dicom = DicomServer(cfg, self.archive, self.discovery.dicom_destination)
             try:
                 self.dicom.start()
             except OSError as exc:
                 raise StartupError(
                     f"cannot listen for DICOM on {cfg.bind}:{cfg.dicom_port}: {exc.strerror}"
                 ) from None
-            self._http = web.AppRunner(make_app(self.archive.index, cfg.aet), access_log=None)
+            app = make_app(self.archive.index, cfg.aet, discovery_routes(self.discovery))
+            self._http = web.AppRunner(app, access_log=None)
             await self._http.setup()
             try:
                 await web.TCPSite(self._http, cfg.bind, cfg.http_port).start()
@@ -91,6 +97,7 @@ class Node:
                 raise StartupError(
                     f"cannot listen for HTTP on {cfg.bind}:{cfg.http_port}: {exc.strerror}"
                 ) from None
+            await self.discovery.start()
         except BaseException:
             await self.stop()
             raise
@@ -99,7 +106,27 @@ class Node:
             cfg.aet, cfg.bind, cfg.dicom_port, cfg.bind, cfg.http_port, cfg.data_dir,
         )
 
+    def _make_discovery(self, index: Index) -> Discovery:
+        cfg = self.config
+
+        async def load() -> list[dict]:
+            return list((await index.load_state("peers")).values())
+
+        async def save(node_id: str, peer: dict) -> None:
+            await index.save_state("peers", node_id, peer)
+
+        settings = DiscoverySettings(
+            node_id=load_or_create_node_id(cfg.data_dir), aet=cfg.aet,
+            http_port=cfg.http_port, dicom_port=cfg.dicom_port, mesh_id=cfg.mesh,
+            device_type=cfg.device_type, mdns=cfg.mdns, bind=cfg.bind,
+            interfaces=cfg.interfaces, static_peers=cfg.peers,
+        )
+        return Discovery(settings, PeerStore(load, save))
+
     async def stop(self) -> None:
+        if self.discovery is not None:
+            await self.discovery.stop()
+            self.discovery = None
         if self._http is not None:
             await self._http.cleanup()
             self._http = None

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,12 @@ def main() -> None:
 @click.option("--modality", "modalities", multiple=True, metavar="AET@HOST:PORT",
               help="A C-MOVE destination; repeatable.")
 @click.option("--mdns/--no-mdns", default=None, help="Announce and browse with mDNS.")
+@click.option("--peer", "peers", multiple=True, metavar="HOST:PORT",
+              help="A peer's HTTP address, for networks mDNS does not cross; repeatable.")
+@click.option("--interface", "interfaces", multiple=True, metavar="NAME",
+              help="Announce on this network interface only; repeatable (default: all).")
+@click.option("--device-type", help="ARCHIVE (site server) or WSD (workstation).")
+@click.option("--mesh", help="Name of the mesh to join (default: 'default').")
 @click.option("--log-level", help="DEBUG, INFO, WARNING, ERROR.")
 def run(**options: Any) -> None:
     """Run a node until interrupted."""
@@ -172,6 +179,34 @@ async def _studies(index_path: Path) -> list[dict[str, Any]]:
         return [study_json(r) for r in await index.studies()]
     finally:
         await index.close()
+
+
+@main.command()
+@data_dir_option
+@click.option("--http-port", type=int, help="The running node's HTTP port (default: its config).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def peers(data_dir: Path | None, http_port: int | None, as_json: bool) -> None:
+    """List the peers a running node knows, and whether they are alive."""
+    config = _config(data_dir=data_dir, http_port=http_port)
+    url = f"http://127.0.0.1:{config.http_port}/api/peers"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as rsp:
+            rows = json.loads(rsp.read())
+    except (OSError, ValueError) as exc:
+        _fail(f"no running node answers at {url} ({exc}); is it started?", code=1)
+        return
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"{len(rows)} peers")
+    for col in ("AE title", "State", "Addresses", "HTTP", "DICOM", "Last seen", "Node id"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        ago = r.get("last_seen_seconds_ago")
+        table.add_row(r["aet"], r["state"], " ".join(r["addresses"]), str(r["http_port"]),
+                      str(r["dicom_port"]), "never" if ago is None else f"{ago:.0f} s ago",
+                      r["node_id"])
+    Console().print(table)
 
 
 @main.command("echo")

@@ -7,13 +7,12 @@ Pure code: nothing here opens sockets or touches the index. Every problem is a
 from __future__ import annotations
 
 import ipaddress
-import logging
 import os
 import re
 import socket
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +51,10 @@ class NodeConfig:
     modalities: tuple[RemoteAE, ...] = field(default_factory=tuple)
     mdns: bool = True
     log_level: str = "INFO"
+    peers: tuple[tuple[str, int], ...] = ()  # static peers' HTTP endpoints (host, port)
+    interfaces: tuple[str, ...] = ()  # network interfaces to announce on; empty: all
+    device_type: str = "WSD"  # PS3.15 Annex H PrimaryDeviceType: ARCHIVE or WSD
+    mesh: str = "default"  # nodes announce and accept only peers of the same mesh
 
     def modality(self, aet: str) -> RemoteAE | None:
         for remote in self.modalities:
@@ -107,6 +110,21 @@ def parse_remote_ae(text: str) -> RemoteAE:
     )
 
 
+def parse_host_port(text: Any) -> tuple[str, int]:
+    """Parse ``HOST:PORT`` (IPv6 hosts in brackets)."""
+    host, colon, port = str(text).rpartition(":")
+    host = host.strip("[]")
+    if not colon or not host:
+        raise ConfigError(f"a peer must be written HOST:PORT, got {text!r}")
+    return host, validate_port(port, f"port in {text!r}")
+
+
+def _as_list(value: Any, what: str) -> list[Any]:
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise ConfigError(f"{what} must be a list")
+    return list(value)
+
+
 def _parse_bool(value: Any, what: str) -> bool:
     if isinstance(value, bool):
         return value
@@ -131,7 +149,12 @@ def default_data_dir() -> Path:
 
 # The keys a user may set, in every source. ``modalities`` is a list in TOML and a
 # comma- or space-separated string in the environment.
-_KEYS = ("aet", "bind", "dicom_port", "http_port", "modalities", "mdns", "log_level")
+_KEYS = (
+    "aet", "bind", "dicom_port", "http_port", "modalities", "mdns", "log_level",
+    "peers", "interfaces", "device_type", "mesh",
+)
+_LIST_KEYS = ("modalities", "peers", "interfaces")
+DEVICE_TYPES = ("ARCHIVE", "WSD")
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -154,7 +177,7 @@ def _read_env(env: Mapping[str, str]) -> dict[str, Any]:
         raw = env.get(ENV_PREFIX + key.upper())
         if raw is None or raw == "":
             continue
-        values[key] = [v for v in re.split(r"[,\s]+", raw) if v] if key == "modalities" else raw
+        values[key] = [v for v in re.split(r"[,\s]+", raw) if v] if key in _LIST_KEYS else raw
     return values
 
 
@@ -176,15 +199,25 @@ def load_config(
     merged.update(_read_env(env))
     merged.update({k: v for k, v in cli.items() if k in _KEYS})
 
-    modalities_raw = merged.get("modalities", [])
-    if isinstance(modalities_raw, str) or not isinstance(modalities_raw, list | tuple):
-        raise ConfigError("modalities must be a list of AET@HOST:PORT")
-    modalities = tuple(parse_remote_ae(m) for m in modalities_raw)
+    modalities = tuple(
+        parse_remote_ae(m) for m in _as_list(merged.get("modalities", []), "modalities")
+    )
     seen: set[str] = set()
     for m in modalities:
         if m.aet in seen:
             raise ConfigError(f"modality AE title {m.aet!r} is configured twice")
         seen.add(m.aet)
+
+    peers = tuple(parse_host_port(p) for p in _as_list(merged.get("peers", []), "peers"))
+    interfaces = tuple(str(i) for i in _as_list(merged.get("interfaces", []), "interfaces"))
+    device_type = str(merged.get("device_type", "WSD")).upper()
+    if device_type not in DEVICE_TYPES:
+        raise ConfigError(
+            f"device type must be one of {', '.join(DEVICE_TYPES)}, got {device_type!r}"
+        )
+    mesh = str(merged.get("mesh", "default")).strip()
+    if not mesh:
+        raise ConfigError("mesh name must not be empty")
 
     log_level = str(merged.get("log_level", "INFO")).upper()
     if log_level not in LOG_LEVELS:
@@ -199,15 +232,13 @@ def load_config(
         modalities=modalities,
         mdns=_parse_bool(merged.get("mdns", True), "mdns"),
         log_level=log_level,
+        peers=peers,
+        interfaces=interfaces,
+        device_type=device_type,
+        mesh=mesh,
     )
     if config.dicom_port == config.http_port:
         raise ConfigError(f"DICOM and HTTP ports must differ, both are {config.dicom_port}")
     return config
 
 
-def with_overrides(config: NodeConfig, **changes: Any) -> NodeConfig:
-    return replace(config, **changes)
-
-
-def logging_level(name: str) -> int:
-    return getattr(logging, name)

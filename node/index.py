@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import json
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -95,6 +96,17 @@ MIGRATIONS: tuple[str, ...] = (
         kept_copy INTEGER NOT NULL,
         source_aet TEXT NOT NULL DEFAULT '',
         at REAL NOT NULL
+    );
+    """,
+    # v2: small documents other parts of the node keep across restarts (e.g. last-known
+    # peer addresses), by namespace and key. The index stays ignorant of what they mean.
+    """
+    CREATE TABLE state (
+        namespace TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (namespace, key)
     );
     """,
 )
@@ -249,11 +261,13 @@ class Index:
         source_aet: str,
     ) -> None:
         try:
-            await self._conn.execute(
-                "INSERT INTO conflicts (sop_uid, stored_sha256, received_sha256, received_size,"
-                " kept_copy, source_aet, at) VALUES (?,?,?,?,?,?,?)",
-                (sop_uid, stored_sha, received_sha, size, int(kept), source_aet, time.time()),
-            )
+            async with self._write_lock:  # never inside another writer's transaction
+                await self._conn.execute(
+                    "INSERT INTO conflicts (sop_uid, stored_sha256, received_sha256,"
+                    " received_size, kept_copy, source_aet, at) VALUES (?,?,?,?,?,?,?)",
+                    (sop_uid, stored_sha, received_sha, size, int(kept), source_aet,
+                     time.time()),
+                )
         except sqlite3.Error as exc:
             if _is_full(exc):
                 raise IndexFull(str(exc)) from exc
@@ -342,6 +356,26 @@ class Index:
             "   ON y.series_uid = x.series_uid WHERE x.study_uid = st.study_uid) AS bytes"
             " FROM studies st ORDER BY st.study_date DESC, st.study_uid"
         )
+
+    async def load_state(self, namespace: str) -> dict[str, Any]:
+        rows = await self._fetchall(
+            "SELECT key, value FROM state WHERE namespace = ?", (namespace,)
+        )
+        return {r["key"]: json.loads(r["value"]) for r in rows}
+
+    async def save_state(self, namespace: str, key: str, value: Any) -> None:
+        try:
+            async with self._write_lock:  # never inside another writer's transaction
+                await self._conn.execute(
+                    "INSERT INTO state (namespace, key, value, updated_at) VALUES (?,?,?,?)"
+                    " ON CONFLICT(namespace, key) DO UPDATE SET value = excluded.value,"
+                    " updated_at = excluded.updated_at",
+                    (namespace, key, json.dumps(value), time.time()),
+                )
+        except sqlite3.Error as exc:
+            if _is_full(exc):
+                raise IndexFull(str(exc)) from exc
+            raise IndexFailure(str(exc)) from exc
 
     async def conflicts(self) -> list[dict[str, Any]]:
         return await self._fetchall("SELECT * FROM conflicts ORDER BY id")

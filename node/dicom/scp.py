@@ -122,10 +122,17 @@ def _calling_aet(event: Event) -> str:
     return str(event.assoc.requestor.ae_title).strip()
 
 
+Resolver = Callable[[str], "tuple[str, int] | None"]
+
+
 class DicomServer:
-    def __init__(self, config: NodeConfig, archive: Archive) -> None:
+    def __init__(
+        self, config: NodeConfig, archive: Archive, discovered: Resolver | None = None
+    ) -> None:
+        """``discovered`` resolves AE titles not in the configured table (e.g. mDNS)."""
         self.config = config
         self.archive = archive
+        self._discovered = discovered
         self.ae = self._build_ae()
         self._server: ThreadedAssociationServer | None = None
 
@@ -167,6 +174,13 @@ class DicomServer:
             self._server.shutdown()
             self._server = None
         self.ae.shutdown()
+
+    def resolve_destination(self, aet: str) -> tuple[str, int] | None:
+        """The configured table first, then devices discovered on the network."""
+        configured = self.config.modality(aet)
+        if configured is not None:
+            return configured.host, configured.port
+        return self._discovered(aet) if self._discovered is not None else None
 
     # --- Verification and Storage -------------------------------------------------------
 
@@ -269,7 +283,7 @@ class DicomServer:
         destination_aet = str(event.move_destination.decode("ascii", "replace")
                               if isinstance(event.move_destination, bytes)
                               else event.move_destination).strip()
-        destination = self.config.modality(destination_aet)
+        destination = self.resolve_destination(destination_aet)
         if destination is None:
             log.warning("C-MOVE from %s refused: unknown destination %r", source, destination_aet)
             yield None, None
@@ -278,13 +292,13 @@ class DicomServer:
             instances = self._matches(event)
         except Exception as exc:
             log.warning("C-MOVE from %s refused: %s", source, exc)
-            yield destination.host, destination.port
+            yield destination
             yield 1
             yield _status(IDENTIFIER_MISMATCH, str(exc)), None
             return
         # The sub-association is made by pynetdicom; learn what it accepted when it is up.
         store_assoc: list[Any] = []
-        yield destination.host, destination.port, {
+        yield destination[0], destination[1], {
             "contexts": move_contexts(instances),
             "evt_handlers": [(evt.EVT_ESTABLISHED, lambda e: store_assoc.append(e.assoc))],
         }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from aiohttp import web
 
 from node import __version__
@@ -45,10 +47,13 @@ def study_json(row: dict) -> dict:
     }
 
 
-def make_app(index: Index, aet: str) -> web.Application:
+def make_app(
+    index: Index, aet: str, extra_routes: Iterable[web.RouteDef] = ()
+) -> web.Application:
     app = web.Application()
     app[INDEX_KEY] = index
     app[AET_KEY] = aet
     app.router.add_get("/api/status", status)
     app.router.add_get("/api/studies", studies)
+    app.router.add_routes(list(extra_routes))
     return app
