@@ -134,9 +134,13 @@ class MdnsAgent:
         new = self._build_infos(self._addresses())["dicom"]
         await (await self._azc.async_register_service(new))
         self._infos["dicom"] = new
+        log.warning("DICOM record renamed to %r", new.name)
 
     async def refresh_addresses(self) -> bool:
-        """Re-announce if our addresses changed (DHCP renewal); True if they did."""
+        """Re-announce if our addresses changed (DHCP renewal); True if they did.
+
+        The sockets are bound to the old addresses, so zeroconf starts afresh on the new.
+        """
         if self._azc is None or self.announcement.mesh.addresses:
             return False
         current = interface_addresses(self._interfaces)
@@ -144,10 +148,8 @@ class MdnsAgent:
         if not current or current == announced:
             return False
         log.info("addresses changed from %s to %s: re-announcing", announced, current)
-        fresh = self._build_infos(current)
-        for info in fresh.values():
-            await (await self._azc.async_update_service(info))
-        self._infos = fresh
+        await self.stop()
+        await self.start()
         return True
 
     def _on_change(

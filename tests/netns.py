@@ -67,8 +67,10 @@ class Host:
         _ip("link", "set", self.veth, "up")
 
     def change_address(self, new: str) -> None:
-        self.run("ip", "addr", "add", f"{new}/{self.prefix}", "dev", "eth0")
+        # Old one first: deleting a primary address would take secondaries with it.
         self.run("ip", "addr", "del", f"{self.address}/{self.prefix}", "dev", "eth0")
+        self.run("ip", "addr", "add", f"{new}/{self.prefix}", "dev", "eth0")
+        self.run("ip", "route", "replace", "224.0.0.0/4", "dev", "eth0")
         self.address = new
 
 
