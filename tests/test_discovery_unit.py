@@ -39,7 +39,9 @@ def _encoded(props: dict[str, str]) -> dict[bytes, bytes]:
 
 
 def test_mesh_record_round_trips_through_txt() -> None:
-    record = MeshRecord(NODE_A, mesh_hash("hospital"), 8080, 11112, "CT_ROOM", addresses=("10.0.0.5",))
+    record = MeshRecord(
+        NODE_A, mesh_hash("hospital"), 8080, 11112, "CT_ROOM", addresses=("10.0.0.5",)
+    )
     decoded = decode_mesh(_encoded(record.properties()), ("10.0.0.5",))
     assert decoded == record
 
@@ -65,7 +67,9 @@ def test_malformed_mesh_records_are_refused(broken: dict[str, str]) -> None:
 
 def test_dicom_record_follows_annex_h() -> None:
     record = DicomRecord("ARCHIVE1", "ARCHIVE", 11112)
-    assert record.properties() == {"txtvers": "1", "AET": "ARCHIVE1", "PrimaryDeviceType": "ARCHIVE"}
+    assert record.properties() == {
+        "txtvers": "1", "AET": "ARCHIVE1", "PrimaryDeviceType": "ARCHIVE"
+    }
     decoded = decode_dicom(_encoded(record.properties()), 11112, ("10.1.1.1",))
     assert decoded.aet == "ARCHIVE1" and decoded.addresses == ("10.1.1.1",)
     with pytest.raises(RecordError):
