@@ -31,7 +31,8 @@ err = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err.print(f"pacsmesh: error: {message}", markup=False, highlight=False)
+    # soft_wrap: one line whatever the terminal width (Rich would fold long paths).
+    err.print(f"pacsmesh: error: {message}", markup=False, highlight=False, soft_wrap=True)
     sys.exit(code)
 
 

@@ -89,7 +89,8 @@ def validate_port(value: Any, what: str) -> int:
         port = int(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{what} must be a number from 1 to 65535, got {value!r}") from None
-    if isinstance(value, bool) or not 1 <= port <= 65535:
+    # bool and float are refused: int() would turn true into 1 and 104.9 into 104.
+    if isinstance(value, bool | float) or not 1 <= port <= 65535:
         raise ConfigError(f"{what} must be a number from 1 to 65535, got {value!r}")
     return port
 

@@ -152,13 +152,18 @@ class Index:
     async def open(cls, path: Path) -> Index:
         conn = await aiosqlite.connect(path, isolation_level=None)
         conn.row_factory = aiosqlite.Row
-        await conn.execute("PRAGMA journal_mode=WAL")
-        await conn.execute("PRAGMA synchronous=NORMAL")
-        await conn.execute("PRAGMA foreign_keys=ON")
-        await conn.execute("PRAGMA busy_timeout=5000")
-        await conn.create_function("tm_norm", 1, tm_norm, deterministic=True)
         index = cls(conn)
-        await index._migrate()
+        try:
+            await conn.execute("PRAGMA journal_mode=WAL")
+            await conn.execute("PRAGMA synchronous=NORMAL")
+            await conn.execute("PRAGMA foreign_keys=ON")
+            await conn.execute("PRAGMA busy_timeout=5000")
+            await conn.create_function("tm_norm", 1, tm_norm, deterministic=True)
+            await index._migrate()
+        except BaseException:
+            # aiosqlite's worker thread would otherwise keep the process alive.
+            await conn.close()
+            raise
         return index
 
     async def close(self) -> None:
@@ -213,7 +218,10 @@ class Index:
                     await self._insert(keys, sha256, size, source_aet, now)
                     await self._conn.execute("COMMIT")
                 except BaseException:
-                    await self._conn.execute("ROLLBACK")
+                    # SQLite may already have rolled back (e.g. a COMMIT on a full disk);
+                    # a ROLLBACK then fails and would hide the real error.
+                    if self._conn.in_transaction:
+                        await self._conn.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
                 if _is_full(exc):

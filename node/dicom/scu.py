@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
 
 from node.config import RemoteAE
@@ -28,7 +28,16 @@ def echo(remote: RemoteAE, calling_aet: str, timeout: float = 10.0) -> EchoResul
     ae.add_requested_context(Verification)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     ae.connection_timeout = timeout
-    assoc = ae.associate(remote.host, remote.port, ae_title=remote.aet)
+    connected: list[bool] = []
+    assoc = ae.associate(
+        remote.host, remote.port, ae_title=remote.aet,
+        evt_handlers=[(evt.EVT_CONN_OPEN, lambda _event: connected.append(True))],
+    )
+    if not assoc.is_established and not connected:
+        # pynetdicom reports a refused or timed-out TCP connection as an abort.
+        raise AssociationFailed(
+            f"cannot connect to {remote}: nothing answers at {remote.host}:{remote.port}"
+        )
     if not assoc.is_established:
         reason = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "failed"
         raise AssociationFailed(f"association with {remote} {reason}")
