@@ -86,10 +86,12 @@ class MdnsAgent:
     async def start(self) -> None:
         bind = list(self.announcement.mesh.addresses) or interface_addresses(self._interfaces)
         self._azc = AsyncZeroconf(interfaces=bind or ["127.0.0.1"], ip_version=IPVersion.V4Only)
-        await self._register_all()
+        # Browse first: we learn of the others (and introduce ourselves by probing them)
+        # while our own records are still being announced.
         self._browser = AsyncServiceBrowser(
             self._azc.zeroconf, [MESH_TYPE, DICOM_TYPE], handlers=[self._on_change]
         )
+        await self._register_all()
 
     def _build_infos(self, addresses: list[str]) -> dict[str, AsyncServiceInfo]:
         mesh, dicom = self.announcement.mesh, self.announcement.dicom
@@ -110,18 +112,27 @@ class MdnsAgent:
     async def _register_all(self) -> None:
         assert self._azc is not None
         self._infos = self._build_infos(self._addresses())
-        for key, info in self._infos.items():
-            try:
-                await (await self._azc.async_register_service(info))
-            except NonUniqueNameException:
-                if key != "dicom":
-                    raise
-                log.warning(
-                    "another device already announces DICOM AE title %s on this network; "
-                    "announcing ours as %r", self.announcement.dicom.aet,
-                    dicom_instance_name(self.announcement.dicom.aet, "x" * 8, True),
-                )
-                await self.rename_dicom_record()
+        # The mesh record's name is our random node id: no one else can hold it, so the
+        # ~1.5 s of uniqueness probing is skipped. The DICOM record's AE title can clash,
+        # so it is probed, in the background.
+        announcing = await self._azc.async_register_service(
+            self._infos["mesh"], cooperating_responders=True
+        )
+        dicom = self._register_dicom()
+        for task in (asyncio.ensure_future(announcing), asyncio.ensure_future(dicom)):
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _register_dicom(self) -> None:
+        assert self._azc is not None
+        try:
+            await (await self._azc.async_register_service(self._infos["dicom"]))
+        except NonUniqueNameException:
+            log.warning(
+                "another device already announces DICOM AE title %s on this network",
+                self.announcement.dicom.aet,
+            )
+            await self.rename_dicom_record()
 
     async def rename_dicom_record(self) -> None:
         """Re-announce our DICOM record under the deterministic alternative name."""

@@ -76,6 +76,7 @@ class Discovery:
         self._probing: dict[str, asyncio.Task[None]] = {}
         self._static_ids: dict[tuple[str, int], str] = {}
         self._warned_aets: set[str] = set()
+        self._wake = asyncio.Event()  # a new hint: probe now rather than at the next tick
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -103,8 +104,9 @@ class Discovery:
                 announcement, self._on_mesh_record, self._on_dicom_record,
                 self._on_dicom_removed, s.interfaces,
             )
-            await self._mdns.start()
         self._task = asyncio.create_task(self._run(), name="discovery")
+        if self._mdns is not None:
+            await self._mdns.start()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -151,6 +153,7 @@ class Discovery:
                 params["node_id"], [address], int(params["http_port"]), "inbound",
                 aet=params.get("aet", ""), dicom_port=int(params.get("dicom_port", "0")),
             )
+            self._wake.set()
 
     def peers_json(self) -> list[dict[str, Any]]:
         now = self._clock()
@@ -191,6 +194,7 @@ class Discovery:
             record.node_id, record.addresses, record.http_port, "mdns",
             aet=record.aet, dicom_port=record.dicom_port,
         )
+        self._wake.set()
 
     def _on_dicom_record(self, name: str, record: DicomRecord) -> None:
         own = {self.settings.aet}
@@ -223,7 +227,9 @@ class Discovery:
                     await self._mdns.refresh_addresses()
                 except Exception as exc:  # a vanished interface must not stop discovery
                     log.warning("could not re-announce new addresses: %s", exc)
-            await asyncio.sleep(LOOP_INTERVAL)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), LOOP_INTERVAL)
 
     def _spawn(self, key: str, coro: Awaitable[None]) -> None:
         running = self._probing.get(key)
