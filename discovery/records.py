@@ -132,7 +132,7 @@ def dicom_instance_name(aet: str, node_id: str, renamed: bool) -> str:
     The rename is deterministic (the AET plus our node id's prefix), so both sides agree
     on which record is which without talking.
     """
-    label = f"{aet} ({node_id[:8]})" if renamed else aet
+    label = f"{aet} ({node_id[:7]})" if renamed else aet
     return f"{instance_label(label)}.{DICOM_TYPE}"
 
 

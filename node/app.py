@@ -22,7 +22,7 @@ from node.archive import Archive
 from node.config import NodeConfig
 from node.dicom.scp import DicomServer, configure_pynetdicom
 from node.http.api import make_app
-from node.identity import load_or_create_node_id
+from node.identity import IdentityError, load_or_create_identity
 from node.index import Index
 from node.reconcile import ReconcileReport, reconcile
 from node.storage import Storage
@@ -79,7 +79,8 @@ class Node:
         self._lock = _lock_data_dir(cfg.data_dir)
         try:
             self.archive, _ = await open_archive(cfg.data_dir)
-            self.discovery = self._make_discovery(self.archive.index)
+            node_id = self._node_id()
+            self.discovery = self._make_discovery(self.archive.index, node_id)
             configure_pynetdicom(debug=cfg.log_level == "DEBUG")
             self.dicom = DicomServer(cfg, self.archive, self.discovery.dicom_destination)
             try:
@@ -88,7 +89,9 @@ class Node:
                 raise StartupError(
                     f"cannot listen for DICOM on {cfg.bind}:{cfg.dicom_port}: {exc.strerror}"
                 ) from None
-            app = make_app(self.archive.index, cfg.aet, discovery_routes(self.discovery))
+            app = make_app(
+                self.archive.index, cfg.aet, node_id, discovery_routes(self.discovery)
+            )
             self._http = web.AppRunner(app, access_log=None)
             await self._http.setup()
             try:
@@ -106,7 +109,13 @@ class Node:
             cfg.aet, cfg.bind, cfg.dicom_port, cfg.bind, cfg.http_port, cfg.data_dir,
         )
 
-    def _make_discovery(self, index: Index) -> Discovery:
+    def _node_id(self) -> str:
+        try:
+            return load_or_create_identity(self.config.data_dir, self.config.aet).node_id
+        except IdentityError as exc:
+            raise StartupError(str(exc)) from None
+
+    def _make_discovery(self, index: Index, node_id: str) -> Discovery:
         cfg = self.config
 
         async def load() -> list[dict]:
@@ -116,7 +125,7 @@ class Node:
             await index.save_state("peers", node_id, peer)
 
         settings = DiscoverySettings(
-            node_id=load_or_create_node_id(cfg.data_dir), aet=cfg.aet,
+            node_id=node_id, aet=cfg.aet,
             http_port=cfg.http_port, dicom_port=cfg.dicom_port, mesh_id=cfg.mesh,
             device_type=cfg.device_type, mdns=cfg.mdns, bind=cfg.bind,
             interfaces=cfg.interfaces, static_peers=cfg.peers,

@@ -79,7 +79,7 @@ def test_dicom_record_follows_annex_h() -> None:
 def test_aet_clash_renames_exactly_one_record_deterministically() -> None:
     assert loses_aet_tie(NODE_B, NODE_A) and not loses_aet_tie(NODE_A, NODE_B)
     assert dicom_instance_name("WS", NODE_B, renamed=False) == "WS._dicom._tcp.local."
-    assert dicom_instance_name("WS", NODE_B, renamed=True) == "WS (bbbbbbbb)._dicom._tcp.local."
+    assert dicom_instance_name("WS", NODE_B, renamed=True) == "WS (bbbbbbb)._dicom._tcp.local."
 
 
 def _table(clock: FakeClock) -> PeerTable:

@@ -13,6 +13,7 @@ import pytest
 from pydicom import dcmread
 
 from node import __version__
+from node.identity import NODE_ID_RE
 from tests.support import NodeProcess, one_file_per_instance, storescu
 
 # Small real samples: two instances of one study, and several syntaxes and modalities.
@@ -33,6 +34,7 @@ def object_bytes(node: NodeProcess) -> int:
 
 def test_status_and_studies_after_storing(node: NodeProcess) -> None:
     empty = node.status()
+    assert NODE_ID_RE.match(empty.pop("node_id"))
     assert empty == {
         "aet": node.aet, "version": __version__, "patients": 0, "studies": 0, "series": 0,
         "instances": 0, "bytes": 0,

@@ -11,12 +11,14 @@ from node.index import Index
 
 INDEX_KEY: web.AppKey[Index] = web.AppKey("index", Index)
 AET_KEY: web.AppKey[str] = web.AppKey("aet", str)
+NODE_ID_KEY: web.AppKey[str] = web.AppKey("node_id", str)
 
 
 async def status(request: web.Request) -> web.Response:
     counts = await request.app[INDEX_KEY].counts()
     return web.json_response({
         "aet": request.app[AET_KEY],
+        "node_id": request.app[NODE_ID_KEY],
         "version": __version__,
         "patients": counts.patients,
         "studies": counts.studies,
@@ -48,11 +50,12 @@ def study_json(row: dict) -> dict:
 
 
 def make_app(
-    index: Index, aet: str, extra_routes: Iterable[web.RouteDef] = ()
+    index: Index, aet: str, node_id: str, extra_routes: Iterable[web.RouteDef] = ()
 ) -> web.Application:
     app = web.Application()
     app[INDEX_KEY] = index
     app[AET_KEY] = aet
+    app[NODE_ID_KEY] = node_id
     app.router.add_get("/api/status", status)
     app.router.add_get("/api/studies", studies)
     app.router.add_routes(list(extra_routes))
