@@ -1,0 +1,100 @@
+"""Invite tokens: one line, signed by the mesh admin key, checkable by any member.
+
+A token names the mesh and its admin public key, an expiry and a number of uses, and
+may carry seed addresses of members. Pure code.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+PREFIX = "pacsmesh-invite-1"
+
+
+class InviteError(ValueError):
+    """Not a valid invite for this mesh (malformed, forged, expired, used up)."""
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def canonical(data: Any) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+
+
+def public_key_text(key: Ed25519PublicKey) -> str:
+    return b64(key.public_bytes(Encoding.Raw, PublicFormat.Raw))
+
+
+def verify_admin_signature(admin_key: str, payload: bytes, signature: bytes) -> bool:
+    try:
+        Ed25519PublicKey.from_public_bytes(unb64(admin_key)).verify(signature, payload)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Invite:
+    mesh_id: str
+    admin_key: str
+    token_id: str
+    expires: float
+    uses: int
+    seeds: tuple[str, ...] = ()
+
+
+def make_invite(
+    admin: Ed25519PrivateKey, mesh_id: str, expires: float, uses: int,
+    seeds: tuple[str, ...] = (),
+) -> str:
+    if uses < 1:
+        raise InviteError("an invite needs at least one use")
+    payload = canonical({
+        "mesh": mesh_id, "admin": public_key_text(admin.public_key()),
+        "id": secrets.token_hex(8), "exp": expires, "uses": uses, "seeds": list(seeds),
+    })
+    return f"{PREFIX}.{b64(payload)}.{b64(admin.sign(payload))}"
+
+
+def parse_invite(token: str) -> Invite:
+    """Check form and signature (against the admin key the token names)."""
+    try:
+        prefix, body, sig = token.strip().split(".")
+        if prefix != PREFIX:
+            raise ValueError("unknown token format")
+        payload, signature = unb64(body), unb64(sig)
+        data = json.loads(payload)
+        invite = Invite(
+            mesh_id=str(data["mesh"]), admin_key=str(data["admin"]), token_id=str(data["id"]),
+            expires=float(data["exp"]), uses=int(data["uses"]),
+            seeds=tuple(str(s) for s in data.get("seeds", [])),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InviteError(f"not an invite token ({exc})") from None
+    if not verify_admin_signature(invite.admin_key, payload, signature):
+        raise InviteError("invite signature does not verify")
+    return invite
+
+
+def check_invite(token: str, mesh_id: str, admin_key: str, now: float) -> Invite:
+    """A token valid for this mesh at ``now`` (use counting is the roster's job)."""
+    invite = parse_invite(token)
+    if invite.mesh_id != mesh_id or invite.admin_key != admin_key:
+        raise InviteError("invite is for another mesh")
+    if now > invite.expires:
+        raise InviteError("invite has expired")
+    return invite
