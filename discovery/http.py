@@ -1,20 +1,31 @@
-"""Discovery's HTTP endpoints, added to the node's API by the composition root."""
+"""Discovery's endpoints on the node's local HTTP API, added by the composition root."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from discovery.probe import HELLO_PATH
 from discovery.service import Discovery
 
 
 def routes(discovery: Discovery) -> list[web.RouteDef]:
-    async def hello(request: web.Request) -> web.Response:
-        if request.remote:
-            discovery.introduced(request.remote, dict(request.query))
-        return web.json_response(discovery.hello())
-
     async def peers(request: web.Request) -> web.Response:
         return web.json_response(discovery.peers_json())
 
-    return [web.get(HELLO_PATH, hello), web.get("/api/peers", peers)]
+    async def mesh(request: web.Request) -> web.Response:
+        view = discovery.view
+        members = [] if view is None else [
+            {"node_id": m.node_id, "aet": m.aet, "admitted_by": m.admitted_by,
+             "admitted_at": m.admitted_at}
+            for m in sorted(view.members.values(), key=lambda m: m.admitted_at)
+        ]
+        return web.json_response({
+            "node_id": discovery.node_id,
+            "member": discovery.is_member,
+            "mesh": discovery.mesh_hash,
+            "roster_version": view.version if view else 0,
+            "roster_digest": view.digest if view else "",
+            "members": members,
+            "revoked": sorted(view.revoked) if view else [],
+        })
+
+    return [web.get("/api/peers", peers), web.get("/api/mesh", mesh)]

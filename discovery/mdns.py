@@ -53,7 +53,7 @@ def interface_addresses(names: Sequence[str] = ()) -> list[str]:
 @dataclass
 class Announcement:
     dicom: DicomRecord
-    mesh: MeshRecord
+    mesh: MeshRecord | None  # only members announce the mesh record
 
 
 class MdnsAgent:
@@ -64,8 +64,13 @@ class MdnsAgent:
         on_dicom: Callable[[str, DicomRecord], None],
         on_dicom_removed: Callable[[str], None],
         interfaces: Sequence[str] = (),
+        host_label: str = "",
     ) -> None:
+        """``host_label`` names our host record and tells our renamed DICOM record apart."""
         self.announcement = announcement
+        host_label = host_label or (
+            announcement.mesh.node_id if announcement.mesh else announcement.dicom.aet
+        )
         self._on_mesh = on_mesh
         self._on_dicom = on_dicom
         self._on_dicom_removed = on_dicom_removed
@@ -75,16 +80,17 @@ class MdnsAgent:
         self._infos: dict[str, AsyncServiceInfo] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._renamed = False
+        self._host_label = host_label
 
     @property
     def own_names(self) -> set[str]:
         return {info.name for info in self._infos.values()}
 
     def _addresses(self) -> list[str]:
-        return list(self.announcement.mesh.addresses) or interface_addresses(self._interfaces)
+        return list(self.announcement.dicom.addresses) or interface_addresses(self._interfaces)
 
     async def start(self) -> None:
-        bind = list(self.announcement.mesh.addresses) or interface_addresses(self._interfaces)
+        bind = self._addresses()
         self._azc = AsyncZeroconf(interfaces=bind or ["127.0.0.1"], ip_version=IPVersion.V4Only)
         # Browse first: we learn of the others (and introduce ourselves by probing them)
         # while our own records are still being announced.
@@ -96,18 +102,20 @@ class MdnsAgent:
     def _build_infos(self, addresses: list[str]) -> dict[str, AsyncServiceInfo]:
         mesh, dicom = self.announcement.mesh, self.announcement.dicom
         packed = [socket.inet_aton(a) for a in addresses]
-        server = f"pacsmesh-{mesh.node_id[:12]}.local."
-        return {
-            "mesh": AsyncServiceInfo(
-                MESH_TYPE, f"{instance_label(mesh.node_id)}.{MESH_TYPE}",
-                addresses=packed, port=mesh.http_port, properties=mesh.properties(),
-                server=server,
-            ),
+        server = f"pacsmesh-{instance_label(self._host_label)[:15].strip('-')}.local."
+        infos = {
             "dicom": AsyncServiceInfo(
-                DICOM_TYPE, dicom_instance_name(dicom.aet, mesh.node_id, self._renamed),
+                DICOM_TYPE, dicom_instance_name(dicom.aet, self._host_label, self._renamed),
                 addresses=packed, port=dicom.port, properties=dicom.properties(), server=server,
             ),
         }
+        if mesh is not None:
+            infos["mesh"] = AsyncServiceInfo(
+                MESH_TYPE, f"{instance_label(mesh.node_id)}.{MESH_TYPE}",
+                addresses=packed, port=mesh.mesh_port, properties=mesh.properties(),
+                server=server,
+            )
+        return infos
 
     async def _register_all(self) -> None:
         assert self._azc is not None
@@ -115,11 +123,13 @@ class MdnsAgent:
         # The mesh record's name is our random node id: no one else can hold it, so the
         # ~1.5 s of uniqueness probing is skipped. The DICOM record's AE title can clash,
         # so it is probed, in the background.
-        announcing = await self._azc.async_register_service(
-            self._infos["mesh"], cooperating_responders=True
-        )
-        dicom = self._register_dicom()
-        for task in (asyncio.ensure_future(announcing), asyncio.ensure_future(dicom)):
+        pending = [asyncio.ensure_future(self._register_dicom())]
+        if "mesh" in self._infos:
+            announcing = await self._azc.async_register_service(
+                self._infos["mesh"], cooperating_responders=True
+            )
+            pending.append(asyncio.ensure_future(announcing))
+        for task in pending:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -152,10 +162,10 @@ class MdnsAgent:
 
         The sockets are bound to the old addresses, so zeroconf starts afresh on the new.
         """
-        if self._azc is None or self.announcement.mesh.addresses:
+        if self._azc is None or self.announcement.dicom.addresses:
             return False
         current = interface_addresses(self._interfaces)
-        announced = sorted(self._infos["mesh"].parsed_addresses())
+        announced = sorted(self._infos["dicom"].parsed_addresses())
         if not current or current == announced:
             return False
         log.info("addresses changed from %s to %s: re-announcing", announced, current)

@@ -37,7 +37,7 @@ class Peer:
     node_id: str
     aet: str = ""
     addresses: tuple[str, ...] = ()
-    http_port: int = 0
+    mesh_port: int = 0
     dicom_port: int = 0
     state: PeerState = PeerState.UNKNOWN
     first_seen: float = 0.0
@@ -50,7 +50,7 @@ class Peer:
             "node_id": self.node_id,
             "aet": self.aet,
             "addresses": list(self.addresses),
-            "http_port": self.http_port,
+            "mesh_port": self.mesh_port,
             "dicom_port": self.dicom_port,
             "state": self.state.value,
             "first_seen": self.first_seen,
@@ -77,7 +77,7 @@ class PeerTable:
         self,
         node_id: str,
         addresses: Iterable[str],
-        http_port: int,
+        mesh_port: int,
         source: str,
         aet: str = "",
         dicom_port: int = 0,
@@ -90,7 +90,7 @@ class PeerTable:
         old = self.peers.get(node_id)
         if old is None:
             peer = Peer(
-                node_id=node_id, aet=aet, addresses=addrs, http_port=http_port,
+                node_id=node_id, aet=aet, addresses=addrs, mesh_port=mesh_port,
                 dicom_port=dicom_port, first_seen=now, sources=frozenset({source}),
             )
         else:
@@ -99,7 +99,7 @@ class PeerTable:
             merged = tuple(dict.fromkeys(addrs + old.addresses)) if addrs else old.addresses
             peer = replace(
                 old, aet=aet or old.aet, addresses=merged,
-                http_port=http_port or old.http_port, dicom_port=dicom_port or old.dicom_port,
+                mesh_port=mesh_port or old.mesh_port, dicom_port=dicom_port or old.dicom_port,
                 sources=old.sources | {source},
             )
         self.peers[node_id] = peer

@@ -1,18 +1,25 @@
-"""Liveness probes: ask a peer's HTTP API who it is and whom it knows."""
+"""Requests one member makes of another over the mesh API (HTTPS, mutual TLS).
+
+Who answers is settled by the TLS context a call is made with: one that trusts a single
+member's certificate proves the server is that member (see ``discovery.tls``).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
-HELLO_PATH = "/api/mesh/hello"
+HELLO_PATH = "/mesh/hello"
+ROSTER_PATH = "/mesh/roster"
+JOIN_PATH = "/mesh/join"
 
 
 class ProbeFailed(ConnectionError):
-    """Nothing answered, or something that is not a PACSmesh node of this protocol."""
+    """Nothing answered, or something that is not a PACSmesh member of our mesh."""
 
 
 @dataclass(frozen=True)
@@ -20,8 +27,9 @@ class Hello:
     node_id: str
     aet: str
     mesh_hash: str
-    http_port: int
+    mesh_port: int
     dicom_port: int
+    roster_digest: str = ""
     peers: tuple[dict[str, Any], ...] = ()
 
     @classmethod
@@ -30,8 +38,9 @@ class Hello:
             peers = tuple(p for p in data.get("peers", []) if isinstance(p, dict))
             return cls(
                 node_id=str(data["node_id"]), aet=str(data.get("aet", "")),
-                mesh_hash=str(data["mesh"]), http_port=int(data["http_port"]),
-                dicom_port=int(data.get("dicom_port", 0)), peers=peers,
+                mesh_hash=str(data["mesh"]), mesh_port=int(data["mesh_port"]),
+                dicom_port=int(data.get("dicom_port", 0)),
+                roster_digest=str(data.get("roster", "")), peers=peers,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ProbeFailed(f"not a PACSmesh hello: {exc}") from None
@@ -41,17 +50,21 @@ def url_host(address: str) -> str:
     return f"[{address}]" if ":" in address else address
 
 
-async def probe(
-    session: aiohttp.ClientSession, address: str, port: int, seconds: float,
-    introduce: dict[str, str] | None = None,
-) -> Hello:
-    """GET the peer's hello; ``introduce`` tells it who asks, so it learns of us too."""
-    url = f"http://{url_host(address)}:{port}{HELLO_PATH}"
+async def call(
+    session: aiohttp.ClientSession, method: str, address: str, port: int, path: str,
+    seconds: float, context: ssl.SSLContext, *, params: dict[str, str] | None = None,
+    body: Any = None,
+) -> Any:
+    """One JSON request over TLS made with ``context``; returns the JSON body."""
+    url = f"https://{url_host(address)}:{port}{path}"
     try:
         async with asyncio.timeout(seconds):
-            async with session.get(url, params=introduce or {}) as rsp:
+            async with session.request(
+                method, url, params=params or {}, json=body, ssl=context
+            ) as rsp:
                 if rsp.status != 200:
-                    raise ProbeFailed(f"{url}: HTTP {rsp.status}")
-                return Hello.from_json(await rsp.json(content_type=None))
+                    detail = (await rsp.text())[:200]
+                    raise ProbeFailed(f"{url}: HTTP {rsp.status} {detail}")
+                return await rsp.json(content_type=None)
     except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
         raise ProbeFailed(f"{url}: {type(exc).__name__}: {exc}") from None

@@ -41,7 +41,7 @@ class MeshRecord:
 
     node_id: str
     mesh_hash: str
-    http_port: int
+    mesh_port: int
     dicom_port: int
     aet: str
     protocol: int = PROTOCOL_VERSION
@@ -53,7 +53,7 @@ class MeshRecord:
             "id": self.node_id,
             "mesh": self.mesh_hash,
             "proto": str(self.protocol),
-            "http": str(self.http_port),
+            "port": str(self.mesh_port),
             "dicom": str(self.dicom_port),
             "aet": self.aet,
         }
@@ -99,7 +99,7 @@ def decode_mesh(
     return MeshRecord(
         node_id=node_id,
         mesh_hash=_text(props, "mesh") or "",
-        http_port=_port(_text(props, "http"), "HTTP"),
+        mesh_port=_port(_text(props, "port"), "mesh"),
         dicom_port=_port(_text(props, "dicom"), "DICOM"),
         aet=(_text(props, "aet") or "").strip(),
         protocol=protocol,

@@ -1,7 +1,9 @@
-"""Discovery as a running service: mDNS hints, static peers, peer exchange, probes.
+"""Discovery and membership as a running service.
 
-Owns the peer table and decides liveness from probes alone; persists last-known
-addresses through a small store so a restarted node re-contacts its peers at once.
+mDNS, static peers and peer exchange give hints; liveness comes from probes over the
+mesh API (HTTPS with mutual TLS on the mesh port); the roster says who may take part.
+A node not yet in a mesh but given an invite token joins through the first member it
+reaches. Last-known peer addresses persist, so a restarted node re-contacts its peers.
 """
 
 from __future__ import annotations
@@ -9,16 +11,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from aiohttp import web
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
 
+from discovery.invite import Invite, InviteError, b64, canonical, parse_invite, unb64
 from discovery.mdns import Announcement, MdnsAgent, interface_addresses
+from discovery.membership import MembershipError, MembershipStore
 from discovery.peers import Clock, Liveness, Peer, PeerState, PeerTable
-from discovery.probe import Hello, ProbeFailed, probe
+from discovery.probe import HELLO_PATH, JOIN_PATH, ROSTER_PATH, Hello, ProbeFailed, call
 from discovery.records import (
     PROTOCOL_VERSION,
     DicomRecord,
@@ -26,24 +37,41 @@ from discovery.records import (
     loses_aet_tie,
     mesh_hash,
 )
+from discovery.roster import Roster, RosterError, RosterView
+from discovery.tls import (
+    client_context,
+    joining_context,
+    member_context,
+    peer_node_id,
+    server_context,
+    trust,
+)
+from node.identity import NodeIdentity, node_id_for
 
 log = logging.getLogger(__name__)
 ADDRESS_CHECK_INTERVAL = 3.0
+ROSTER_CHECK_INTERVAL = 1.0
+JOIN_RETRY_INTERVAL = 1.0
 LOOP_INTERVAL = 0.2
+REQUEST_SECONDS = 5.0
+
+
+class DiscoveryError(RuntimeError):
+    """Discovery cannot start as configured; the message is one line."""
 
 
 @dataclass(frozen=True)
 class DiscoverySettings:
-    node_id: str
+    identity: NodeIdentity
     aet: str
-    http_port: int
+    mesh_port: int
     dicom_port: int
-    mesh_id: str = "default"
     device_type: str = "WSD"
     mdns: bool = True
     bind: str = "0.0.0.0"
     interfaces: tuple[str, ...] = ()
     static_peers: tuple[tuple[str, int], ...] = ()
+    join_token: str | None = None
     liveness: Liveness = field(default_factory=Liveness)
 
 
@@ -59,54 +87,80 @@ class PeerStore:
         self.save = save
 
 
+def _join_proof_payload(invite: Invite, node_id: str) -> bytes:
+    return canonical({"join": invite.mesh_id, "token": invite.token_id, "node": node_id})
+
+
 class Discovery:
     def __init__(
-        self, settings: DiscoverySettings, store: PeerStore | None = None,
-        clock: Clock = time.monotonic,
+        self, settings: DiscoverySettings, membership: MembershipStore,
+        store: PeerStore | None = None, clock: Clock = time.monotonic,
     ) -> None:
         self.settings = settings
-        self.mesh_hash = mesh_hash(settings.mesh_id)
-        self.table = PeerTable(settings.node_id, clock, settings.liveness)
+        self.node_id = settings.identity.node_id
+        self.membership = membership
+        self.table = PeerTable(self.node_id, clock, settings.liveness)
         self.devices: dict[str, DicomRecord] = {}  # other DICOM devices, by instance name
+        self.roster: Roster | None = None
+        self.view: RosterView | None = None
+        self.invite: Invite | None = None
         self._store = store
         self._clock = clock
+        self._key = settings.identity.private_key()
         self._mdns: MdnsAgent | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._server_ctx: ssl.SSLContext | None = None
+        self._client_ctx: ssl.SSLContext | None = None  # any member
+        self._member_ctx: dict[str, ssl.SSLContext] = {}  # exactly that member
+        self._trusted: set[str] = set()
+        self._mesh_runner: web.AppRunner | None = None
         self._task: asyncio.Task[None] | None = None
-        self._probing: dict[str, asyncio.Task[None]] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
         self._static_ids: dict[tuple[str, int], str] = {}
-        self._warned_aets: set[str] = set()
-        self._wake = asyncio.Event()  # a new hint: probe now rather than at the next tick
+        self._join_candidates: dict[str, tuple[tuple[str, ...], int]] = {}
+        self._warned: set[str] = set()
+        self._roster_mtime = 0.0
+        self._wake = asyncio.Event()  # a new hint: act now rather than at the next tick
 
     # --- lifecycle -----------------------------------------------------------------------
 
+    @property
+    def is_member(self) -> bool:
+        return self.view is not None and self.view.is_member(self.node_id)
+
+    @property
+    def mesh_hash(self) -> str | None:
+        if self.roster is not None:
+            return mesh_hash(self.roster.mesh_id)
+        return mesh_hash(self.invite.mesh_id) if self.invite is not None else None
+
     async def start(self) -> None:
         s = self.settings
-        self._session = aiohttp.ClientSession()
+        try:
+            roster = await asyncio.to_thread(self.membership.load)
+        except MembershipError as exc:
+            raise DiscoveryError(str(exc)) from None
+        if roster is None and s.join_token:
+            try:
+                self.invite = parse_invite(s.join_token)
+            except InviteError as exc:
+                raise DiscoveryError(f"cannot join: {exc}") from None
+            if time.time() > self.invite.expires:
+                raise DiscoveryError("cannot join: the invite token has expired")
         if self._store is not None:
             for row in await self._store.load():
                 with contextlib.suppress(KeyError, TypeError, ValueError):
                     self.table.hint(
-                        str(row["node_id"]), row["addresses"], int(row["http_port"]),
+                        str(row["node_id"]), row["addresses"], int(row["mesh_port"]),
                         "persisted", aet=str(row.get("aet", "")),
                         dicom_port=int(row.get("dicom_port", 0)),
                     )
-        if s.mdns:
-            fixed = () if s.bind == "0.0.0.0" else (s.bind,)
-            announcement = Announcement(
-                dicom=DicomRecord(s.aet, s.device_type, s.dicom_port, fixed),
-                mesh=MeshRecord(
-                    node_id=s.node_id, mesh_hash=self.mesh_hash, http_port=s.http_port,
-                    dicom_port=s.dicom_port, aet=s.aet, addresses=fixed,
-                ),
-            )
-            self._mdns = MdnsAgent(
-                announcement, self._on_mesh_record, self._on_dicom_record,
-                self._on_dicom_removed, s.interfaces,
-            )
+        if roster is not None:
+            await self._become_member(roster)
+        elif self.invite is None:
+            log.info("this node is in no mesh: it works alone (pacsmesh mesh init, or --join)")
+        await self._start_mdns()
         self._task = asyncio.create_task(self._run(), name="discovery")
-        if self._mdns is not None:
-            await self._mdns.start()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -114,46 +168,193 @@ class Discovery:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        for task in list(self._probing.values()):
+        for task in list(self._tasks.values()):
             task.cancel()
         if self._mdns is not None:
             await self._mdns.stop()
             self._mdns = None
+        if self._mesh_runner is not None:
+            await self._mesh_runner.cleanup()
+            self._mesh_runner = None
         if self._session is not None:
             await self._session.close()
             self._session = None
 
+    async def _start_mdns(self) -> None:
+        s = self.settings
+        if not s.mdns:
+            return
+        fixed = () if s.bind == "0.0.0.0" else (s.bind,)
+        mesh = None
+        if self.is_member and self.mesh_hash is not None:
+            mesh = MeshRecord(
+                node_id=self.node_id, mesh_hash=self.mesh_hash, mesh_port=s.mesh_port,
+                dicom_port=s.dicom_port, aet=s.aet, addresses=fixed,
+            )
+        self._mdns = MdnsAgent(
+            Announcement(DicomRecord(s.aet, s.device_type, s.dicom_port, fixed), mesh),
+            self._on_mesh_record, self._on_dicom_record, self._on_dicom_removed, s.interfaces,
+            host_label=self.node_id,
+        )
+        await self._mdns.start()
+
+    async def _become_member(self, roster: Roster) -> None:
+        view = roster.evaluate()
+        if not view.is_member(self.node_id):
+            state = "revoked" if self.node_id in view.revoked else "not a member"
+            raise DiscoveryError(f"this node is {state} in the mesh of its roster")
+        self.roster, self.view = roster, view
+        certs = [m.cert_pem for m in view.members.values()]
+        self._trusted = set(view.members)
+        self._server_ctx = server_context(self.settings.identity, certs)
+        self._client_ctx = client_context(self.settings.identity, certs)
+        self._session = aiohttp.ClientSession()
+        self._roster_mtime = self.membership.mtime()
+        await self._start_mesh_api()
+        log.info("member of mesh %s with %d member(s); mesh API on port %d",
+                 self.mesh_hash, len(view.members), self.settings.mesh_port)
+
+    async def _start_mesh_api(self) -> None:
+        app = web.Application(middlewares=[self._authenticate])
+        app.router.add_get(HELLO_PATH, self._hello_handler)
+        app.router.add_get(ROSTER_PATH, self._roster_handler)
+        app.router.add_post(JOIN_PATH, self._join_handler)
+        self._mesh_runner = web.AppRunner(app, access_log=None)
+        await self._mesh_runner.setup()
+        site = web.TCPSite(self._mesh_runner, self.settings.bind, self.settings.mesh_port,
+                           ssl_context=self._server_ctx)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise DiscoveryError(
+                f"cannot listen for the mesh on {self.settings.bind}:{self.settings.mesh_port}:"
+                f" {exc.strerror}"
+            ) from None
+
+    # --- roster ----------------------------------------------------------------------------
+
+    async def _apply_roster(self, incoming: Roster | None, persist: bool = True) -> None:
+        """Merge entries into our roster, persist, and refresh trust and the peer table."""
+        if self.roster is None:
+            return
+        if incoming is not None:
+            if (incoming.mesh_id, incoming.admin_key) != (self.roster.mesh_id,
+                                                          self.roster.admin_key):
+                log.warning("ignored a roster of another mesh")
+                return
+            if not self.roster.merge(incoming.entries):
+                return
+        view = self.roster.evaluate()
+        for sig, reason in view.rejected:
+            if sig not in self._warned:
+                self._warned.add(sig)
+                log.warning("roster entry %s ignored: %s", sig[:8], reason)
+        new_certs = [m.cert_pem for nid, m in view.members.items() if nid not in self._trusted]
+        for ctx in (self._server_ctx, self._client_ctx):
+            if ctx is not None and new_certs:
+                trust(ctx, new_certs)
+        self._trusted |= set(view.members)
+        for node_id in view.revoked:
+            self._member_ctx.pop(node_id, None)
+            if self.table.peers.pop(node_id, None) is not None:
+                log.warning("peer %s is revoked: refused from now on", node_id[:15])
+        self.view = view
+        if not view.is_member(self.node_id):
+            log.error("this node has been revoked from the mesh; it now works alone")
+        if persist:
+            try:
+                self.roster = await asyncio.to_thread(self.membership.merge, self.roster)
+                self._roster_mtime = self.membership.mtime()
+            except (OSError, MembershipError) as exc:
+                log.warning("could not save the roster: %s", exc)
+
+    async def _reload_roster_file(self) -> None:
+        mtime = self.membership.mtime()
+        if mtime == self._roster_mtime:
+            return
+        self._roster_mtime = mtime
+        try:
+            on_disk = await asyncio.to_thread(self.membership.load)
+        except MembershipError as exc:
+            log.warning("%s", exc)
+            return
+        if on_disk is not None:
+            await self._apply_roster(on_disk, persist=False)
+
     # --- what others ask us --------------------------------------------------------------
+
+    @web.middleware
+    async def _authenticate(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        transport = request.transport
+        peer = peer_node_id(transport.get_extra_info("ssl_object")) if transport else None
+        if request.path == JOIN_PATH:
+            return await handler(request)
+        if peer is None or self.view is None or not self.view.is_member(peer):
+            reason = "no certificate" if peer is None else (
+                "revoked" if self.view and peer in self.view.revoked else "not a member")
+            log.warning("mesh API refused %s from %s (%s): %s", request.path,
+                        request.remote, (peer or "-")[:15], reason)
+            raise web.HTTPForbidden(text=f"refused: {reason}")
+        request["peer"] = peer
+        return await handler(request)
 
     def hello(self) -> dict[str, Any]:
         """Our answer to a probe: who we are, and the peers we know (peer exchange)."""
         s = self.settings
         known = [
             {"node_id": p.node_id, "aet": p.aet, "addresses": list(p.addresses),
-             "http_port": p.http_port, "dicom_port": p.dicom_port}
+             "mesh_port": p.mesh_port, "dicom_port": p.dicom_port}
             for p in self.table.snapshot() if p.state is not PeerState.DEAD and p.addresses
         ]
         return {
-            "node_id": s.node_id, "aet": s.aet, "mesh": self.mesh_hash,
-            "protocol": PROTOCOL_VERSION, "http_port": s.http_port,
-            "dicom_port": s.dicom_port, "peers": known,
+            "node_id": self.node_id, "aet": s.aet, "mesh": self.mesh_hash,
+            "protocol": PROTOCOL_VERSION, "mesh_port": s.mesh_port, "dicom_port": s.dicom_port,
+            "roster": self.view.digest if self.view else "", "peers": known,
         }
 
-    def introduction(self) -> dict[str, str]:
-        s = self.settings
-        return {"node_id": s.node_id, "aet": s.aet, "mesh": self.mesh_hash,
-                "http_port": str(s.http_port), "dicom_port": str(s.dicom_port)}
+    async def _hello_handler(self, request: web.Request) -> web.Response:
+        params = dict(request.query)
+        if request.remote and params.get("node_id") == request["peer"]:
+            # The prober told us how to reach it back: a hint like any other.
+            with contextlib.suppress(KeyError, ValueError):
+                self.table.hint(
+                    params["node_id"], [request.remote], int(params["mesh_port"]), "inbound",
+                    aet=params.get("aet", ""), dicom_port=int(params.get("dicom_port", "0")),
+                )
+                self._wake.set()
+        return web.json_response(self.hello())
 
-    def introduced(self, address: str, params: dict[str, str]) -> None:
-        """A peer probed us and said who it is: a hint to probe it back."""
-        if params.get("mesh") != self.mesh_hash:
-            return
-        with contextlib.suppress(KeyError, ValueError):
-            self.table.hint(
-                params["node_id"], [address], int(params["http_port"]), "inbound",
-                aet=params.get("aet", ""), dicom_port=int(params.get("dicom_port", "0")),
-            )
-            self._wake.set()
+    async def _roster_handler(self, request: web.Request) -> web.Response:
+        assert self.roster is not None
+        return web.json_response(self.roster.to_json())
+
+    async def _join_handler(self, request: web.Request) -> web.Response:
+        remote = request.remote
+        try:
+            body = await request.json()
+            token, cert_pem, aet = str(body["token"]), str(body["cert"]), str(body["aet"])
+            proof = unb64(str(body["proof"]))
+            invite = parse_invite(token)
+            cert = x509.load_pem_x509_certificate(cert_pem.encode())
+            joiner = node_id_for(cert.public_bytes(Encoding.DER))
+            key = cert.public_key()
+            if not isinstance(key, ec.EllipticCurvePublicKey):
+                raise InviteError("unsupported key type")
+            key.verify(proof, _join_proof_payload(invite, joiner), ec.ECDSA(hashes.SHA256()))
+            if self.roster is None or not self.is_member:
+                raise RosterError("this node is not a member and cannot admit")
+            self.roster.admit(self.node_id, self._key, cert_pem, aet, token, time.time())
+        except (InviteError, RosterError) as exc:
+            log.warning("mesh join from %s refused: %s", remote, exc)
+            raise web.HTTPForbidden(text=f"join refused: {exc}") from None
+        except (KeyError, TypeError, ValueError, InvalidSignature) as exc:
+            log.warning("mesh join from %s refused: malformed request (%s)", remote, exc)
+            raise web.HTTPBadRequest(text="malformed join request") from None
+        await self._apply_roster(None)
+        log.info("admitted node %s (%s) from %s into the mesh", joiner[:15], aet, remote)
+        return web.json_response({"roster": self.roster.to_json()})
 
     def peers_json(self) -> list[dict[str, Any]]:
         now = self._clock()
@@ -180,49 +381,54 @@ class Discovery:
     # --- hints ---------------------------------------------------------------------------
 
     def _on_mesh_record(self, record: MeshRecord) -> None:
-        if record.node_id == self.settings.node_id or record.mesh_hash != self.mesh_hash:
+        if record.node_id == self.node_id or record.mesh_hash != self.mesh_hash:
             return
-        if record.aet == self.settings.aet and record.aet not in self._warned_aets:
-            self._warned_aets.add(record.aet)
+        if not self.is_member:
+            self._join_candidates[record.node_id] = (record.addresses, record.mesh_port)
+            self._wake.set()
+            return
+        if record.aet == self.settings.aet and record.aet not in self._warned:
+            self._warned.add(record.aet)
             log.warning(
                 "node %s also uses AE title %s: give one of them another --aet",
-                record.node_id[:12], record.aet,
+                record.node_id[:15], record.aet,
             )
-            if self._mdns is not None and loses_aet_tie(self.settings.node_id, record.node_id):
+            if self._mdns is not None and loses_aet_tie(self.node_id, record.node_id):
                 self._spawn("rename", self._mdns.rename_dicom_record())
         self.table.hint(
-            record.node_id, record.addresses, record.http_port, "mdns",
+            record.node_id, record.addresses, record.mesh_port, "mdns",
             aet=record.aet, dicom_port=record.dicom_port,
         )
         self._wake.set()
 
     def _on_dicom_record(self, name: str, record: DicomRecord) -> None:
-        own = {self.settings.aet}
-        if record.aet in own and not self._is_own_address(record.addresses):
+        if record.aet == self.settings.aet and not set(record.addresses) & set(
+            interface_addresses()
+        ):
             log.warning("another DICOM device on this network announces AE title %s", record.aet)
         self.devices[name] = record
 
     def _on_dicom_removed(self, name: str) -> None:
         self.devices.pop(name, None)
 
-    def _is_own_address(self, addresses: Sequence[str]) -> bool:
-        return bool(set(addresses) & set(interface_addresses()))
-
-    # --- probing -------------------------------------------------------------------------
+    # --- the loop ------------------------------------------------------------------------
 
     async def _run(self) -> None:
         next_address_check = self._clock() + ADDRESS_CHECK_INTERVAL
+        next_roster_check = self._clock() + ROSTER_CHECK_INTERVAL
+        next_join = self._clock()
         while True:
-            for change in self.table.tick():
-                log.info("peer %s: %s -> %s", change.node_id[:12], change.old.value,
-                         change.new.value)
-            for peer in self.table.due_for_probe():
-                self._spawn(peer.node_id, self._probe_peer(peer))
-            for host, port in self.settings.static_peers:
-                if (host, port) not in self._static_ids:
-                    self._spawn(f"static:{host}:{port}", self._probe_static(host, port))
-            if self._mdns is not None and self._clock() >= next_address_check:
-                next_address_check = self._clock() + ADDRESS_CHECK_INTERVAL
+            now = self._clock()
+            if self.is_member:
+                self._member_round()
+                if now >= next_roster_check:
+                    next_roster_check = now + ROSTER_CHECK_INTERVAL
+                    await self._reload_roster_file()
+            elif self.invite is not None and self.roster is None and now >= next_join:
+                next_join = now + JOIN_RETRY_INTERVAL
+                self._spawn("join", self._join_round())
+            if self._mdns is not None and now >= next_address_check:
+                next_address_check = now + ADDRESS_CHECK_INTERVAL
                 try:
                     await self._mdns.refresh_addresses()
                 except Exception as exc:  # a vanished interface must not stop discovery
@@ -231,22 +437,118 @@ class Discovery:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), LOOP_INTERVAL)
 
+    def _member_round(self) -> None:
+        for change in self.table.tick():
+            log.info("peer %s: %s -> %s", change.node_id[:15], change.old.value,
+                     change.new.value)
+        for peer in self.table.due_for_probe():
+            self._spawn(peer.node_id, self._probe_peer(peer))
+        for host, port in self.settings.static_peers:
+            if (host, port) not in self._static_ids:
+                self._spawn(f"static:{host}:{port}", self._probe_static(host, port))
+
     def _spawn(self, key: str, coro: Awaitable[None]) -> None:
-        running = self._probing.get(key)
+        running = self._tasks.get(key)
         if running is not None and not running.done():
             coro.close()  # type: ignore[attr-defined]
             return
-        self._probing[key] = asyncio.ensure_future(coro)
+        self._tasks[key] = asyncio.ensure_future(coro)
 
-    async def _ask(self, address: str, port: int) -> Hello:
-        assert self._session is not None
-        hello = await probe(
-            self._session, address, port, self.settings.liveness.probe_timeout,
-            self.introduction(),
-        )
-        if hello.mesh_hash != self.mesh_hash:
-            raise ProbeFailed(f"{address}:{port} belongs to another mesh")
+    # --- joining -------------------------------------------------------------------------
+
+    async def _join_round(self) -> None:
+        assert self.invite is not None
+        candidates: list[tuple[str, int]] = []
+        for seed in self.invite.seeds:
+            host, _, port = seed.rpartition(":")
+            with contextlib.suppress(ValueError):
+                candidates.append((host, int(port)))
+        candidates += list(self.settings.static_peers)
+        for addresses, port in self._join_candidates.values():
+            candidates += [(a, port) for a in addresses]
+        for peer in self.table.snapshot():  # persisted from an earlier membership
+            candidates += [(a, peer.mesh_port) for a in peer.addresses]
+        for host, port in dict.fromkeys(candidates):
+            if await self._try_join(host, port):
+                return
+
+    async def _try_join(self, host: str, port: int) -> bool:
+        assert self.invite is not None and self.settings.join_token is not None
+        proof = self._key.sign(_join_proof_payload(self.invite, self.node_id),
+                               ec.ECDSA(hashes.SHA256()))
+        body = {"token": self.settings.join_token, "aet": self.settings.aet,
+                "cert": self.settings.identity.cert_pem.decode(), "proof": b64(proof)}
+        async with aiohttp.ClientSession() as session:
+            try:
+                answer = await call(session, "POST", host, port, JOIN_PATH, REQUEST_SECONDS,
+                                    joining_context(), body=body)
+                roster = Roster.from_json(answer["roster"])
+            except (ProbeFailed, RosterError, KeyError, TypeError) as exc:
+                log.info("join through %s:%d failed: %s", host, port, exc)
+                return False
+        # Trust nothing the server says until the admin key from the invite vouches for it:
+        # our admission must be signed by a member whose membership the admin signed.
+        if (roster.mesh_id, roster.admin_key) != (self.invite.mesh_id, self.invite.admin_key):
+            log.warning("join through %s:%d: the answer is not from our mesh", host, port)
+            return False
+        if not roster.evaluate().is_member(self.node_id):
+            log.warning("join through %s:%d: the answer does not admit us", host, port)
+            return False
+        await asyncio.to_thread(self.membership.merge, roster)
+        await self._become_member(roster)
+        self.table.hint(self.view.members[self.node_id].admitted_by, [host], port, "join")
+        if self._mdns is not None:  # announce the mesh record now that we are a member
+            await self._mdns.stop()
+            await self._start_mdns()
+        log.info("joined mesh %s through %s:%d", self.mesh_hash, host, port)
+        return True
+
+    # --- probing -------------------------------------------------------------------------
+
+    def introduction(self) -> dict[str, str]:
+        s = self.settings
+        return {"node_id": self.node_id, "aet": s.aet, "mesh_port": str(s.mesh_port),
+                "dicom_port": str(s.dicom_port)}
+
+    def _context_for(self, node_id: str | None) -> ssl.SSLContext:
+        assert self.view is not None and self._client_ctx is not None
+        if node_id is None:
+            return self._client_ctx
+        member = self.view.members.get(node_id)
+        if member is None or not self.view.is_member(node_id):
+            raise ProbeFailed(f"{node_id[:15]} is not a member of our mesh")
+        ctx = self._member_ctx.get(node_id)
+        if ctx is None:
+            ctx = self._member_ctx[node_id] = member_context(
+                self.settings.identity, member.cert_pem
+            )
+        return ctx
+
+    async def _ask(self, address: str, port: int, expect: str | None = None) -> Hello:
+        """Hello from ``expect`` (proven by the handshake), or from any member if None."""
+        if self._session is None or self.view is None:
+            raise ProbeFailed("not a member")
+        data = await call(self._session, "GET", address, port, HELLO_PATH,
+                          self.settings.liveness.probe_timeout, self._context_for(expect),
+                          params=self.introduction())
+        hello = Hello.from_json(data)
+        if expect is not None and hello.node_id != expect:
+            raise ProbeFailed(f"{address}:{port} claims to be another node")
+        if not self.view.is_member(hello.node_id):
+            raise ProbeFailed(f"{address}:{port} is not a member of our mesh")
+        if hello.roster_digest and hello.roster_digest != self.view.digest:
+            self._spawn(f"roster:{hello.node_id}", self._pull_roster(address, port,
+                                                                     hello.node_id))
         return hello
+
+    async def _pull_roster(self, address: str, port: int, node_id: str) -> None:
+        assert self._session is not None
+        try:
+            data = await call(self._session, "GET", address, port, ROSTER_PATH,
+                              REQUEST_SECONDS, self._context_for(node_id))
+            await self._apply_roster(Roster.from_json(data))
+        except (ProbeFailed, RosterError) as exc:
+            log.debug("roster pull from %s:%d: %s", address, port, exc)
 
     async def _probe_static(self, host: str, port: int) -> None:
         try:
@@ -262,12 +564,9 @@ class Discovery:
         self.table.probe_started(peer.node_id)
         for address in peer.addresses:
             try:
-                hello = await self._ask(address, peer.http_port)
+                hello = await self._ask(address, peer.mesh_port, expect=peer.node_id)
             except ProbeFailed as exc:
-                log.debug("probe %s at %s: %s", peer.node_id[:12], address, exc)
-                continue
-            if hello.node_id != peer.node_id:
-                self.table.forget_address(peer.node_id, address)
+                log.debug("probe %s at %s: %s", peer.node_id[:15], address, exc)
                 continue
             await self._accept(hello, address)
             return
@@ -275,16 +574,18 @@ class Discovery:
     async def _accept(self, hello: Hello, address: str) -> None:
         change = self.table.probe_succeeded(hello.node_id, address, hello.aet, hello.dicom_port)
         if change is not None:
-            log.info("peer %s (%s) at %s: %s -> alive", hello.node_id[:12], hello.aet,
+            log.info("peer %s (%s) at %s: %s -> alive", hello.node_id[:15], hello.aet,
                      address, change.old.value)
             await self._persist(hello.node_id)
         for item in hello.peers:
             with contextlib.suppress(KeyError, TypeError, ValueError):
-                self.table.hint(
-                    str(item["node_id"]), [str(a) for a in item["addresses"]],
-                    int(item["http_port"]), "exchange", aet=str(item.get("aet", "")),
-                    dicom_port=int(item.get("dicom_port", 0)),
-                )
+                node_id = str(item["node_id"])
+                if self.view is not None and self.view.is_member(node_id):
+                    self.table.hint(
+                        node_id, [str(a) for a in item["addresses"]], int(item["mesh_port"]),
+                        "exchange", aet=str(item.get("aet", "")),
+                        dicom_port=int(item.get("dicom_port", 0)),
+                    )
 
     async def _persist(self, node_id: str) -> None:
         peer = self.table.peers.get(node_id)
@@ -293,8 +594,8 @@ class Discovery:
         try:
             await self._store.save(node_id, {
                 "node_id": peer.node_id, "aet": peer.aet, "addresses": list(peer.addresses),
-                "http_port": peer.http_port, "dicom_port": peer.dicom_port,
+                "mesh_port": peer.mesh_port, "dicom_port": peer.dicom_port,
                 "last_seen": time.time(),
             })
         except Exception as exc:  # a full disk must not stop liveness
-            log.warning("could not persist peer %s: %s", node_id[:12], exc)
+            log.warning("could not persist peer %s: %s", node_id[:15], exc)

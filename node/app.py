@@ -17,12 +17,13 @@ from typing import IO
 from aiohttp import web
 
 from discovery.http import routes as discovery_routes
-from discovery.service import Discovery, DiscoverySettings, PeerStore
+from discovery.membership import MembershipStore
+from discovery.service import Discovery, DiscoveryError, DiscoverySettings, PeerStore
 from node.archive import Archive
 from node.config import NodeConfig
 from node.dicom.scp import DicomServer, configure_pynetdicom
 from node.http.api import make_app
-from node.identity import IdentityError, load_or_create_identity
+from node.identity import IdentityError, NodeIdentity, load_or_create_identity
 from node.index import Index
 from node.reconcile import ReconcileReport, reconcile
 from node.storage import Storage
@@ -79,8 +80,8 @@ class Node:
         self._lock = _lock_data_dir(cfg.data_dir)
         try:
             self.archive, _ = await open_archive(cfg.data_dir)
-            node_id = self._node_id()
-            self.discovery = self._make_discovery(self.archive.index, node_id)
+            identity = self._identity()
+            self.discovery = self._make_discovery(self.archive.index, identity)
             configure_pynetdicom(debug=cfg.log_level == "DEBUG")
             self.dicom = DicomServer(cfg, self.archive, self.discovery.dicom_destination)
             try:
@@ -90,7 +91,7 @@ class Node:
                     f"cannot listen for DICOM on {cfg.bind}:{cfg.dicom_port}: {exc.strerror}"
                 ) from None
             app = make_app(
-                self.archive.index, cfg.aet, node_id, discovery_routes(self.discovery)
+                self.archive.index, cfg.aet, identity.node_id, discovery_routes(self.discovery)
             )
             self._http = web.AppRunner(app, access_log=None)
             await self._http.setup()
@@ -100,7 +101,10 @@ class Node:
                 raise StartupError(
                     f"cannot listen for HTTP on {cfg.bind}:{cfg.http_port}: {exc.strerror}"
                 ) from None
-            await self.discovery.start()
+            try:
+                await self.discovery.start()
+            except DiscoveryError as exc:
+                raise StartupError(str(exc)) from None
         except BaseException:
             await self.stop()
             raise
@@ -109,13 +113,13 @@ class Node:
             cfg.aet, cfg.bind, cfg.dicom_port, cfg.bind, cfg.http_port, cfg.data_dir,
         )
 
-    def _node_id(self) -> str:
+    def _identity(self) -> NodeIdentity:
         try:
-            return load_or_create_identity(self.config.data_dir, self.config.aet).node_id
+            return load_or_create_identity(self.config.data_dir, self.config.aet)
         except IdentityError as exc:
             raise StartupError(str(exc)) from None
 
-    def _make_discovery(self, index: Index, node_id: str) -> Discovery:
+    def _make_discovery(self, index: Index, identity: NodeIdentity) -> Discovery:
         cfg = self.config
 
         async def load() -> list[dict]:
@@ -125,12 +129,11 @@ class Node:
             await index.save_state("peers", node_id, peer)
 
         settings = DiscoverySettings(
-            node_id=node_id, aet=cfg.aet,
-            http_port=cfg.http_port, dicom_port=cfg.dicom_port, mesh_id=cfg.mesh,
+            identity=identity, aet=cfg.aet, mesh_port=cfg.mesh_port, dicom_port=cfg.dicom_port,
             device_type=cfg.device_type, mdns=cfg.mdns, bind=cfg.bind,
-            interfaces=cfg.interfaces, static_peers=cfg.peers,
+            interfaces=cfg.interfaces, static_peers=cfg.peers, join_token=cfg.join,
         )
-        return Discovery(settings, PeerStore(load, save))
+        return Discovery(settings, MembershipStore(cfg.data_dir), PeerStore(load, save))
 
     async def stop(self) -> None:
         if self.discovery is not None:

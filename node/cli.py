@@ -18,12 +18,17 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from discovery.invite import InviteError
+from discovery.mdns import interface_addresses
+from discovery.membership import MembershipError, MembershipStore, create_invite, init_mesh, revoke
+from discovery.roster import RosterError
 from node import __version__
 from node.app import INDEX_FILE, StartupError, _lock_data_dir, open_archive, run_node
 from node.config import ConfigError, NodeConfig, load_config, parse_remote_ae
 from node.dicom.scu import AssociationFailed, echo
 from node.dicom_header import InvalidDataset
 from node.http.api import study_json
+from node.identity import IdentityError, load_or_create_identity, normalize_node_id
 from node.index import Index
 from node.storage import StorageError
 
@@ -65,12 +70,13 @@ def main() -> None:
 @click.option("--modality", "modalities", multiple=True, metavar="AET@HOST:PORT",
               help="A C-MOVE destination; repeatable.")
 @click.option("--mdns/--no-mdns", default=None, help="Announce and browse with mDNS.")
+@click.option("--mesh-port", type=int, help="Mesh API port, TLS between nodes (default 11113).")
 @click.option("--peer", "peers", multiple=True, metavar="HOST:PORT",
-              help="A peer's HTTP address, for networks mDNS does not cross; repeatable.")
+              help="A peer's mesh address, for networks mDNS does not cross; repeatable.")
+@click.option("--join", help="Invite token: join the mesh through the first member reached.")
 @click.option("--interface", "interfaces", multiple=True, metavar="NAME",
               help="Announce on this network interface only; repeatable (default: all).")
 @click.option("--device-type", help="ARCHIVE (site server) or WSD (workstation).")
-@click.option("--mesh", help="Name of the mesh to join (default: 'default').")
 @click.option("--log-level", help="DEBUG, INFO, WARNING, ERROR.")
 def run(**options: Any) -> None:
     """Run a node until interrupted."""
@@ -208,6 +214,122 @@ def peers(data_dir: Path | None, http_port: int | None, as_json: bool) -> None:
                       str(r["dicom_port"]), "never" if ago is None else f"{ago:.0f} s ago",
                       r["node_id"])
     Console().print(table)
+
+
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
+    except (ValueError, IndexError):
+        _fail(f"a duration is written like 30m, 24h or 7d, got {text!r}")
+        raise AssertionError("unreachable") from None
+
+
+@main.group()
+def mesh() -> None:
+    """Create a mesh, invite nodes into it, revoke them, see who is in it."""
+
+
+@mesh.command("init")
+@data_dir_option
+@click.option("--aet", help="This node's AE title, as the roster shows it.")
+def mesh_init(data_dir: Path | None, aet: str | None) -> None:
+    """Make this node the first member of a new mesh (it holds the admin key)."""
+    config = _config(data_dir=data_dir, aet=aet)
+    try:
+        identity = load_or_create_identity(config.data_dir, config.aet)
+        store = MembershipStore(config.data_dir)
+        roster = init_mesh(store, identity, config.aet)
+    except (IdentityError, MembershipError, OSError) as exc:
+        _fail(str(exc))
+        return
+    click.echo(f"mesh {roster.mesh_id} created; this node is its first member")
+    click.echo(f"node id: {identity.node_id}")
+    click.echo(f"admin key: {store.admin_key_path} (keep it safe; it signs invites)")
+
+
+@mesh.command("invite")
+@data_dir_option
+@click.option("--expires", default="24h", show_default=True, help="Validity: 30m, 24h, 7d.")
+@click.option("--uses", default=1, show_default=True, type=click.IntRange(min=1),
+              help="How many nodes may join with it.")
+@click.option("--seed", "seeds", multiple=True, metavar="HOST:PORT",
+              help="Member addresses to put in the token (default: this node's).")
+@click.option("--no-seed", is_flag=True, help="Put no addresses in the token (mDNS, --peer).")
+def mesh_invite(
+    data_dir: Path | None, expires: str, uses: int, seeds: tuple[str, ...], no_seed: bool
+) -> None:
+    """Print an invite token (the last line): `pacsmesh run --join TOKEN` uses it."""
+    config = _config(data_dir=data_dir)
+    if not seeds and not no_seed:
+        seeds = tuple(f"{a}:{config.mesh_port}" for a in interface_addresses(config.interfaces))
+    try:
+        token = create_invite(MembershipStore(config.data_dir), _duration(expires), uses, seeds)
+    except (MembershipError, InviteError) as exc:
+        _fail(str(exc))
+        return
+    click.echo(f"invite for {uses} node(s), valid {expires}:")
+    click.echo(token)
+
+
+@mesh.command("revoke")
+@data_dir_option
+@click.argument("node_id", metavar="NODEID")
+def mesh_revoke(data_dir: Path | None, node_id: str) -> None:
+    """Remove a node from the mesh (admin): every member refuses it from then on."""
+    config = _config(data_dir=data_dir)
+    try:
+        target = normalize_node_id(node_id)
+        revoke(MembershipStore(config.data_dir), target)
+    except (IdentityError, MembershipError, RosterError) as exc:
+        _fail(str(exc))
+        return
+    click.echo(f"revoked {target}; members learn it as the roster spreads")
+
+
+@mesh.command("status")
+@data_dir_option
+@click.option("--http-port", type=int, help="The running node's HTTP port (default: its config).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def mesh_status(data_dir: Path | None, http_port: int | None, as_json: bool) -> None:
+    """Show the roster and which members are online (asks the running node)."""
+    config = _config(data_dir=data_dir, http_port=http_port)
+    try:
+        roster = MembershipStore(config.data_dir).load()
+    except MembershipError as exc:
+        _fail(str(exc))
+        return
+    if roster is None:
+        _fail(f"no mesh in {config.data_dir} (pacsmesh mesh init, or run --join TOKEN)", code=1)
+        return
+    view = roster.evaluate()
+    states: dict[str, str] = {}
+    try:
+        url = f"http://127.0.0.1:{config.http_port}/api/peers"
+        with urllib.request.urlopen(url, timeout=3) as rsp:
+            states = {p["node_id"]: p["state"] for p in json.loads(rsp.read())}
+        own = load_or_create_identity(config.data_dir, config.aet).node_id
+        states[own] = "this node"
+    except (OSError, ValueError, IdentityError):
+        pass  # node not running: the roster alone is still worth showing
+    members = [
+        {"node_id": m.node_id, "aet": m.aet, "admitted_by": m.admitted_by,
+         "state": states.get(m.node_id, "unknown")}
+        for m in sorted(view.members.values(), key=lambda m: m.admitted_at)
+    ]
+    if as_json:
+        click.echo(json.dumps({"mesh": roster.mesh_id, "roster_version": view.version,
+                               "members": members, "revoked": sorted(view.revoked)}, indent=2))
+        return
+    table = Table(title=f"mesh {roster.mesh_id}: {len(members)} member(s), "
+                        f"roster version {view.version}")
+    for col in ("AE title", "State", "Node id", "Admitted by"):
+        table.add_column(col, overflow="fold")
+    for m in members:
+        table.add_row(m["aet"], m["state"], m["node_id"], m["admitted_by"][:15])
+    Console().print(table)
+    for node_id in sorted(view.revoked):
+        Console().print(f"revoked: {node_id}")
 
 
 @main.command("echo")

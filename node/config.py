@@ -22,6 +22,7 @@ CONFIG_FILE = "pacsmesh.toml"
 ENV_PREFIX = "PACSMESH_"
 DEFAULT_DICOM_PORT = 11112
 DEFAULT_HTTP_PORT = 8080
+DEFAULT_MESH_PORT = 11113
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -54,7 +55,8 @@ class NodeConfig:
     peers: tuple[tuple[str, int], ...] = ()  # static peers' HTTP endpoints (host, port)
     interfaces: tuple[str, ...] = ()  # network interfaces to announce on; empty: all
     device_type: str = "WSD"  # PS3.15 Annex H PrimaryDeviceType: ARCHIVE or WSD
-    mesh: str = "default"  # nodes announce and accept only peers of the same mesh
+    mesh_port: int = DEFAULT_MESH_PORT
+    join: str | None = None  # invite token, used until this node is a member
 
     def modality(self, aet: str) -> RemoteAE | None:
         for remote in self.modalities:
@@ -152,7 +154,7 @@ def default_data_dir() -> Path:
 # comma- or space-separated string in the environment.
 _KEYS = (
     "aet", "bind", "dicom_port", "http_port", "modalities", "mdns", "log_level",
-    "peers", "interfaces", "device_type", "mesh",
+    "peers", "interfaces", "device_type", "mesh_port", "join",
 )
 _LIST_KEYS = ("modalities", "peers", "interfaces")
 DEVICE_TYPES = ("ARCHIVE", "WSD")
@@ -216,9 +218,7 @@ def load_config(
         raise ConfigError(
             f"device type must be one of {', '.join(DEVICE_TYPES)}, got {device_type!r}"
         )
-    mesh = str(merged.get("mesh", "default")).strip()
-    if not mesh:
-        raise ConfigError("mesh name must not be empty")
+    join = str(merged["join"]).strip() if merged.get("join") else None
 
     log_level = str(merged.get("log_level", "INFO")).upper()
     if log_level not in LOG_LEVELS:
@@ -236,10 +236,13 @@ def load_config(
         peers=peers,
         interfaces=interfaces,
         device_type=device_type,
-        mesh=mesh,
+        mesh_port=validate_port(merged.get("mesh_port", DEFAULT_MESH_PORT), "mesh port"),
+        join=join,
     )
-    if config.dicom_port == config.http_port:
-        raise ConfigError(f"DICOM and HTTP ports must differ, both are {config.dicom_port}")
+    ports = {"DICOM": config.dicom_port, "HTTP": config.http_port, "mesh": config.mesh_port}
+    for a, b in (("DICOM", "HTTP"), ("DICOM", "mesh"), ("HTTP", "mesh")):
+        if ports[a] == ports[b]:
+            raise ConfigError(f"{a} and {b} ports must differ, both are {ports[a]}")
     return config
 
 

@@ -184,6 +184,27 @@ class NamespacedNode:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+def pacsmesh_cli(*args: str) -> str:
+    """Run a ``pacsmesh`` command (no network) and return its last output line."""
+    result = subprocess.run(
+        [sys.executable, "-m", "node.cli", *args], capture_output=True, text=True, timeout=60
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"pacsmesh {' '.join(args)}: {result.stderr.strip()}")
+    return result.stdout.strip().splitlines()[-1]
+
+
+def init_mesh(data_dir: Path, aet: str) -> None:
+    pacsmesh_cli("mesh", "init", "--data-dir", str(data_dir), "--aet", aet)
+
+
+def invite(data_dir: Path, *seeds: str, uses: int = 50, expires: str = "1h") -> str:
+    """An invite token; seeds are always explicit here (never the machine's own address)."""
+    seed_args = [a for s in seeds for a in ("--seed", s)] or ["--no-seed"]
+    return pacsmesh_cli("mesh", "invite", "--data-dir", str(data_dir), "--uses", str(uses),
+                        "--expires", expires, *seed_args)
+
+
 def wait_for(predicate: Any, timeout: float, interval: float = 0.2) -> float:
     """Poll until ``predicate()`` is truthy; return the seconds it took, or raise."""
     start = time.monotonic()

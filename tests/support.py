@@ -46,6 +46,7 @@ class NodeProcess:
     extra_args: tuple[str, ...] = ()
     dicom_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
+    mesh_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     env: dict[str, str] | None = None
 
@@ -57,7 +58,8 @@ class NodeProcess:
         cmd = [
             sys.executable, "-m", "node.cli", "run", "--data-dir", str(self.data_dir),
             "--aet", self.aet, "--bind", "127.0.0.1", "--dicom-port", str(self.dicom_port),
-            "--http-port", str(self.http_port), "--no-mdns", *self.extra_args,
+            "--http-port", str(self.http_port), "--mesh-port", str(self.mesh_port),
+            "--no-mdns", *self.extra_args,
         ]
         for m in self.modalities:
             cmd += ["--modality", m]

@@ -63,7 +63,7 @@ def test_defaults_without_any_source(tmp_path: Path) -> None:
     assert config.log_level == "INFO"
     assert config.modalities == ()
     assert config.peers == ()
-    assert config.mesh == "default"
+    assert config.mesh_port == 11113 and config.join is None
     assert config.device_type == "WSD"
 
 
@@ -76,8 +76,8 @@ http_port = 2080
 mdns = false
 log_level = "debug"
 modalities = ["VIEWER@10.0.0.5:104", "CT1@[::1]:4242"]
-peers = ["10.0.0.7:8080"]
-mesh = "radiology"
+peers = ["10.0.0.7:11113"]
+mesh_port = 2113
 device_type = "archive"
 """)
     config = load_config(cli={"data_dir": tmp_path}, env={})
@@ -91,17 +91,17 @@ device_type = "archive"
     )
     assert config.modality("CT1") == RemoteAE("CT1", "::1", 4242)
     assert config.modality("NOPE") is None
-    assert config.peers == (("10.0.0.7", 8080),)
-    assert config.mesh == "radiology"
+    assert config.peers == (("10.0.0.7", 11113),)
+    assert config.mesh_port == 2113
     assert config.device_type == "ARCHIVE"
 
 
 def test_env_overrides_toml_and_cli_overrides_env(tmp_path: Path) -> None:
-    write_toml(tmp_path, 'aet = "TOMLAET"\ndicom_port = 2104\nhttp_port = 2080\nmesh = "toml"\n'
+    write_toml(tmp_path, 'aet = "TOMLAET"\ndicom_port = 2104\nhttp_port = 2080\nmesh_port = 2113\n'
                          'log_level = "ERROR"\n')
     env = {
         "PACSMESH_DICOM_PORT": "3104",
-        "PACSMESH_MESH": "env",
+        "PACSMESH_MESH_PORT": "3113",
         "PACSMESH_MDNS": "off",
         "PACSMESH_MODALITIES": "A@h1:1, B@h2:2",
         "PACSMESH_AET": "",  # empty: not set
@@ -111,7 +111,7 @@ def test_env_overrides_toml_and_cli_overrides_env(tmp_path: Path) -> None:
     config = load_config(cli=cli, env=env)
     assert config.aet == "TOMLAET"  # only the file sets it
     assert config.http_port == 2080  # only the file sets it
-    assert config.mesh == "env"  # env beats the file
+    assert config.mesh_port == 3113  # env beats the file
     assert config.mdns is False
     assert [str(m) for m in config.modalities] == ["A@h1:1", "B@h2:2"]  # () from CLI: unset
     assert config.dicom_port == 4104  # CLI beats env and file
@@ -284,7 +284,7 @@ def test_same_port_twice(tmp_path: Path) -> None:
         ({"PACSMESH_MDNS": "perhaps"}, "mdns"),
         ({"PACSMESH_BIND": "my-laptop"}, "bind address"),
         ({"PACSMESH_DEVICE_TYPE": "PRINTER"}, "device type"),
-        ({"PACSMESH_MESH": "   "}, "mesh"),
+        ({"PACSMESH_MESH_PORT": "11112"}, "must differ"),
     ],
 )
 def test_other_bad_values(tmp_path: Path, env: dict[str, str], fragment: str) -> None:

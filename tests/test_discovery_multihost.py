@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns import NamespacedNode, Network, netns_available, wait_for
+from tests.netns import NamespacedNode, Network, init_mesh, invite, netns_available, wait_for
 
 pytestmark = pytest.mark.skipif(
     netns_available() is not None, reason=f"multi-host tests: {netns_available()}"
@@ -29,14 +29,24 @@ def network() -> Iterator[Network]:
 
 @pytest.fixture
 def make_nodes(network: Network, tmp_path: Path) -> Iterator[Callable[..., list[NamespacedNode]]]:
+    """Nodes of one mesh: the first creates it, the others join with an invite token that
+    names the first as seed (unless ``token`` is given)."""
     started: list[NamespacedNode] = []
+    tokens: list[str] = []
 
-    def make(count: int, *extra: str) -> list[NamespacedNode]:
+    def make(count: int, *extra: str, token: str | None = None) -> list[NamespacedNode]:
         nodes = []
         for _ in range(count):
             index = len(network.hosts) + 1
             host = network.add_host(f"host{index}")
-            node = NamespacedNode(host, tmp_path / f"node{index}", f"NODE{index}", extra)
+            data_dir = tmp_path / f"node{index}"
+            if index == 1:
+                init_mesh(data_dir, f"NODE{index}")
+                tokens.append(invite(data_dir, f"{host.address}:11113"))
+                args = extra
+            else:
+                args = (*extra, "--join", token or tokens[0])
+            node = NamespacedNode(host, data_dir, f"NODE{index}", args)
             nodes.append(node.start())
         started.extend(nodes)
         return nodes
@@ -114,7 +124,10 @@ def test_node_with_one_static_peer_and_no_multicast_learns_every_member(
 ) -> None:
     members = make_nodes(3)
     wait_for(lambda: _all_alive(members), FOUND_WITHIN)
-    loner = make_nodes(1, "--no-mdns", "--peer", f"{members[0].host.address}:8080")[0]
+    # An invite without seed addresses: the one --peer is all the loner has.
+    bare = invite(members[0].data_dir)
+    loner = make_nodes(1, "--no-mdns", "--peer", f"{members[0].host.address}:11113",
+                       token=bare)[0]
     wait_for(lambda: all(_states(loner).get(m.aet) == "alive" for m in members), FOUND_WITHIN)
     # and the members learn of it too (it introduced itself to the one it probed).
     wait_for(lambda: all(_states(m).get(loner.aet) == "alive" for m in members), FOUND_WITHIN)
@@ -126,7 +139,7 @@ def test_restarted_node_recontacts_its_peers_without_multicast(make_nodes) -> No
     restarted = nodes[0]
     restarted.stop()
     # Back without mDNS and without --peer: only the persisted addresses can lead it.
-    restarted.extra = ("--no-mdns",)
+    restarted.extra = (*restarted.extra, "--no-mdns")
     restarted.start()
     wait_for(lambda: all(s == "alive" for s in _states(restarted).values())
              and len(_states(restarted)) == 2, FOUND_WITHIN)

@@ -48,15 +48,15 @@ def test_mesh_record_round_trips_through_txt() -> None:
 
 def test_mesh_record_carries_no_mesh_id_and_no_patient_data() -> None:
     props = MeshRecord(NODE_A, mesh_hash("St Mary secret mesh"), 8080, 11112, "WS1").properties()
-    assert set(props) == {"txtvers", "id", "mesh", "proto", "http", "dicom", "aet"}
+    assert set(props) == {"txtvers", "id", "mesh", "proto", "port", "dicom", "aet"}
     assert "St Mary" not in "".join(props.values())
 
 
 @pytest.mark.parametrize("broken", [
     {"txtvers": "2"},
     {"id": "x"},
-    {"http": "0"},
-    {"http": "eighty"},
+    {"port": "0"},
+    {"port": "eighty"},
     {"proto": ""},
 ])
 def test_malformed_mesh_records_are_refused(broken: dict[str, str]) -> None:
@@ -171,4 +171,4 @@ async def test_two_agents_find_each_other_over_loopback_multicast() -> None:
             await agent.stop()
     assert {r.node_id for r in heard[NODE_A]} == {NODE_B}
     assert {r.node_id for r in heard[NODE_B]} == {NODE_A}
-    assert heard[NODE_A][0].http_port == 18081 and heard[NODE_A][0].aet == "WS18081"
+    assert heard[NODE_A][0].mesh_port == 18081 and heard[NODE_A][0].aet == "WS18081"
