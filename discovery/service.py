@@ -46,6 +46,7 @@ from discovery.tls import (
     server_context,
     trust,
 )
+from discovery.tls_gate import serve_tls
 from node.identity import NodeIdentity, node_id_for
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,7 @@ class Discovery:
         self._member_ctx: dict[str, ssl.SSLContext] = {}  # exactly that member
         self._trusted: set[str] = set()
         self._mesh_runner: web.AppRunner | None = None
+        self._mesh_server: asyncio.Server | None = None
         self._task: asyncio.Task[None] | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._static_ids: dict[tuple[str, int], str] = {}
@@ -173,6 +175,9 @@ class Discovery:
         if self._mdns is not None:
             await self._mdns.stop()
             self._mdns = None
+        if self._mesh_server is not None:
+            self._mesh_server.close()
+            self._mesh_server = None
         if self._mesh_runner is not None:
             await self._mesh_runner.cleanup()
             self._mesh_runner = None
@@ -204,6 +209,7 @@ class Discovery:
             state = "revoked" if self.node_id in view.revoked else "not a member"
             raise DiscoveryError(f"this node is {state} in the mesh of its roster")
         self.roster, self.view = roster, view
+        self._report_rejected(view)
         certs = [m.cert_pem for m in view.members.values()]
         self._trusted = set(view.members)
         self._server_ctx = server_context(self.settings.identity, certs)
@@ -221,10 +227,12 @@ class Discovery:
         app.router.add_post(JOIN_PATH, self._join_handler)
         self._mesh_runner = web.AppRunner(app, access_log=None)
         await self._mesh_runner.setup()
-        site = web.TCPSite(self._mesh_runner, self.settings.bind, self.settings.mesh_port,
-                           ssl_context=self._server_ctx)
+        assert self._mesh_runner.server is not None and self._server_ctx is not None
         try:
-            await site.start()
+            self._mesh_server = await serve_tls(
+                self._mesh_runner.server, self.settings.bind, self.settings.mesh_port,
+                self._server_ctx, "mesh API",
+            )
         except OSError as exc:
             raise DiscoveryError(
                 f"cannot listen for the mesh on {self.settings.bind}:{self.settings.mesh_port}:"
@@ -245,10 +253,7 @@ class Discovery:
             if not self.roster.merge(incoming.entries):
                 return
         view = self.roster.evaluate()
-        for sig, reason in view.rejected:
-            if sig not in self._warned:
-                self._warned.add(sig)
-                log.warning("roster entry %s ignored: %s", sig[:8], reason)
+        self._report_rejected(view)
         new_certs = [m.cert_pem for nid, m in view.members.items() if nid not in self._trusted]
         for ctx in (self._server_ctx, self._client_ctx):
             if ctx is not None and new_certs:
@@ -267,6 +272,12 @@ class Discovery:
                 self._roster_mtime = self.membership.mtime()
             except (OSError, MembershipError) as exc:
                 log.warning("could not save the roster: %s", exc)
+
+    def _report_rejected(self, view: RosterView) -> None:
+        for sig, reason in view.rejected:
+            if sig not in self._warned:
+                self._warned.add(sig)
+                log.warning("roster entry %s ignored (tampered or forged?): %s", sig[:8], reason)
 
     async def _reload_roster_file(self) -> None:
         mtime = self.membership.mtime()

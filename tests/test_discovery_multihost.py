@@ -153,3 +153,12 @@ def test_two_nodes_with_one_aet_get_a_warning(make_nodes, network: Network) -> N
     wait_for(lambda: all("also uses AE title" in n.log() for n in nodes), FOUND_WITHIN)
     # The clash is resolved by renaming a DICOM record (<AET> (<node id prefix>)).
     wait_for(lambda: any("DICOM record renamed" in n.log() for n in nodes), FOUND_WITHIN)
+
+
+def test_node_joins_through_mdns_with_a_token_without_addresses(make_nodes) -> None:
+    members = make_nodes(2)
+    wait_for(lambda: _all_alive(members), FOUND_WITHIN)
+    bare = invite(members[0].data_dir)  # no seed addresses: only mDNS can lead the way
+    late = make_nodes(1, token=bare)
+    wait_for(lambda: _all_alive(members + late), FOUND_WITHIN)
+    assert "joined mesh" in late[0].log()
