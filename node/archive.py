@@ -59,23 +59,29 @@ class Archive:
         """Store one Part 10 object. Raises InvalidDataset, StorageError or IndexFailure."""
         keys = read_keys(data)
         sha = sha256_hex(data)
-        existing = self.on_loop(self.index.lookup_sha(keys.sop_instance_uid))
-        if existing is None:
+        try:
             self.storage.write(data, sha)
-            try:
-                outcome, existing = self.on_loop(
-                    self.index.add_instance(keys, sha, len(data), source_aet)
-                )
-            except BaseException:
-                self._discard_unless_recorded(keys, sha)
+        except StorageError:
+            # A resend of what we hold needs no space: answer it even on a full disk.
+            existing = self.on_loop(self.index.lookup_sha(keys.sop_instance_uid))
+            if existing is None:
                 raise
-            if outcome is AddOutcome.STORED:
-                return IngestResult(IngestStatus.STORED, keys.sop_instance_uid, sha)
-            if outcome is AddOutcome.CONFLICT:
-                # Another association recorded different bytes first; ours are not referenced.
-                self.storage.remove(sha)
-        if existing == sha:
+            if existing == sha:
+                return IngestResult(IngestStatus.DUPLICATE, keys.sop_instance_uid, sha)
+            return self._conflict(keys, data, sha, existing, source_aet)
+        try:
+            outcome, existing = self.on_loop(
+                self.index.add_instance(keys, sha, len(data), source_aet)
+            )
+        except BaseException:
+            self._discard_unless_recorded(keys, sha)
+            raise
+        if outcome is AddOutcome.STORED:
+            return IngestResult(IngestStatus.STORED, keys.sop_instance_uid, sha)
+        if outcome is AddOutcome.DUPLICATE:
             return IngestResult(IngestStatus.DUPLICATE, keys.sop_instance_uid, sha)
+        # Different bytes were recorded first; ours are not referenced by any row.
+        self.storage.remove(sha)
         return self._conflict(keys, data, sha, existing, source_aet)
 
     def _discard_unless_recorded(self, keys: InstanceKeys, sha: str) -> None:

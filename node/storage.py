@@ -50,6 +50,12 @@ class Storage:
         """Create the layout and delete temporaries left by a crash; return how many."""
         for d in (self.objects, self.tmp, self.conflicts, self.quarantine):
             d.mkdir(parents=True, exist_ok=True)
+        # All 256 shard folders up front: a store then never pays for mkdir + fsync.
+        missing = [d for d in (self.objects / f"{i:02x}" for i in range(256)) if not d.is_dir()]
+        for shard in missing:
+            shard.mkdir()
+        if missing:
+            _fsync_dir(self.objects)
         removed = 0
         for entry in os.scandir(self.tmp):
             os.unlink(entry.path)
@@ -77,7 +83,7 @@ class Storage:
                 while view:
                     written = os.write(fd, view)
                     view = view[written:]
-                os.fsync(fd)
+                os.fdatasync(fd)  # the data and its size; other metadata need not be durable
             finally:
                 os.close(fd)
             new_dir = not final.parent.is_dir()
