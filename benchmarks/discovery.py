@@ -56,7 +56,13 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from discovery.peers import Liveness  # noqa: E402
 from discovery.service import LOOP_INTERVAL  # noqa: E402
-from tests.netns import NamespacedNode, Network, netns_available  # noqa: E402
+from tests.netns import (  # noqa: E402
+    NamespacedNode,
+    Network,
+    init_mesh,
+    invite,
+    netns_available,
+)
 
 FOUND_TARGET = 2.0  # seconds: a new node is found by all others (from the issue)
 DEAD_TARGET = 10.0  # seconds: a killed node is dead on all others (from the issue)
@@ -280,9 +286,14 @@ def run_round(size: int, polling: Polling, work: Path) -> Round:
     result = Round(size)
     live = Liveness()
     with Network() as net:
+        hosts = [net.add_host(f"host{i}") for i in range(1, size + 1)]
+        # One mesh: node 1 founds it; the others (the late one too) join with a token.
+        init_mesh(work / "node1", "NODE1")
+        token = invite(work / "node1", f"{hosts[0].address}:11113")
         nodes = [
-            NamespacedNode(net.add_host(f"host{i}"), work / f"node{i}", f"NODE{i}")
-            for i in range(1, size + 1)
+            NamespacedNode(host, work / f"node{i}", f"NODE{i}",
+                           () if i == 1 else ("--join", token))
+            for i, host in enumerate(hosts, start=1)
         ]
         old, new = nodes[:-1], nodes[-1]
         watches: list[Watch] = []  # stopped in the finally, also on Ctrl-C

@@ -181,9 +181,28 @@ def _handshake_succeeds(server: ssl.SSLContext, client: ssl.SSLContext) -> bool:
     return True
 
 
+def test_join_works_while_the_admin_node_is_down(make_node, founder: NodeProcess) -> None:
+    token = invite(founder, "--uses", "2")
+    b = joiner(make_node, founder, "nodeb", token).start()
+    wait_for(lambda: mesh_view(b)["member"])
+    founder.stop()  # the admin's machine is off; B alone admits C
+    c = make_node("nodec", aet="NODEC", extra_args=(
+        "--join", token, "--peer", f"127.0.0.1:{b.mesh_port}")).start()
+    wait_for(lambda: mesh_view(c)["member"])
+    wait_for(lambda: peer_states(b).get("NODEC") == "alive")
+    admitted = {m["aet"]: m["admitted_by"] for m in mesh_view(c)["members"]}
+    assert admitted["NODEC"] == mesh_view(b)["node_id"]
+    # When the admin's node returns it learns of C from the roster that spread.
+    founder.start()
+    wait_for(lambda: "NODEC" in {m["aet"] for m in mesh_view(founder)["members"]}, 30)
+
+
 def test_revoked_node_is_refused_everywhere(make_node, founder: NodeProcess) -> None:
-    b = joiner(make_node, founder, "nodeb", invite(founder)).start()
+    token = invite(founder, "--uses", "2")
+    b = joiner(make_node, founder, "nodeb", token).start()
+    c = joiner(make_node, founder, "nodec", token).start()
     wait_for(lambda: peer_states(founder).get("NODEB") == "alive")
+    wait_for(lambda: peer_states(c).get("NODEB") == "alive")
     b_id = mesh_view(b)["node_id"]
     before = founder.status()
     result = cli("mesh", "revoke", "--data-dir", str(founder.data_dir), b_id.lower())
@@ -192,6 +211,9 @@ def test_revoked_node_is_refused_everywhere(make_node, founder: NodeProcess) -> 
     wait_for(lambda: "NODEB" not in peer_states(founder))
     wait_for(lambda: "revoked" in founder.log() and "refused /mesh/hello" in founder.log())
     wait_for(lambda: peer_states(b).get("NODEA") in ("suspect", "dead"))
+    # The revocation spreads: C, which never talked to the admin about it, refuses B too.
+    wait_for(lambda: b_id in mesh_view(c)["revoked"])
+    wait_for(lambda: "NODEB" not in peer_states(c))
     _unchanged(founder, before, mesh_view(founder)["roster_version"])
 
 

@@ -142,7 +142,9 @@ class DicomServer:
         ae.maximum_pdu_size = 0  # receive whole P-DATA in one go: the fast path
         ae.maximum_associations = 32
         ae.network_timeout = 60
-        ae.acse_timeout = 30
+        # A connection that never sends an association request holds one of the slots
+        # above until this runs out.
+        ae.acse_timeout = 15
         ae.dimse_timeout = 60
         ae.add_supported_context(Verification)
         storage = [cx.abstract_syntax for cx in AllStoragePresentationContexts]
