@@ -337,7 +337,8 @@ def run_round(size: int, polling: Polling, work: Path) -> Round:
             if all(t is not None for t in sees):
                 result.sees_all_log = max(t for t in sees if t is not None)
             victim, survivors = nodes[0], nodes[1:]
-            victim_id = survivors[0].peers()[victim.aet]["node_id"][:12]
+            # Logs name a peer by a prefix of its node id: match any prefix length.
+            victim_id = re.escape(survivors[0].peers()[victim.aet]["node_id"][:12]) + r"\S*"
             # Settling ends just after some probe succeeded: kill at a random phase instead.
             time.sleep(random.uniform(1.0, 1.0 + live.probe_interval))
             death = Watch(survivors, lists_as(victim.aet, "dead"), polling)
