@@ -61,6 +61,10 @@ class DiscoveryError(RuntimeError):
     """Discovery cannot start as configured; the message is one line."""
 
 
+class NotAMember(DiscoveryError):
+    """The roster on disk does not (or no longer) count this node as a member."""
+
+
 @dataclass(frozen=True)
 class DiscoverySettings:
     identity: NodeIdentity
@@ -158,7 +162,11 @@ class Discovery:
                         dicom_port=int(row.get("dicom_port", 0)),
                     )
         if roster is not None:
-            await self._become_member(roster)
+            try:
+                await self._become_member(roster)
+            except NotAMember as exc:
+                # A revoked node still serves its own modalities and viewers, alone.
+                log.error("%s: working alone, without the mesh", exc)
         elif self.invite is None:
             log.info("this node is in no mesh: it works alone (pacsmesh mesh init, or --join)")
         await self._start_mdns()
@@ -207,7 +215,7 @@ class Discovery:
         view = roster.evaluate()
         if not view.is_member(self.node_id):
             state = "revoked" if self.node_id in view.revoked else "not a member"
-            raise DiscoveryError(f"this node is {state} in the mesh of its roster")
+            raise NotAMember(f"this node is {state} in the mesh of its roster")
         self.roster, self.view = roster, view
         self._report_rejected(view)
         certs = [m.cert_pem for m in view.members.values()]

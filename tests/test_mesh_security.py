@@ -215,6 +215,14 @@ def test_revoked_node_is_refused_everywhere(make_node, founder: NodeProcess) -> 
     wait_for(lambda: b_id in mesh_view(c)["revoked"])
     wait_for(lambda: "NODEB" not in peer_states(c))
     _unchanged(founder, before, mesh_view(founder)["roster_version"])
+    # B, once it holds the roster that revokes it, still starts and serves alone.
+    b.stop()
+    roster = founder.data_dir / "mesh" / "roster.json"
+    (b.data_dir / "mesh" / "roster.json").write_text(roster.read_text())
+    b.start()
+    assert not mesh_view(b)["member"]
+    assert "working alone" in b.log()
+    assert b.status()["instances"] == 0
 
 
 def test_tampered_roster_entry_is_ignored(make_node, founder: NodeProcess, tmp_path: Path) -> None:
