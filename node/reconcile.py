@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from node.dicom_header import InvalidDataset, read_keys
+from node.dicom_header import InstanceKeys, InvalidDataset, read_keys
 from node.index import AddOutcome, Index
 from node.storage import Storage, sha256_hex
 
@@ -61,7 +61,7 @@ async def reconcile(storage: Storage, index: Index) -> ReconcileReport:
     return report
 
 
-def _verified_keys(path: Path, sha: str):  # -> InstanceKeys | None
+def _verified_keys(path: Path, sha: str) -> InstanceKeys | None:
     data = path.read_bytes()
     if sha256_hex(data) != sha:
         log.error("object %s does not match its hash; quarantined", path.name)
