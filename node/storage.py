@@ -65,6 +65,9 @@ class Storage:
     def path(self, sha256: str) -> Path:
         return self.objects / sha256[:2] / f"{sha256}.dcm"
 
+    def exists(self, sha256: str) -> bool:
+        return self.path(sha256).is_file()
+
     def write(self, data: bytes | memoryview, sha256: str, into: Path | None = None) -> Path:
         """Durably write ``data`` (whose hash is ``sha256``); return its final path.
 
