@@ -8,10 +8,12 @@ that owns the index and waits for the commit before returning.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import threading
 from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,6 +24,8 @@ from node.storage import Storage, StorageError, sha256_hex
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# Writers shared by all associations: enough for the associations a node usually has busy.
+_WRITERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="pacsmesh-write")
 
 
 class IngestStatus(enum.Enum):
@@ -57,10 +61,18 @@ class Archive:
 
     def ingest(self, data: bytes, source_aet: str = "") -> IngestResult:
         """Store one Part 10 object. Raises InvalidDataset, StorageError or IndexFailure."""
-        keys = read_keys(data)
-        sha = sha256_hex(data)
+        # The write and its fdatasync (the slowest step) run while this thread parses the
+        # header and hashes the bytes; both finish before anything is answered.
+        writing = _WRITERS.submit(self.storage.write_temp, data)
         try:
-            self.storage.write(data, sha)
+            keys = read_keys(data)
+            sha = sha256_hex(data)
+        except BaseException:
+            with contextlib.suppress(StorageError):
+                self.storage.discard(writing.result())
+            raise
+        try:
+            self.storage.commit(writing.result(), sha)
         except StorageError:
             # A resend of what we hold needs no space: answer it even on a full disk.
             existing = self.on_loop(self.index.lookup_sha(keys.sop_instance_uid))

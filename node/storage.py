@@ -30,6 +30,12 @@ def sha256_hex(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _storage_error(exc: OSError) -> StorageError:
+    if exc.errno in _FULL_ERRNOS:
+        return StorageFull(exc.errno, f"data dir is full: {exc.strerror}")
+    return StorageError(exc.errno, f"cannot write object: {exc}")
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -74,7 +80,10 @@ class Storage:
         Writing bytes that are already stored is harmless: the rename replaces the
         file with identical content.
         """
-        final = (into / f"{sha256}.dcm") if into is not None else self.path(sha256)
+        return self.commit(self.write_temp(data), sha256, into)
+
+    def write_temp(self, data: bytes | memoryview) -> Path:
+        """Write ``data`` to a durable temporary file, before its hash need be known."""
         tmp = self.tmp / f"{uuid.uuid4().hex}.part"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
@@ -86,6 +95,15 @@ class Storage:
                 os.fdatasync(fd)  # the data and its size; other metadata need not be durable
             finally:
                 os.close(fd)
+        except OSError as exc:
+            self.discard(tmp)
+            raise _storage_error(exc) from exc
+        return tmp
+
+    def commit(self, tmp: Path, sha256: str, into: Path | None = None) -> Path:
+        """Move a durable temporary file to its place, durably."""
+        final = (into / f"{sha256}.dcm") if into is not None else self.path(sha256)
+        try:
             new_dir = not final.parent.is_dir()
             if new_dir:
                 final.parent.mkdir(parents=True, exist_ok=True)
@@ -94,14 +112,15 @@ class Storage:
             if new_dir:
                 _fsync_dir(final.parent.parent)
         except OSError as exc:
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError:
-                pass  # the temp dir is cleaned at next start-up anyway
-            if exc.errno in _FULL_ERRNOS:
-                raise StorageFull(exc.errno, f"data dir is full: {exc.strerror}") from exc
-            raise StorageError(exc.errno, f"cannot write object: {exc}") from exc
+            self.discard(tmp)
+            raise _storage_error(exc) from exc
         return final
+
+    def discard(self, tmp: Path) -> None:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass  # the temp dir is cleaned at next start-up anyway
 
     def read(self, sha256: str) -> bytes:
         return self.path(sha256).read_bytes()
