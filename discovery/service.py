@@ -15,6 +15,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -376,14 +377,22 @@ class Discovery:
         return web.json_response({"roster": self.roster.to_json()})
 
     def peers_json(self) -> list[dict[str, Any]]:
-        now = self._clock()
+        """The peer table for people: times as UTC wall-clock times and ages."""
+        now, wall = self._clock(), time.time()
+
+        def stamp(t: float | None) -> str | None:
+            if t is None:
+                return None
+            return datetime.fromtimestamp(wall - (now - t), UTC).isoformat(timespec="seconds")
+
         out = []
         for peer in self.table.snapshot():
             item = peer.as_json()
+            item["first_seen"] = stamp(peer.first_seen)
+            item["last_seen"] = stamp(peer.last_seen)
             item["last_seen_seconds_ago"] = (
                 round(now - peer.last_seen, 1) if peer.last_seen is not None else None
             )
-            del item["first_seen"], item["last_seen"]
             out.append(item)
         return out
 

@@ -78,6 +78,9 @@ def test_join_through_one_static_peer_only(make_node, founder: NodeProcess) -> N
              and peer_states(b).get("NODEA") == "alive")
     members = {m["aet"] for m in mesh_view(founder)["members"]}
     assert members == {"NODEA", "NODEB"}
+    entry = next(p for p in founder.get_json("/api/peers") if p["aet"] == "NODEB")
+    assert entry["first_seen"] <= entry["last_seen"] and entry["last_seen"].endswith("+00:00")
+    assert entry["mesh_port"] == b.mesh_port and entry["dicom_port"] == b.dicom_port
     assert mesh_view(b)["mesh"] == mesh_view(founder)["mesh"]
 
 
