@@ -121,6 +121,7 @@ class Discovery:
         self._trusted: set[str] = set()
         self._mesh_runner: web.AppRunner | None = None
         self._mesh_server: asyncio.Server | None = None
+        self._extra_routes: list[web.RouteDef] = []
         self._task: asyncio.Task[None] | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._static_ids: dict[tuple[str, int], str] = {}
@@ -234,6 +235,7 @@ class Discovery:
         app.router.add_get(HELLO_PATH, self._hello_handler)
         app.router.add_get(ROSTER_PATH, self._roster_handler)
         app.router.add_post(JOIN_PATH, self._join_handler)
+        app.router.add_routes(self._extra_routes)
         self._mesh_runner = web.AppRunner(app, access_log=None)
         await self._mesh_runner.setup()
         assert self._mesh_runner.server is not None and self._server_ctx is not None
@@ -247,6 +249,23 @@ class Discovery:
                 f"cannot listen for the mesh on {self.settings.bind}:{self.settings.mesh_port}:"
                 f" {exc.strerror}"
             ) from None
+
+    def add_mesh_routes(self, routes: list[web.RouteDef]) -> None:
+        """Endpoints other parts of the node serve to members (call before start).
+
+        Only members get through; ``request["peer"]`` holds the caller's node id."""
+        self._extra_routes += routes
+
+    async def ask_member(
+        self, node_id: str, method: str, path: str, *, params: dict[str, str] | None = None,
+        body: Any = None, seconds: float = REQUEST_SECONDS,
+    ) -> Any:
+        """One request to a member at its best-known address, proven by the handshake."""
+        peer = self.table.peers.get(node_id)
+        if self._session is None or peer is None or not peer.addresses:
+            raise ProbeFailed(f"no known address for {node_id[:15]}")
+        return await call(self._session, method, peer.addresses[0], peer.mesh_port, path,
+                          seconds, self._context_for(node_id), params=params, body=body)
 
     # --- roster ----------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from node.identity import IdentityError, NodeIdentity, load_or_create_identity
 from node.index import Index
 from node.reconcile import ReconcileReport, reconcile
 from node.storage import Storage
+from replication.feed import routes as feed_routes
 
 log = logging.getLogger(__name__)
 INDEX_FILE = "index.sqlite"
@@ -82,6 +83,7 @@ class Node:
             self.archive, _ = await open_archive(cfg.data_dir)
             identity = self._identity()
             self.discovery = self._make_discovery(self.archive.index, identity)
+            self.discovery.add_mesh_routes(feed_routes(self.archive.index))
             configure_pynetdicom(debug=cfg.log_level == "DEBUG")
             self.dicom = DicomServer(cfg, self.archive, self.discovery.dicom_destination)
             try:

@@ -365,6 +365,21 @@ class Index:
             " FROM studies st ORDER BY st.study_date DESC, st.study_uid"
         )
 
+    async def changes_since(self, seq: int, limit: int = 1000) -> list[dict[str, Any]]:
+        """The change feed: what this node stored after ``seq``, oldest first, with the
+        keys a catalog of the mesh needs. No pixel data, nothing a catalog cannot show."""
+        return await self._fetchall(
+            "SELECT c.seq, c.kind, c.sop_uid, c.study_uid, c.at, i.sha256, i.size,"
+            " i.sop_class_uid, i.transfer_syntax_uid, i.series_uid,"
+            " st.patient_id, st.patient_name, st.study_date, st.accession_number,"
+            " st.study_description, se.modality"
+            " FROM changes c LEFT JOIN instances i ON i.sop_uid = c.sop_uid AND i.seq = c.seq"
+            " LEFT JOIN series se ON se.series_uid = i.series_uid"
+            " LEFT JOIN studies st ON st.study_uid = c.study_uid"
+            " WHERE c.seq > ? ORDER BY c.seq LIMIT ?",
+            (seq, limit),
+        )
+
     async def load_state(self, namespace: str) -> dict[str, Any]:
         rows = await self._fetchall(
             "SELECT key, value FROM state WHERE namespace = ?", (namespace,)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.mesh_support import start_founder
 from tests.support import NodeProcess, ensure_on_path
 
 
@@ -31,3 +32,9 @@ def make_node(tmp_path: Path) -> Iterator:
 @pytest.fixture
 def node(make_node) -> NodeProcess:
     return make_node().start()
+
+
+@pytest.fixture
+def founder(make_node) -> NodeProcess:
+    """Node A: creates a mesh and holds one stored instance (tests.mesh_support)."""
+    return start_founder(make_node)

@@ -7,62 +7,17 @@ import json
 import socket
 import ssl
 import subprocess
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pydicom.data import get_testdata_file
 
 from discovery.roster import Roster
 from discovery.tls import client_context, member_context, server_context
 from node.identity import load_or_create_identity
-from tests.support import NodeProcess, storescu
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "node.cli", *args], capture_output=True,
-                          text=True, timeout=60)
-
-
-def invite(node: NodeProcess, *extra: str) -> str:
-    result = cli("mesh", "invite", "--data-dir", str(node.data_dir), "--no-seed", *extra)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip().splitlines()[-1]
-
-
-def mesh_view(node: NodeProcess) -> dict[str, Any]:
-    return node.get_json("/api/mesh")
-
-
-def peer_states(node: NodeProcess) -> dict[str, str]:
-    return {p["aet"]: p["state"] for p in node.get_json("/api/peers")}
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise TimeoutError("condition not met")
-
-
-@pytest.fixture
-def founder(make_node) -> NodeProcess:
-    """Node A: creates the mesh and holds one stored instance."""
-    node: NodeProcess = make_node("a", aet="NODEA")
-    assert cli("mesh", "init", "--data-dir", str(node.data_dir), "--aet", "NODEA").returncode == 0
-    node.start()
-    assert storescu(node, [Path(get_testdata_file("CT_small.dcm"))]) == []
-    return node
-
-
-def joiner(make_node, founder: NodeProcess, name: str, token: str) -> NodeProcess:
-    return make_node(name, aet=name.upper(), extra_args=(
-        "--join", token, "--peer", f"127.0.0.1:{founder.mesh_port}"))
+from tests.mesh_support import cli, invite, joiner, mesh_view, peer_states, wait_for
+from tests.support import NodeProcess
 
 
 def _unchanged(node: NodeProcess, before: dict[str, Any], roster_version: int) -> None:
