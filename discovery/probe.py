@@ -53,14 +53,16 @@ def url_host(address: str) -> str:
 async def call(
     session: aiohttp.ClientSession, method: str, address: str, port: int, path: str,
     seconds: float, context: ssl.SSLContext, *, params: dict[str, str] | None = None,
-    body: Any = None,
+    body: Any = None, data: bytes | None = None, headers: dict[str, str] | None = None,
 ) -> Any:
-    """One JSON request over TLS made with ``context``; returns the JSON body."""
+    """One request over TLS made with ``context`` (a JSON ``body`` or raw ``data``);
+    returns the JSON answer."""
     url = f"https://{url_host(address)}:{port}{path}"
     try:
         async with asyncio.timeout(seconds):
             async with session.request(
-                method, url, params=params or {}, json=body, ssl=context
+                method, url, params=params or {}, json=body, data=data, headers=headers,
+                ssl=context,
             ) as rsp:
                 if rsp.status != 200:
                     detail = (await rsp.text())[:200]

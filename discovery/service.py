@@ -231,7 +231,8 @@ class Discovery:
                  self.mesh_hash, len(view.members), self.settings.mesh_port)
 
     async def _start_mesh_api(self) -> None:
-        app = web.Application(middlewares=[self._authenticate])
+        # Objects travel through this API: no small request-size cap.
+        app = web.Application(middlewares=[self._authenticate], client_max_size=2**34)
         app.router.add_get(HELLO_PATH, self._hello_handler)
         app.router.add_get(ROSTER_PATH, self._roster_handler)
         app.router.add_post(JOIN_PATH, self._join_handler)
@@ -258,14 +259,26 @@ class Discovery:
 
     async def ask_member(
         self, node_id: str, method: str, path: str, *, params: dict[str, str] | None = None,
-        body: Any = None, seconds: float = REQUEST_SECONDS,
+        body: Any = None, data: bytes | None = None, headers: dict[str, str] | None = None,
+        seconds: float = REQUEST_SECONDS,
     ) -> Any:
         """One request to a member at its best-known address, proven by the handshake."""
         peer = self.table.peers.get(node_id)
         if self._session is None or peer is None or not peer.addresses:
             raise ProbeFailed(f"no known address for {node_id[:15]}")
         return await call(self._session, method, peer.addresses[0], peer.mesh_port, path,
-                          seconds, self._context_for(node_id), params=params, body=body)
+                          seconds, self._context_for(node_id), params=params, body=body,
+                          data=data, headers=headers)
+
+    def members(self) -> list[str]:
+        """Node ids of the roster's members (not who is online this minute)."""
+        return [] if self.view is None else [
+            n for n in self.view.members if self.view.is_member(n)
+        ]
+
+    def is_alive(self, node_id: str) -> bool:
+        peer = self.table.peers.get(node_id)
+        return peer is not None and peer.state is PeerState.ALIVE
 
     # --- roster ----------------------------------------------------------------------------
 

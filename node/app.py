@@ -28,6 +28,8 @@ from node.index import Index
 from node.reconcile import ReconcileReport, reconcile
 from node.storage import Storage
 from replication.feed import routes as feed_routes
+from replication.service import ReplicationSettings, Replicator
+from replication.transfer import routes as transfer_routes
 
 log = logging.getLogger(__name__)
 INDEX_FILE = "index.sqlite"
@@ -73,6 +75,7 @@ class Node:
         self.archive: Archive | None = None
         self.dicom: DicomServer | None = None
         self.discovery: Discovery | None = None
+        self.replicator: Replicator | None = None
         self._http: web.AppRunner | None = None
         self._lock: IO[str] | None = None
 
@@ -84,6 +87,10 @@ class Node:
             identity = self._identity()
             self.discovery = self._make_discovery(self.archive.index, identity)
             self.discovery.add_mesh_routes(feed_routes(self.archive.index))
+            self.discovery.add_mesh_routes(transfer_routes(self.archive))
+            self.replicator = Replicator(
+                self.archive, self.discovery, ReplicationSettings(cfg.replicas)
+            )
             configure_pynetdicom(debug=cfg.log_level == "DEBUG")
             self.dicom = DicomServer(cfg, self.archive, self.discovery.dicom_destination)
             try:
@@ -107,6 +114,7 @@ class Node:
                 await self.discovery.start()
             except DiscoveryError as exc:
                 raise StartupError(str(exc)) from None
+            await self.replicator.start()
         except BaseException:
             await self.stop()
             raise
@@ -138,6 +146,9 @@ class Node:
         return Discovery(settings, MembershipStore(cfg.data_dir), PeerStore(load, save))
 
     async def stop(self) -> None:
+        if self.replicator is not None:
+            await self.replicator.stop()
+            self.replicator = None
         if self.discovery is not None:
             await self.discovery.stop()
             self.discovery = None

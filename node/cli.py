@@ -77,6 +77,7 @@ def main() -> None:
 @click.option("--interface", "interfaces", multiple=True, metavar="NAME",
               help="Announce on this network interface only; repeatable (default: all).")
 @click.option("--device-type", help="ARCHIVE (site server) or WSD (workstation).")
+@click.option("--replicas", type=int, help="Keep every study on this many nodes (default 2).")
 @click.option("--log-level", help="DEBUG, INFO, WARNING, ERROR.")
 def run(**options: Any) -> None:
     """Run a node until interrupted."""

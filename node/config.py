@@ -57,6 +57,7 @@ class NodeConfig:
     device_type: str = "WSD"  # PS3.15 Annex H PrimaryDeviceType: ARCHIVE or WSD
     mesh_port: int = DEFAULT_MESH_PORT
     join: str | None = None  # invite token, used until this node is a member
+    replicas: int = 2  # every study is kept on this many mesh members
 
     def modality(self, aet: str) -> RemoteAE | None:
         for remote in self.modalities:
@@ -122,6 +123,16 @@ def parse_host_port(text: Any) -> tuple[str, int]:
     return host, validate_port(port, f"port in {text!r}")
 
 
+def _replicas(value: Any) -> int:
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        count = 0
+    if isinstance(value, bool | float) or not 1 <= count <= 16:
+        raise ConfigError(f"replicas must be a number from 1 to 16, got {value!r}")
+    return count
+
+
 def _as_list(value: Any, what: str) -> list[Any]:
     if isinstance(value, str) or not isinstance(value, list | tuple):
         raise ConfigError(f"{what} must be a list")
@@ -154,7 +165,7 @@ def default_data_dir() -> Path:
 # comma- or space-separated string in the environment.
 _KEYS = (
     "aet", "bind", "dicom_port", "http_port", "modalities", "mdns", "log_level",
-    "peers", "interfaces", "device_type", "mesh_port", "join",
+    "peers", "interfaces", "device_type", "mesh_port", "join", "replicas",
 )
 _LIST_KEYS = ("modalities", "peers", "interfaces")
 DEVICE_TYPES = ("ARCHIVE", "WSD")
@@ -238,6 +249,7 @@ def load_config(
         device_type=device_type,
         mesh_port=validate_port(merged.get("mesh_port", DEFAULT_MESH_PORT), "mesh port"),
         join=join,
+        replicas=_replicas(merged.get("replicas", 2)),
     )
     ports = {"DICOM": config.dicom_port, "HTTP": config.http_port, "mesh": config.mesh_port}
     for a, b in (("DICOM", "HTTP"), ("DICOM", "mesh"), ("HTTP", "mesh")):

@@ -109,6 +109,20 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (namespace, key)
     );
     """,
+    # v3: replication's outbox, one row per (instance, target node) until acknowledged.
+    """
+    CREATE TABLE outbox (
+        sop_uid TEXT NOT NULL,
+        target TEXT NOT NULL,
+        study_uid TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_try REAL NOT NULL DEFAULT 0,
+        last_error TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (sop_uid, target)
+    );
+    CREATE INDEX outbox_due ON outbox(next_try);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -369,7 +383,7 @@ class Index:
         """The change feed: what this node stored after ``seq``, oldest first, with the
         keys a catalog of the mesh needs. No pixel data, nothing a catalog cannot show."""
         return await self._fetchall(
-            "SELECT c.seq, c.kind, c.sop_uid, c.study_uid, c.at, i.sha256, i.size,"
+            "SELECT c.seq, c.kind, c.sop_uid, c.study_uid, c.at, i.sha256, i.size, i.source_aet,"
             " i.sop_class_uid, i.transfer_syntax_uid, i.series_uid,"
             " st.patient_id, st.patient_name, st.study_date, st.accession_number,"
             " st.study_description, se.modality"
@@ -379,6 +393,65 @@ class Index:
             " WHERE c.seq > ? ORDER BY c.seq LIMIT ?",
             (seq, limit),
         )
+
+    # --- outbox (replication) ------------------------------------------------------------
+
+    async def enqueue(
+        self, rows: list[tuple[str, str, str, str]], checkpoint: tuple[str, str, Any]
+    ) -> None:
+        """Add (sop_uid, target, study_uid, sha256) rows and move a feed checkpoint in the
+        same transaction, so a crash can neither lose nor repeat an enqueue."""
+        namespace, key, value = checkpoint
+        async with self._write_lock:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                await self._conn.executemany(
+                    "INSERT OR IGNORE INTO outbox (sop_uid, target, study_uid, sha256)"
+                    " VALUES (?,?,?,?)", rows,
+                )
+                await self._conn.execute(
+                    "INSERT INTO state (namespace, key, value, updated_at) VALUES (?,?,?,?)"
+                    " ON CONFLICT(namespace, key) DO UPDATE SET value = excluded.value,"
+                    " updated_at = excluded.updated_at",
+                    (namespace, key, json.dumps(value), time.time()),
+                )
+                await self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    await self._conn.execute("ROLLBACK")
+                raise
+
+    async def due(self, now: float, limit: int = 100) -> list[dict[str, Any]]:
+        return await self._fetchall(
+            "SELECT * FROM outbox WHERE next_try <= ? ORDER BY next_try, sop_uid LIMIT ?",
+            (now, limit),
+        )
+
+    async def delivered(self, sop_uid: str, target: str) -> None:
+        async with self._write_lock:
+            await self._conn.execute(
+                "DELETE FROM outbox WHERE sop_uid = ? AND target = ?", (sop_uid, target)
+            )
+
+    async def postpone(self, sop_uid: str, target: str, next_try: float, error: str) -> None:
+        async with self._write_lock:
+            await self._conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_try = ?, last_error = ?"
+                " WHERE sop_uid = ? AND target = ?", (next_try, error[:200], sop_uid, target),
+            )
+
+    async def transfer_syntax(self, sop_uid: str) -> str | None:
+        rows = await self._fetchall(
+            "SELECT transfer_syntax_uid FROM instances WHERE sop_uid = ?", (sop_uid,)
+        )
+        return str(rows[0]["transfer_syntax_uid"]) if rows else None
+
+    async def outbox_summary(self) -> tuple[int, int]:
+        """(rows waiting, studies with a copy still owed to an owner)."""
+        rows = await self._fetchall(
+            "SELECT COUNT(*) AS depth, COUNT(DISTINCT study_uid) AS studies FROM outbox"
+        )
+        return int(rows[0]["depth"]), int(rows[0]["studies"])
 
     async def load_state(self, namespace: str) -> dict[str, Any]:
         rows = await self._fetchall(

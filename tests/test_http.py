@@ -37,7 +37,7 @@ def test_status_and_studies_after_storing(node: NodeProcess) -> None:
     assert NODE_ID_RE.match(empty.pop("node_id"))
     assert empty == {
         "aet": node.aet, "version": __version__, "patients": 0, "studies": 0, "series": 0,
-        "instances": 0, "bytes": 0,
+        "instances": 0, "bytes": 0, "outbox_depth": 0, "under_replicated": 0,
     }
     assert node.get_json("/api/studies") == []
 

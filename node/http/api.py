@@ -16,6 +16,7 @@ NODE_ID_KEY: web.AppKey[str] = web.AppKey("node_id", str)
 
 async def status(request: web.Request) -> web.Response:
     counts = await request.app[INDEX_KEY].counts()
+    outbox_depth, under_replicated = await request.app[INDEX_KEY].outbox_summary()
     return web.json_response({
         "aet": request.app[AET_KEY],
         "node_id": request.app[NODE_ID_KEY],
@@ -25,6 +26,9 @@ async def status(request: web.Request) -> web.Response:
         "series": counts.series,
         "instances": counts.instances,
         "bytes": counts.bytes,
+        # Copies still owed to owners, and how many studies they belong to.
+        "outbox_depth": outbox_depth,
+        "under_replicated": under_replicated,
     })
 
 

@@ -1,0 +1,150 @@
+"""Replication as a running service: every study on its R owners, through the outbox.
+
+1. The local change feed is read from a persisted checkpoint; each instance this node
+   received from outside the mesh gets one outbox row per owner (rendezvous placement
+   over the roster), in the same transaction that moves the checkpoint.
+2. Workers send due rows; a success deletes the row, a failure postpones it with
+   exponential backoff and jitter, and a peer that keeps failing is circuit-broken.
+Instances received from the mesh are not forwarded again: their sender owns that job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from discovery.probe import ProbeFailed
+from discovery.service import Discovery
+from node.archive import Archive
+from replication.breaker import CircuitBreaker
+from replication.placement import DEFAULT_REPLICAS, owners
+from replication.transfer import OBJECTS_PATH, read_for_sending
+
+log = logging.getLogger(__name__)
+STATE = ("replication", "local_seq")
+LOOP_INTERVAL = 0.5
+SEND_SECONDS = 120.0
+PARALLEL_SENDS = 4
+
+
+def backoff(attempts: int, rng: Callable[[], float] = random.random) -> float:
+    """Seconds before the next try: exponential from 0.5 s, capped at 5 min, with jitter."""
+    base = min(300.0, 0.5 * 2 ** min(attempts, 20))
+    return base * (0.5 + rng())
+
+
+@dataclass(frozen=True)
+class ReplicationSettings:
+    replicas: int = DEFAULT_REPLICAS
+
+
+class Replicator:
+    def __init__(
+        self, archive: Archive, discovery: Discovery, settings: ReplicationSettings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.archive = archive
+        self.discovery = discovery
+        self.settings = settings
+        self._clock = clock
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._sending: set[tuple[str, str]] = set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="replication")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                if self.discovery.is_member:
+                    await self._enqueue_local_changes()
+                    await self._send_due()
+            except Exception as exc:  # one bad round must not end replication
+                log.exception("replication round failed: %s", exc)
+            await asyncio.sleep(LOOP_INTERVAL)
+
+    async def _enqueue_local_changes(self) -> None:
+        index = self.archive.index
+        state = await index.load_state(STATE[0])
+        checkpoint = int(state.get(STATE[1], 0))
+        changes = await index.changes_since(checkpoint, 500)
+        if not changes:
+            return
+        members = self.discovery.members()
+        me = self.discovery.node_id
+        rows = []
+        for change in changes:
+            if change["kind"] != "add" or not change["sha256"]:
+                continue
+            if str(change["source_aet"] or "").startswith("mesh:"):
+                continue
+            for target in owners(change["study_uid"], members, self.settings.replicas):
+                if target != me:
+                    rows.append((change["sop_uid"], target, change["study_uid"],
+                                 change["sha256"]))
+        await index.enqueue(rows, (STATE[0], STATE[1], changes[-1]["seq"]))
+        if rows:
+            log.info("%d copies queued for %d owners", len(rows), len({r[1] for r in rows}))
+
+    def _breaker(self, node_id: str) -> CircuitBreaker:
+        breaker = self._breakers.get(node_id)
+        if breaker is None:
+            breaker = self._breakers[node_id] = CircuitBreaker(self._clock)
+        return breaker
+
+    async def _send_due(self) -> None:
+        due = await self.archive.index.due(self._clock(), 200)
+        slots = asyncio.Semaphore(PARALLEL_SENDS)
+        tasks = []
+        for row in due:
+            key = (row["sop_uid"], row["target"])
+            if key in self._sending or not self.discovery.is_alive(row["target"]):
+                continue
+            if not self._breaker(row["target"]).allow():
+                continue
+            self._sending.add(key)
+            tasks.append(asyncio.create_task(self._send(row, slots)))
+        if tasks:
+            await asyncio.gather(*tasks)
+
+    async def _send(self, row: dict[str, Any], slots: asyncio.Semaphore) -> None:
+        sop_uid, target = row["sop_uid"], row["target"]
+        try:
+            async with slots:
+                await self._transfer(row)
+        except (ProbeFailed, OSError) as exc:
+            self._breaker(target).failed()
+            wait = backoff(int(row["attempts"]))
+            await self.archive.index.postpone(sop_uid, target, self._clock() + wait, str(exc))
+            log.info("copy to %s failed (retry in %.1f s): %s", target[:15], wait, exc)
+        else:
+            self._breaker(target).succeeded()
+            await self.archive.index.delivered(sop_uid, target)
+        finally:
+            self._sending.discard((sop_uid, target))
+
+    async def _transfer(self, row: dict[str, Any]) -> None:
+        path = self.archive.path(row["sha256"])
+        syntax = await self._transfer_syntax(row["sop_uid"])
+        data, headers = await read_for_sending(path, syntax)
+        await self.discovery.ask_member(
+            row["target"], "PUT", OBJECTS_PATH.format(sha256=row["sha256"]), data=data,
+            headers=headers, seconds=SEND_SECONDS,
+        )
+
+    async def _transfer_syntax(self, sop_uid: str) -> str:
+        return await self.archive.index.transfer_syntax(sop_uid) or ""
