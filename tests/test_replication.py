@@ -57,3 +57,28 @@ def test_study_stored_on_one_node_reaches_its_owners_byte_identical(
             path = next((node.data_dir / "objects").rglob(f"{sha}.dcm"))
             study = str(dcmread(path, stop_before_pixels=True).StudyInstanceUID)
             assert node_id in owners(study, list(ids), 2)
+
+
+def test_copies_for_an_owner_that_is_down_wait_in_the_outbox_and_arrive_later(
+    make_node, founder: NodeProcess
+) -> None:
+    token = invite(founder, "--uses", "1")
+    b = joiner(make_node, founder, "nodeb", token).start()
+    wait_for(lambda: peer_states(founder).get("NODEB") == "alive", 30)
+    b.stop()
+    wait_for(lambda: peer_states(founder).get("NODEB") == "dead", 30)
+
+    before = _held(founder)  # stored before B joined: placing it is anti-entropy's job
+    samples = one_file_per_instance()[:4]
+    assert storescu(founder, samples) == []  # two members, two replicas: B owns them all
+    wait_for(lambda: founder.status()["outbox_depth"] == len(samples), 20)
+    assert founder.status()["under_replicated"] >= 1
+
+    # A restarted sender keeps its outbox; the returning owner receives everything.
+    founder.stop()
+    founder.start()
+    assert founder.status()["outbox_depth"] == len(samples)
+    b.start()
+    wait_for(lambda: founder.status()["outbox_depth"] == 0, 60)
+    assert founder.status()["under_replicated"] == 0
+    assert _held(b) == _held(founder) - before
