@@ -22,6 +22,14 @@ class ProbeFailed(ConnectionError):
     """Nothing answered, or something that is not a PACSmesh member of our mesh."""
 
 
+class Refused(ProbeFailed):
+    """The peer answered, with an HTTP error status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 @dataclass(frozen=True)
 class Hello:
     node_id: str
@@ -66,7 +74,7 @@ async def call(
             ) as rsp:
                 if rsp.status != 200:
                     detail = (await rsp.text())[:200]
-                    raise ProbeFailed(f"{url}: HTTP {rsp.status} {detail}")
+                    raise Refused(rsp.status, f"{url}: HTTP {rsp.status} {detail}")
                 return await rsp.json(content_type=None)
     except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
         raise ProbeFailed(f"{url}: {type(exc).__name__}: {exc}") from None

@@ -27,6 +27,7 @@ from node.identity import IdentityError, NodeIdentity, load_or_create_identity
 from node.index import Index
 from node.reconcile import ReconcileReport, reconcile
 from node.storage import Storage
+from replication.antientropy import routes as anti_entropy_routes
 from replication.feed import routes as feed_routes
 from replication.service import ReplicationSettings, Replicator
 from replication.transfer import routes as transfer_routes
@@ -88,6 +89,9 @@ class Node:
             self.discovery = self._make_discovery(self.archive.index, identity)
             self.discovery.add_mesh_routes(feed_routes(self.archive.index))
             self.discovery.add_mesh_routes(transfer_routes(self.archive))
+            self.discovery.add_mesh_routes(
+                anti_entropy_routes(self.archive.index, self.discovery, lambda: cfg.replicas)
+            )
             self.replicator = Replicator(
                 self.archive, self.discovery, ReplicationSettings(cfg.replicas)
             )

@@ -440,6 +440,24 @@ class Index:
                 " WHERE sop_uid = ? AND target = ?", (next_try, error[:200], sop_uid, target),
             )
 
+    async def holdings(self) -> list[tuple[str, str, str]]:
+        """(study_uid, sop_uid, sha256) of every instance held here."""
+        rows = await self._fetchall(
+            "SELECT se.study_uid, i.sop_uid, i.sha256 FROM instances i"
+            " JOIN series se ON se.series_uid = i.series_uid"
+        )
+        return [(r["study_uid"], r["sop_uid"], r["sha256"]) for r in rows]
+
+    async def add_to_outbox(self, rows: list[tuple[str, str, str, str]]) -> int:
+        """Queue (sop_uid, target, study_uid, sha256) copies; rows already queued stay."""
+        async with self._write_lock:
+            before = self._conn.total_changes
+            await self._conn.executemany(
+                "INSERT OR IGNORE INTO outbox (sop_uid, target, study_uid, sha256)"
+                " VALUES (?,?,?,?)", rows,
+            )
+            return self._conn.total_changes - before
+
     async def transfer_syntax(self, sop_uid: str) -> str | None:
         rows = await self._fetchall(
             "SELECT transfer_syntax_uid FROM instances WHERE sop_uid = ?", (sop_uid,)

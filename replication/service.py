@@ -19,9 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from discovery.probe import ProbeFailed
+from discovery.probe import ProbeFailed, Refused
 from discovery.service import Discovery
 from node.archive import Archive
+from replication.antientropy import missing_at
 from replication.breaker import CircuitBreaker
 from replication.placement import DEFAULT_REPLICAS, owners
 from replication.transfer import OBJECTS_PATH, read_for_sending
@@ -29,6 +30,7 @@ from replication.transfer import OBJECTS_PATH, read_for_sending
 log = logging.getLogger(__name__)
 STATE = ("replication", "local_seq")
 LOOP_INTERVAL = 0.5
+ANTI_ENTROPY_INTERVAL = 10.0
 SEND_SECONDS = 120.0
 PARALLEL_SENDS = 4
 
@@ -56,6 +58,7 @@ class Replicator:
         self._breakers: dict[str, CircuitBreaker] = {}
         self._task: asyncio.Task[None] | None = None
         self._sending: set[tuple[str, str]] = set()
+        self._next_repair: dict[str, float] = {}  # per peer; a peer back alive goes first
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="replication")
@@ -72,6 +75,7 @@ class Replicator:
             try:
                 if self.discovery.is_member:
                     await self._enqueue_local_changes()
+                    await self._repair_round()
                     await self._send_due()
             except Exception as exc:  # one bad round must not end replication
                 log.exception("replication round failed: %s", exc)
@@ -100,6 +104,27 @@ class Replicator:
         if rows:
             log.info("%d copies queued for %d owners", len(rows), len({r[1] for r in rows}))
 
+    async def _repair_round(self) -> None:
+        """Anti-entropy with each live member, periodically and as soon as it is back."""
+        now = self._clock()
+        for peer in self.discovery.members():
+            if peer == self.discovery.node_id:
+                continue
+            if not self.discovery.is_alive(peer):
+                self._next_repair.pop(peer, None)  # compare at once when it returns
+                continue
+            if now < self._next_repair.get(peer, 0.0):
+                continue
+            self._next_repair[peer] = now + ANTI_ENTROPY_INTERVAL
+            try:
+                rows = await missing_at(self.archive.index, self.discovery, peer,
+                                        self.settings.replicas)
+            except (ProbeFailed, ValueError, TypeError, AttributeError) as exc:
+                log.info("anti-entropy with %s failed: %s", peer[:15], exc)
+                continue
+            if rows and await self.archive.index.add_to_outbox(rows):
+                log.info("anti-entropy: %d copies owed to %s queued", len(rows), peer[:15])
+
     def _breaker(self, node_id: str) -> CircuitBreaker:
         breaker = self._breakers.get(node_id)
         if breaker is None:
@@ -127,6 +152,12 @@ class Replicator:
             async with slots:
                 await self._transfer(row)
         except (ProbeFailed, OSError) as exc:
+            if isinstance(exc, Refused) and exc.status == 409:
+                # The owner holds other bytes under this UID and keeps its first copy, as
+                # C-STORE does: nothing to retry. Both sides log it.
+                log.warning("owner %s holds another version of an instance", target[:15])
+                await self.archive.index.delivered(sop_uid, target)
+                return
             self._breaker(target).failed()
             wait = backoff(int(row["attempts"]))
             await self.archive.index.postpone(sop_uid, target, self._clock() + wait, str(exc))
