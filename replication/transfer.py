@@ -26,6 +26,7 @@ SHA_HEADER = "X-Pacsmesh-Sha256"
 # Our own header rather than Content-Encoding, so no HTTP layer decodes it behind our back.
 ENCODING_HEADER = "X-Pacsmesh-Encoding"
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+DEFLATED = "1.2.840.10008.1.2.1.99"
 _LEVEL = 3  # fast; the gain over higher levels is small for pixel data
 
 
@@ -34,8 +35,8 @@ class TransferRefused(RuntimeError):
 
 
 def should_compress(transfer_syntax_uid: str) -> bool:
-    """Already-compressed pixel data gains nothing from zstd."""
-    return transfer_syntax_uid in UNCOMPRESSED
+    """Compressed pixel data, and deflated data sets, gain nothing from zstd."""
+    return transfer_syntax_uid in UNCOMPRESSED and transfer_syntax_uid != DEFLATED
 
 
 def encode(data: bytes, transfer_syntax_uid: str) -> tuple[bytes, dict[str, str]]:
