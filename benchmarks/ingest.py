@@ -39,18 +39,10 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import (
-    PYDICOM_IMPLEMENTATION_UID,
-    CTImageStorage,
-    ExplicitVRLittleEndian,
-    generate_uid,
-)
 
 # The benchmarks folder holds discovery.py, which would shadow the ``discovery`` package
 # the node imports: keep only the repository root, as benchmarks/discovery.py does.
@@ -59,6 +51,7 @@ REPO_ROOT = SCRIPT_DIR.parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != SCRIPT_DIR]
 sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks.ct_series import write_ct_series  # noqa: E402
 from node import __version__ as PACSMESH_VERSION  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -125,80 +118,22 @@ def first_line(cmd: Sequence[str]) -> str:
 def generate_ct_series(folder: Path, count: int, seed: int) -> list[Path]:
     """Write ``count`` CT slices of one series as Part 10 files; return their paths."""
     rng = np.random.default_rng(seed)
-    now = datetime.now()
-    date, tod = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
-    study_uid, series_uid, frame_uid = generate_uid(), generate_uid(), generate_uid()
     # A water-filled ellipse (the body) in air with a brighter disc (the spine) that
     # drifts from slice to slice, plus noise: pixel data that looks like a scan, so
     # nothing downstream can take shortcuts on constant or all-zero frames.
     yy, xx = np.mgrid[0:ROWS, 0:COLUMNS].astype(np.float32)
     body = ((xx - 256) / 220) ** 2 + ((yy - 256) / 170) ** 2 <= 1.0
-    paths = []
-    for i in range(count):
-        spine_y = 330 + 20 * np.sin(i / 15)
-        spine = (xx - 256) ** 2 + (yy - spine_y) ** 2 <= 30**2
-        hu = np.where(body, 40, -1000) + np.where(spine, 660, 0)
-        noise = rng.integers(-25, 26, size=(ROWS, COLUMNS))
-        pixels = np.clip(hu + noise + 1024, 0, 4095).astype(np.uint16)
 
-        sop_uid = generate_uid()
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = sop_uid
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    def slices() -> Iterator[np.ndarray]:
+        for i in range(count):
+            spine_y = 330 + 20 * np.sin(i / 15)
+            spine = (xx - 256) ** 2 + (yy - spine_y) ** 2 <= 30**2
+            hu = np.where(body, 40, -1000) + np.where(spine, 660, 0)
+            noise = rng.integers(-25, 26, size=(ROWS, COLUMNS))
+            yield np.clip(hu + noise + 1024, 0, 4095).astype(np.uint16)
 
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SpecificCharacterSet = "ISO_IR 100"
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.SOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = sop_uid
-        ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = date
-        ds.StudyTime = ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = tod
-        ds.AccessionNumber = "BENCH0001"
-        ds.Modality = "CT"
-        ds.Manufacturer = "PACSmesh benchmark"
-        ds.InstitutionName = "Loopback General Hospital"
-        ds.ReferringPhysicianName = "REFERRER^ROSA"
-        ds.StudyDescription = "CT CHEST WITHOUT CONTRAST"
-        ds.SeriesDescription = "AXIAL 1.25mm"
-        ds.PatientName = "BENCHMARK^INGEST"
-        ds.PatientID = "BENCH-0001"
-        ds.PatientBirthDate = "19700101"
-        ds.PatientSex = "O"
-        ds.PatientAge = f"{now.year - 1970:03d}Y"
-        ds.BodyPartExamined = "CHEST"
-        ds.SliceThickness = "1.25"
-        ds.KVP = "120"
-        ds.ProtocolName = "CHEST ROUTINE"
-        ds.PatientPosition = "HFS"
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.StudyID = "1"
-        ds.SeriesNumber = 2
-        ds.AcquisitionNumber = 1
-        ds.InstanceNumber = i + 1
-        z = 0.0 - 1.25 * i  # 0.0, not -0.0, for the first slice
-        ds.ImagePositionPatient = [-250.0, -250.0, z]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.FrameOfReferenceUID = frame_uid
-        ds.PositionReferenceIndicator = ""
-        ds.SliceLocation = z
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows, ds.Columns = ROWS, COLUMNS
-        ds.PixelSpacing = [0.9765625, 0.9765625]
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
-        ds.PixelRepresentation = 0
-        ds.WindowCenter, ds.WindowWidth = "40", "400"
-        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "-1024", "1", "HU"
-        ds.PixelData = pixels.tobytes()
-
-        path = folder / f"CT{i + 1:05d}.dcm"
-        ds.save_as(path, enforce_file_format=True)
-        paths.append(path)
-    return paths
+    return write_ct_series(folder, slices(), patient_name="BENCHMARK^INGEST",
+                           patient_id="BENCH-0001", accession="BENCH0001")
 
 
 # --- processes -----------------------------------------------------------------------------

@@ -52,19 +52,13 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydicom import dcmread
-from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
-    PYDICOM_IMPLEMENTATION_UID,
-    CTImageStorage,
     DeflatedExplicitVRLittleEndian,
-    ExplicitVRLittleEndian,
-    generate_uid,
 )
 
 # benchmarks/discovery.py would shadow the ``discovery`` package: keep the repo root only.
@@ -73,6 +67,7 @@ REPO_ROOT = SCRIPT_DIR.parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != SCRIPT_DIR]
 sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks.ct_series import write_ct_series  # noqa: E402
 from node.transcode import UNCOMPRESSED  # noqa: E402
 from replication.transfer import encode  # noqa: E402
 from tests.netns import (  # noqa: E402
@@ -152,96 +147,44 @@ def poll_until(what: str, predicate: Callable[[], bool], timeout: float) -> floa
 
 def generate_study(folder: Path, count: int, noise_hu: float, seed: int = 1) -> list[Path]:
     """``count`` axial CT slices of a smooth phantom plus Gaussian noise, one series."""
-    folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    now = datetime.now()
-    date, tod = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
-    study_uid, series_uid, frame_uid = generate_uid(), generate_uid(), generate_uid()
     yy, xx = np.mgrid[0:ROWS, 0:COLUMNS].astype(np.float32)
     fov = (xx - 255.5) ** 2 + (yy - 255.5) ** 2 <= 256**2
-    paths = []
-    for i in range(count):
-        t = i / max(count - 1, 1)
-        # Body outline and organs change slowly along z.
-        ax, ay = 200 + 15 * np.sin(np.pi * t), 150 + 10 * np.sin(np.pi * t)
-        r_body = ((xx - 256) / ax) ** 2 + ((yy - 250) / ay) ** 2
-        body = r_body <= 1.0
-        fat = body & (r_body > 0.82)
-        lung_r = 0.8 + 0.2 * np.sin(np.pi * t)
-        lungs = (((xx - 180) / (60 * lung_r)) ** 2 + ((yy - 235) / (85 * lung_r)) ** 2 <= 1) | (
-            ((xx - 332) / (60 * lung_r)) ** 2 + ((yy - 235) / (85 * lung_r)) ** 2 <= 1)
-        heart = ((xx - 270) / 50) ** 2 + ((yy - 230 - 10 * t) / 45) ** 2 <= 1 - 0.5 * t
-        spine_y = 340 + 5 * np.sin(i / 10)
-        r_spine = (xx - 256) ** 2 + (yy - spine_y) ** 2
-        cortex = (r_spine <= 24**2) & (r_spine > 18**2)
-        marrow = r_spine <= 18**2
-        table = (yy >= 415) & (yy <= 425) & (np.abs(xx - 256) <= 230)
 
-        hu = np.full((ROWS, COLUMNS), -1000.0, dtype=np.float32)
-        hu[body] = 45 + 10 * np.cos(xx[body] / 40) * np.sin(yy[body] / 55)  # soft tissue
-        hu[fat] = -90
-        hu[lungs] = -840 + 30 * ((yy[lungs] - 150) / 170)  # denser at the back
-        hu[heart] = 50
-        hu[marrow] = 250
-        hu[cortex] = 900
-        hu[table] = 200
-        hu += rng.normal(0.0, noise_hu, size=hu.shape).astype(np.float32)
-        stored = np.clip(np.rint(hu) + 1024, 0, 4095)
-        stored[~fov] = 0  # padding outside the reconstruction circle
-        pixels = stored.astype(np.uint16)
+    def slices() -> Iterator[np.ndarray]:
+        for i in range(count):
+            t = i / max(count - 1, 1)
+            # Body outline and organs change slowly along z.
+            ax, ay = 200 + 15 * np.sin(np.pi * t), 150 + 10 * np.sin(np.pi * t)
+            r_body = ((xx - 256) / ax) ** 2 + ((yy - 250) / ay) ** 2
+            body = r_body <= 1.0
+            fat = body & (r_body > 0.82)
+            lung_r = 0.8 + 0.2 * np.sin(np.pi * t)
+            lungs = (((xx - 180) / (60 * lung_r)) ** 2 + ((yy - 235) / (85 * lung_r)) ** 2
+                     <= 1) | (((xx - 332) / (60 * lung_r)) ** 2
+                              + ((yy - 235) / (85 * lung_r)) ** 2 <= 1)
+            heart = ((xx - 270) / 50) ** 2 + ((yy - 230 - 10 * t) / 45) ** 2 <= 1 - 0.5 * t
+            spine_y = 340 + 5 * np.sin(i / 10)
+            r_spine = (xx - 256) ** 2 + (yy - spine_y) ** 2
+            cortex = (r_spine <= 24**2) & (r_spine > 18**2)
+            marrow = r_spine <= 18**2
+            table = (yy >= 415) & (yy <= 425) & (np.abs(xx - 256) <= 230)
 
-        sop_uid = generate_uid()
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = sop_uid
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SpecificCharacterSet = "ISO_IR 100"
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.SOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = sop_uid
-        ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = date
-        ds.StudyTime = ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = tod
-        ds.AccessionNumber = "REPL0001"
-        ds.Modality = "CT"
-        ds.Manufacturer = "PACSmesh benchmark"
-        ds.ReferringPhysicianName = "REFERRER^ROSA"
-        ds.StudyDescription = "CT CHEST WITHOUT CONTRAST"
-        ds.SeriesDescription = "AXIAL 1.25mm"
-        ds.PatientName = "BENCHMARK^REPLICATION"
-        ds.PatientID = "REPL-0001"
-        ds.PatientBirthDate = "19700101"
-        ds.PatientSex = "O"
-        ds.BodyPartExamined = "CHEST"
-        ds.SliceThickness = "1.25"
-        ds.KVP = "120"
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.StudyID = "1"
-        ds.SeriesNumber = 2
-        ds.InstanceNumber = i + 1
-        z = 0.0 - 1.25 * i
-        ds.ImagePositionPatient = [-250.0, -250.0, z]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.FrameOfReferenceUID = frame_uid
-        ds.PositionReferenceIndicator = ""
-        ds.SliceLocation = z
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows, ds.Columns = ROWS, COLUMNS
-        ds.PixelSpacing = [0.9765625, 0.9765625]
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
-        ds.PixelRepresentation = 0
-        ds.PixelPaddingValue = 0
-        ds.WindowCenter, ds.WindowWidth = "40", "400"
-        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "-1024", "1", "HU"
-        ds.PixelData = pixels.tobytes()
-        path = folder / f"CT{i + 1:05d}.dcm"
-        ds.save_as(path, enforce_file_format=True)
-        paths.append(path)
-    return paths
+            hu = np.full((ROWS, COLUMNS), -1000.0, dtype=np.float32)
+            hu[body] = 45 + 10 * np.cos(xx[body] / 40) * np.sin(yy[body] / 55)  # soft tissue
+            hu[fat] = -90
+            hu[lungs] = -840 + 30 * ((yy[lungs] - 150) / 170)  # denser at the back
+            hu[heart] = 50
+            hu[marrow] = 250
+            hu[cortex] = 900
+            hu[table] = 200
+            hu += rng.normal(0.0, noise_hu, size=hu.shape).astype(np.float32)
+            stored = np.clip(np.rint(hu) + 1024, 0, 4095)
+            stored[~fov] = 0  # padding outside the reconstruction circle
+            yield stored.astype(np.uint16)
+
+    return write_ct_series(folder, slices(), patient_name="BENCHMARK^REPLICATION",
+                           patient_id="REPL-0001", accession="REPL0001")
 
 
 def zstd_ratio(paths: list[Path]) -> tuple[int, int]:
