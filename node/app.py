@@ -26,6 +26,7 @@ from node.http.api import make_app
 from node.identity import IdentityError, NodeIdentity, load_or_create_identity
 from node.index import Index
 from node.reconcile import ReconcileReport, reconcile
+from node.scrub import Scrubber
 from node.storage import Storage
 from replication.antientropy import routes as anti_entropy_routes
 from replication.feed import routes as feed_routes
@@ -77,6 +78,7 @@ class Node:
         self.dicom: DicomServer | None = None
         self.discovery: Discovery | None = None
         self.replicator: Replicator | None = None
+        self.scrubber: Scrubber | None = None
         self._http: web.AppRunner | None = None
         self._lock: IO[str] | None = None
 
@@ -119,6 +121,8 @@ class Node:
             except DiscoveryError as exc:
                 raise StartupError(str(exc)) from None
             await self.replicator.start()
+            self.scrubber = Scrubber(self.archive.storage, self.archive.index)
+            await self.scrubber.start()
         except BaseException:
             await self.stop()
             raise
@@ -150,6 +154,9 @@ class Node:
         return Discovery(settings, MembershipStore(cfg.data_dir), PeerStore(load, save))
 
     async def stop(self) -> None:
+        if self.scrubber is not None:
+            await self.scrubber.stop()
+            self.scrubber = None
         if self.replicator is not None:
             await self.replicator.stop()
             self.replicator = None

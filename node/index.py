@@ -349,6 +349,10 @@ class Index:
             for r in rows
         ]
 
+    async def sops_with_sha(self, sha256: str) -> list[str]:
+        rows = await self._fetchall("SELECT sop_uid FROM instances WHERE sha256 = ?", (sha256,))
+        return [r["sop_uid"] for r in rows]
+
     async def all_shas(self) -> dict[str, str]:
         """sha256 -> SOP Instance UID of every indexed instance."""
         rows = await self._fetchall("SELECT sha256, sop_uid FROM instances")

@@ -109,3 +109,24 @@ def test_emptied_node_is_refilled_and_nothing_is_deleted_elsewhere(
     wait_for(lambda: _held(b) == held, 90)
     assert _held(founder) == held
     assert founder.status()["instances"] == len(held)
+
+
+def test_corrupt_replica_is_detected_and_repaired(make_node, founder: NodeProcess) -> None:
+    token = invite(founder, "--uses", "1")
+    b = joiner(make_node, founder, "nodeb", token).start()
+    wait_for(lambda: peer_states(founder).get("NODEB") == "alive", 30)
+    assert storescu(founder, one_file_per_instance()[:3]) == []
+    wait_for(lambda: _held(b) == _held(founder), 60)
+
+    victim = sorted((b.data_dir / "objects").rglob("*.dcm"))[0]
+    data = bytearray(victim.read_bytes())
+    data[-100] ^= 0xFF  # one flipped byte in the pixel data
+    victim.write_bytes(bytes(data))
+
+    def repaired() -> bool:
+        return victim.exists() and hashlib.sha256(victim.read_bytes()).hexdigest() == victim.stem
+
+    wait_for(repaired, 90)
+    assert (b.data_dir / "quarantine" / victim.name).exists()  # the damaged copy is kept
+    assert "no longer matches its hash" in b.log()
+    assert _held(founder) == _held(b)
