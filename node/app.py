@@ -95,7 +95,7 @@ class Node:
                 anti_entropy_routes(self.archive.index, self.discovery, lambda: cfg.replicas)
             )
             self.replicator = Replicator(
-                self.archive, self.discovery, ReplicationSettings(cfg.replicas)
+                self.archive, self.discovery, ReplicationSettings(cfg.replicas, cfg.hint_after)
             )
             configure_pynetdicom(debug=cfg.log_level == "DEBUG")
             self.dicom = DicomServer(cfg, self.archive, self.discovery.dicom_destination)

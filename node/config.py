@@ -58,6 +58,7 @@ class NodeConfig:
     mesh_port: int = DEFAULT_MESH_PORT
     join: str | None = None  # invite token, used until this node is a member
     replicas: int = 2  # every study is kept on this many mesh members
+    hint_after: float = 60.0  # seconds an owner may be unreachable before a stand-in
 
     def modality(self, aet: str) -> RemoteAE | None:
         for remote in self.modalities:
@@ -123,6 +124,16 @@ def parse_host_port(text: Any) -> tuple[str, int]:
     return host, validate_port(port, f"port in {text!r}")
 
 
+def _seconds(value: Any, what: str) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if isinstance(value, bool) or not 0 < seconds <= 86400:
+        raise ConfigError(f"{what} must be a number of seconds from 0 to 86400, got {value!r}")
+    return seconds
+
+
 def _replicas(value: Any) -> int:
     try:
         count = int(value)
@@ -166,6 +177,7 @@ def default_data_dir() -> Path:
 _KEYS = (
     "aet", "bind", "dicom_port", "http_port", "modalities", "mdns", "log_level",
     "peers", "interfaces", "device_type", "mesh_port", "join", "replicas",
+    "hint_after",
 )
 _LIST_KEYS = ("modalities", "peers", "interfaces")
 DEVICE_TYPES = ("ARCHIVE", "WSD")
@@ -250,6 +262,7 @@ def load_config(
         mesh_port=validate_port(merged.get("mesh_port", DEFAULT_MESH_PORT), "mesh port"),
         join=join,
         replicas=_replicas(merged.get("replicas", 2)),
+        hint_after=_seconds(merged.get("hint_after", 60.0), "hint_after"),
     )
     ports = {"DICOM": config.dicom_port, "HTTP": config.http_port, "mesh": config.mesh_port}
     for a, b in (("DICOM", "HTTP"), ("DICOM", "mesh"), ("HTTP", "mesh")):

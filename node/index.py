@@ -452,6 +452,13 @@ class Index:
         )
         return [(r["study_uid"], r["sop_uid"], r["sha256"]) for r in rows]
 
+    async def owed_to(self, targets: list[str]) -> list[dict[str, Any]]:
+        marks = ", ".join("?" * len(targets))
+        return await self._fetchall(
+            f"SELECT sop_uid, target, study_uid, sha256 FROM outbox WHERE target IN ({marks})",
+            targets,
+        )
+
     async def add_to_outbox(self, rows: list[tuple[str, str, str, str]]) -> int:
         """Queue (sop_uid, target, study_uid, sha256) copies; rows already queued stay."""
         async with self._write_lock:

@@ -24,7 +24,7 @@ from discovery.service import Discovery
 from node.archive import Archive
 from replication.antientropy import missing_at
 from replication.breaker import CircuitBreaker
-from replication.placement import DEFAULT_REPLICAS, owners
+from replication.placement import DEFAULT_REPLICAS, owners, place
 from replication.transfer import OBJECTS_PATH, read_for_sending
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,9 @@ def backoff(attempts: int, rng: Callable[[], float] = random.random) -> float:
 @dataclass(frozen=True)
 class ReplicationSettings:
     replicas: int = DEFAULT_REPLICAS
+    # An owner unreachable this long gets a stand-in: the next member in rendezvous order
+    # takes a hinted copy, which anti-entropy hands back when the owner returns.
+    hint_after: float = 60.0
 
 
 class Replicator:
@@ -59,6 +62,7 @@ class Replicator:
         self._task: asyncio.Task[None] | None = None
         self._sending: set[tuple[str, str]] = set()
         self._next_repair: dict[str, float] = {}  # per peer; a peer back alive goes first
+        self._down_since: dict[str, float] = {}
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="replication")
@@ -76,6 +80,7 @@ class Replicator:
                 if self.discovery.is_member:
                     await self._enqueue_local_changes()
                     await self._repair_round()
+                    await self._hint_round()
                     await self._send_due()
             except Exception as exc:  # one bad round must not end replication
                 log.exception("replication round failed: %s", exc)
@@ -124,6 +129,34 @@ class Replicator:
                 continue
             if rows and await self.archive.index.add_to_outbox(rows):
                 log.info("anti-entropy: %d copies owed to %s queued", len(rows), peer[:15])
+
+    def _long_down(self) -> set[str]:
+        now = self._clock()
+        down = set()
+        for peer in self.discovery.members():
+            if peer == self.discovery.node_id or self.discovery.is_alive(peer):
+                self._down_since.pop(peer, None)
+                continue
+            since = self._down_since.setdefault(peer, now)
+            if now - since >= self.settings.hint_after:
+                down.add(peer)
+        return down
+
+    async def _hint_round(self) -> None:
+        """Copies owed to long-unreachable owners also go to their stand-ins."""
+        down = self._long_down()
+        if not down:
+            return
+        index, me = self.archive.index, self.discovery.node_id
+        members = self.discovery.members()
+        hints = []
+        for row in await index.owed_to(sorted(down)):
+            placement = place(row["study_uid"], members, self.settings.replicas, down)
+            stand_in = placement.stand_ins.get(row["target"])
+            if stand_in is not None and stand_in != me:
+                hints.append((row["sop_uid"], stand_in, row["study_uid"], row["sha256"]))
+        if hints and await index.add_to_outbox(hints):
+            log.info("%d hinted copies queued for stand-ins of unreachable owners", len(hints))
 
     def _breaker(self, node_id: str) -> CircuitBreaker:
         breaker = self._breakers.get(node_id)

@@ -42,17 +42,20 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 20) -> None:
     raise TimeoutError("condition not met")
 
 
-def start_founder(make_node: Callable[..., NodeProcess]) -> NodeProcess:
+def start_founder(make_node: Callable[..., NodeProcess], **kwargs: Any) -> NodeProcess:
     """Node A: creates the mesh and holds one stored instance."""
-    node: NodeProcess = make_node("a", aet="NODEA")
+    node: NodeProcess = make_node("a", aet="NODEA", **kwargs)
     assert cli("mesh", "init", "--data-dir", str(node.data_dir), "--aet", "NODEA").returncode == 0
     node.start()
     assert storescu(node, [Path(get_testdata_file("CT_small.dcm"))]) == []
     return node
 
 
-def joiner(make_node, founder: NodeProcess, name: str, token: str) -> NodeProcess:
+def joiner(
+    make_node: Callable[..., NodeProcess], founder: NodeProcess, name: str, token: str,
+    **kwargs: Any,
+) -> NodeProcess:
     return make_node(name, aet=name.upper(), extra_args=(
-        "--join", token, "--peer", f"127.0.0.1:{founder.mesh_port}"))
+        "--join", token, "--peer", f"127.0.0.1:{founder.mesh_port}"), **kwargs)
 
 

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 
 from pydicom import dcmread
 
-from replication.placement import owners
-from tests.mesh_support import invite, joiner, mesh_view, peer_states, wait_for
+from replication.placement import owners, place
+from tests.mesh_support import (
+    invite,
+    joiner,
+    mesh_view,
+    peer_states,
+    start_founder,
+    wait_for,
+)
 from tests.support import NodeProcess, one_file_per_instance, storescu
 
 
@@ -130,3 +138,47 @@ def test_corrupt_replica_is_detected_and_repaired(make_node, founder: NodeProces
     assert (b.data_dir / "quarantine" / victim.name).exists()  # the damaged copy is kept
     assert "no longer matches its hash" in b.log()
     assert _held(founder) == _held(b)
+
+
+def test_killed_owner_gets_a_stand_in_and_the_mesh_converges_when_it_returns(
+    make_node,
+) -> None:
+    env = {**os.environ, "PACSMESH_HINT_AFTER": "2"}
+    a = start_founder(make_node, env=env)
+    token = invite(a, "--uses", "3")
+    others = [joiner(make_node, a, n, token, env=env).start() for n in ("nodeb", "nodec", "noded")]
+    nodes = [a, *others]
+    wait_for(lambda: len(peer_states(a)) == 3 and set(peer_states(a).values()) == {"alive"}, 40)
+    wait_for(lambda: all(len(mesh_view(n)["members"]) == 4 for n in nodes), 40)
+    ids = {mesh_view(n)["node_id"]: n for n in nodes}
+    b = others[0]
+    b_id = mesh_view(b)["node_id"]
+    b.kill()
+    wait_for(lambda: peer_states(a).get("NODEB") == "dead", 30)
+
+    samples = one_file_per_instance()
+    assert storescu(a, samples) == []
+    study_of = {}
+    for path in (a.data_dir / "objects").rglob("*.dcm"):
+        study_of[path.stem] = str(dcmread(path, stop_before_pixels=True).StudyInstanceUID)
+
+    def rerouted() -> bool:
+        for sha, study in study_of.items():
+            placement = place(study, list(ids), 2, {b_id})
+            for target in placement.targets:
+                if sha not in _held(ids[target]):
+                    return False
+        return True
+
+    wait_for(rerouted, 90)
+
+    b.start()  # the owner returns: it gets its copies, from the outbox and the stand-ins
+    def converged() -> bool:
+        return all(
+            sha in _held(ids[owner])
+            for sha, study in study_of.items() for owner in owners(study, list(ids), 2)
+        ) and all(n.status()["outbox_depth"] == 0 for n in nodes)
+
+    wait_for(converged, 120)
+    for node in nodes:  # nothing held twice, nothing indexed without its file
+        assert node.status()["instances"] == len(_held(node))
