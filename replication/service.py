@@ -127,8 +127,9 @@ class Replicator:
             except (ProbeFailed, ValueError, TypeError, AttributeError) as exc:
                 log.info("anti-entropy with %s failed: %s", peer[:15], exc)
                 continue
-            if rows and await self.archive.index.add_to_outbox(rows):
-                log.info("anti-entropy: %d copies owed to %s queued", len(rows), peer[:15])
+            added = await self.archive.index.add_to_outbox(rows) if rows else 0
+            if added:
+                log.info("anti-entropy: %d copies owed to %s queued", added, peer[:15])
 
     def _long_down(self) -> set[str]:
         now = self._clock()
@@ -155,8 +156,9 @@ class Replicator:
             stand_in = placement.stand_ins.get(row["target"])
             if stand_in is not None and stand_in != me:
                 hints.append((row["sop_uid"], stand_in, row["study_uid"], row["sha256"]))
-        if hints and await index.add_to_outbox(hints):
-            log.info("%d hinted copies queued for stand-ins of unreachable owners", len(hints))
+        added = await index.add_to_outbox(hints) if hints else 0
+        if added:
+            log.info("%d hinted copies queued for stand-ins of unreachable owners", added)
 
     def _breaker(self, node_id: str) -> CircuitBreaker:
         breaker = self._breakers.get(node_id)
