@@ -83,19 +83,45 @@ class Network:
         self.bridge = f"pmbr{tag}"
         self.subnet = f"10.{200 + secrets.randbelow(50)}.{secrets.randbelow(250)}"
         self.hosts: list[Host] = []
-        _ip("link", "add", self.bridge, "type", "bridge")
-        # Without a multicast querier, snooping may drop mDNS: flood multicast instead.
-        _ip("link", "set", self.bridge, "type", "bridge", "mcast_snooping", "0")
-        _ip("link", "set", self.bridge, "up")
+        self.segments: list[tuple[str, str]] = []  # (bridge, link veth in the root ns)
+        self._make_bridge(self.bridge)
 
-    def add_host(self, name: str) -> Host:
+    @staticmethod
+    def _make_bridge(name: str) -> None:
+        _ip("link", "add", name, "type", "bridge")
+        # Without a multicast querier, snooping may drop mDNS: flood multicast instead.
+        _ip("link", "set", name, "type", "bridge", "mcast_snooping", "0")
+        _ip("link", "set", name, "up")
+
+    def add_segment(self) -> str:
+        """A second bridge (another site) joined to the first by a link that
+        ``cut_segment``/``heal_segment`` take down and up: a WAN to partition."""
+        index = len(self.segments) + 1
+        bridge = f"pmsg{self.tag}{index}"
+        link, far = f"pmw{self.tag}{index}", f"pmx{self.tag}{index}"
+        self._make_bridge(bridge)
+        _ip("link", "add", link, "type", "veth", "peer", "name", far)
+        _ip("link", "set", link, "master", self.bridge)
+        _ip("link", "set", far, "master", bridge)
+        for dev in (link, far):
+            _ip("link", "set", dev, "up")
+        self.segments.append((bridge, link))
+        return bridge
+
+    def cut_segment(self, bridge: str) -> None:
+        _ip("link", "set", dict(self.segments)[bridge], "down")
+
+    def heal_segment(self, bridge: str) -> None:
+        _ip("link", "set", dict(self.segments)[bridge], "up")
+
+    def add_host(self, name: str, bridge: str | None = None) -> Host:
         index = len(self.hosts) + 1
         netns = f"pm{self.tag}{index}"
         veth = f"pmv{self.tag}{index}"
         address = f"{self.subnet}.{index}"
         _ip("netns", "add", netns)
         _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns)
-        _ip("link", "set", veth, "master", self.bridge)
+        _ip("link", "set", veth, "master", bridge or self.bridge)
         _ip("link", "set", veth, "up")
         host = Host(name, netns, veth, address, 24)
         for cmd in (
@@ -119,6 +145,9 @@ class Network:
                     proc.wait()
             _ip("netns", "del", host.netns, check=False)
             _ip("link", "del", host.veth, check=False)
+        for bridge, link in self.segments:
+            _ip("link", "del", link, check=False)  # deletes its peer too
+            _ip("link", "del", bridge, check=False)
         _ip("link", "del", self.bridge, check=False)
 
     def __enter__(self) -> Network:
