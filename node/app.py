@@ -30,6 +30,7 @@ from node.scrub import Scrubber
 from node.storage import Storage
 from replication.antientropy import routes as anti_entropy_routes
 from replication.feed import routes as feed_routes
+from replication.http import routes as replication_http_routes
 from replication.service import ReplicationSettings, Replicator
 from replication.transfer import routes as transfer_routes
 
@@ -106,7 +107,9 @@ class Node:
                     f"cannot listen for DICOM on {cfg.bind}:{cfg.dicom_port}: {exc.strerror}"
                 ) from None
             app = make_app(
-                self.archive.index, cfg.aet, identity.node_id, discovery_routes(self.discovery)
+                self.archive.index, cfg.aet, identity.node_id,
+                [*discovery_routes(self.discovery),
+                 *replication_http_routes(self.archive.index, self.discovery)],
             )
             self._http = web.AppRunner(app, access_log=None)
             await self._http.setup()

@@ -123,6 +123,17 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX outbox_due ON outbox(next_try);
     """,
+    # v4: the mesh catalog: which member holds which instance, learned from change feeds.
+    """
+    CREATE TABLE catalog (
+        study_uid TEXT NOT NULL,
+        node_id TEXT NOT NULL,
+        sop_uid TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        PRIMARY KEY (study_uid, node_id, sop_uid)
+    );
+    CREATE INDEX catalog_node ON catalog(node_id);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -451,6 +462,45 @@ class Index:
             " JOIN series se ON se.series_uid = i.series_uid"
         )
         return [(r["study_uid"], r["sop_uid"], r["sha256"]) for r in rows]
+
+    async def record_catalog(
+        self, node_id: str, rows: list[tuple[str, str, str]], checkpoint: int
+    ) -> None:
+        """Remember (study_uid, sop_uid, sha256) held by ``node_id`` and how far its
+        change feed has been read, in one transaction."""
+        async with self._write_lock:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                await self._conn.executemany(
+                    "INSERT OR IGNORE INTO catalog (study_uid, node_id, sop_uid, sha256)"
+                    " VALUES (?,?,?,?)", [(st, node_id, sop, sha) for st, sop, sha in rows],
+                )
+                await self._conn.execute(
+                    "INSERT INTO state (namespace, key, value, updated_at) VALUES (?,?,?,?)"
+                    " ON CONFLICT(namespace, key) DO UPDATE SET value = excluded.value,"
+                    " updated_at = excluded.updated_at",
+                    ("catalog", node_id, json.dumps(checkpoint), time.time()),
+                )
+                await self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    await self._conn.execute("ROLLBACK")
+                raise
+
+    async def study_holders(self, study_uid: str) -> dict[str, int]:
+        """Member node id -> instances of the study it holds, as far as we know."""
+        rows = await self._fetchall(
+            "SELECT node_id, COUNT(*) AS n FROM catalog WHERE study_uid = ? GROUP BY node_id",
+            (study_uid,),
+        )
+        return {r["node_id"]: int(r["n"]) for r in rows}
+
+    async def study_instance_count(self, study_uid: str) -> int:
+        rows = await self._fetchall(
+            "SELECT COUNT(*) AS n FROM instances i JOIN series se"
+            " ON i.series_uid = se.series_uid WHERE se.study_uid = ?", (study_uid,),
+        )
+        return int(rows[0]["n"])
 
     async def owed_to(self, targets: list[str]) -> list[dict[str, Any]]:
         marks = ", ".join("?" * len(targets))

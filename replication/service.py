@@ -24,6 +24,7 @@ from discovery.service import Discovery
 from node.archive import Archive
 from replication.antientropy import missing_at
 from replication.breaker import CircuitBreaker
+from replication.feed import CHANGES_PATH
 from replication.placement import DEFAULT_REPLICAS, owners, place
 from replication.transfer import OBJECTS_PATH, read_for_sending
 
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 STATE = ("replication", "local_seq")
 LOOP_INTERVAL = 0.5
 ANTI_ENTROPY_INTERVAL = 10.0
+CATALOG_INTERVAL = 2.0
 SEND_SECONDS = 120.0
 PARALLEL_SENDS = 4
 
@@ -63,6 +65,7 @@ class Replicator:
         self._sending: set[tuple[str, str]] = set()
         self._next_repair: dict[str, float] = {}  # per peer; a peer back alive goes first
         self._down_since: dict[str, float] = {}
+        self._next_catalog: dict[str, float] = {}
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="replication")
@@ -82,6 +85,7 @@ class Replicator:
                     await self._repair_round()
                     await self._hint_round()
                     await self._send_due()
+                    await self._catalog_round()
             except Exception as exc:  # one bad round must not end replication
                 log.exception("replication round failed: %s", exc)
             await asyncio.sleep(LOOP_INTERVAL)
@@ -130,6 +134,31 @@ class Replicator:
             added = await self.archive.index.add_to_outbox(rows) if rows else 0
             if added:
                 log.info("anti-entropy: %d copies owed to %s queued", added, peer[:15])
+
+    async def _catalog_round(self) -> None:
+        """Read each live member's change feed from where we stopped: the catalog."""
+        index, now = self.archive.index, self._clock()
+        checkpoints = await index.load_state("catalog")
+        for peer in self.discovery.members():
+            if peer == self.discovery.node_id or not self.discovery.is_alive(peer):
+                continue
+            if now < self._next_catalog.get(peer, 0.0):
+                continue
+            self._next_catalog[peer] = now + CATALOG_INTERVAL
+            since = int(checkpoints.get(peer, 0))
+            try:
+                while True:
+                    page = await self.discovery.ask_member(
+                        peer, "GET", CHANGES_PATH, params={"since": str(since)}
+                    )
+                    rows = [(c["study_uid"], c["sop_uid"], c["sha256"])
+                            for c in page["changes"] if c["kind"] == "add" and c["sha256"]]
+                    since = int(page["next"])
+                    await index.record_catalog(peer, rows, since)
+                    if not page["more"]:
+                        break
+            except (ProbeFailed, KeyError, TypeError, ValueError) as exc:
+                log.info("catalog pull from %s failed: %s", peer[:15], exc)
 
     def _long_down(self) -> set[str]:
         now = self._clock()

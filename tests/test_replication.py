@@ -53,6 +53,14 @@ def test_study_stored_on_one_node_reaches_its_owners_byte_identical(
 
     wait_for(placed, 60)
     wait_for(lambda: founder.status()["outbox_depth"] == 0, 30)
+    # Every node can say who holds a study, including nodes that hold none of it.
+    path = next((founder.data_dir / "objects").rglob(f"{next(iter(new))}.dcm"))
+    study = str(dcmread(path, stop_before_pixels=True).StudyInstanceUID)
+    expected = {founder_id for founder_id, n in ids.items() if n is founder}
+    expected |= set(owners(study, list(ids), 2))
+    for node in nodes:
+        wait_for(lambda node=node: {h["node_id"] for h in node.get_json(
+            f"/api/studies/{study}")["holders"]} == expected, 30)
     assert founder.status()["under_replicated"] == 0
     # Byte-identical: every copy's content hashes to the name it is stored under.
     for node in (b, c):

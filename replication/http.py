@@ -1,0 +1,32 @@
+"""Replication's endpoints on the node's local HTTP API."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from discovery.service import Discovery
+from node.index import Index
+
+
+def routes(index: Index, discovery: Discovery) -> list[web.RouteDef]:
+    async def study(request: web.Request) -> web.Response:
+        """Who holds a study: this node (its own index) and members (the catalog)."""
+        uid = request.match_info["study_uid"]
+        holders = await index.study_holders(uid)
+        local = await index.study_instance_count(uid)
+        if local:
+            holders[discovery.node_id] = local
+        if not holders:
+            raise web.HTTPNotFound(text="no node of the mesh is known to hold this study")
+        view = discovery.view
+        return web.json_response({
+            "StudyInstanceUID": uid,
+            "holders": [
+                {"node_id": node_id, "instances": count,
+                 "aet": view.members[node_id].aet if view and node_id in view.members else "",
+                 "this_node": node_id == discovery.node_id}
+                for node_id, count in sorted(holders.items())
+            ],
+        })
+
+    return [web.get("/api/studies/{study_uid}", study)]
