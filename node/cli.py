@@ -189,6 +189,40 @@ async def _studies(index_path: Path) -> list[dict[str, Any]]:
         await index.close()
 
 
+def _running_node_json(http_port: int, path: str) -> Any:
+    url = f"http://127.0.0.1:{http_port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as rsp:
+            return json.loads(rsp.read())
+    except (OSError, ValueError) as exc:
+        _fail(f"no running node answers at {url} ({exc}); is it started?", code=1)
+        raise AssertionError("unreachable") from None
+
+
+@main.command()
+@data_dir_option
+@click.option("--http-port", type=int, help="The running node's HTTP port (default: its config).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def status(data_dir: Path | None, http_port: int | None, as_json: bool) -> None:
+    """A running node's archive, replication backlog and peers, at a glance."""
+    config = _config(data_dir=data_dir, http_port=http_port)
+    state = _running_node_json(config.http_port, "/api/status")
+    peer_rows = _running_node_json(config.http_port, "/api/peers")
+    if as_json:
+        click.echo(json.dumps({"status": state, "peers": peer_rows}, indent=2))
+        return
+    click.echo(f"node {state['aet']} ({state['node_id']}), PACSmesh {state['version']}")
+    click.echo(f"archive: {state['studies']} studies, {state['instances']} instances, "
+               f"{state['bytes'] / 1e6:.1f} MB")
+    click.echo(f"replication: {state['outbox_depth']} copies waiting, "
+               f"{state['under_replicated']} under-replicated studies")
+    counts: dict[str, int] = {}
+    for p in peer_rows:
+        counts[p["state"]] = counts.get(p["state"], 0) + 1
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"
+    click.echo(f"peers: {summary}")
+
+
 @main.command()
 @data_dir_option
 @click.option("--http-port", type=int, help="The running node's HTTP port (default: its config).")
@@ -196,13 +230,7 @@ async def _studies(index_path: Path) -> list[dict[str, Any]]:
 def peers(data_dir: Path | None, http_port: int | None, as_json: bool) -> None:
     """List the peers a running node knows, and whether they are alive."""
     config = _config(data_dir=data_dir, http_port=http_port)
-    url = f"http://127.0.0.1:{config.http_port}/api/peers"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as rsp:
-            rows = json.loads(rsp.read())
-    except (OSError, ValueError) as exc:
-        _fail(f"no running node answers at {url} ({exc}); is it started?", code=1)
-        return
+    rows = _running_node_json(config.http_port, "/api/peers")
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

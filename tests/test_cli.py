@@ -168,3 +168,15 @@ def test_echo_malformed_address(tmp_path: Path) -> None:
     result = pacsmesh("echo", "127.0.0.1:104", tmp_path=tmp_path, timeout=30)
     assert result.returncode == 2
     assert "AET@HOST:PORT" in one_error_line(result)
+
+
+def test_status_summarises_a_running_node(make_node) -> None:
+    node = make_node().start()
+    result = subprocess.run(
+        [sys.executable, "-m", "node.cli", "status", "--data-dir", str(node.data_dir),
+         "--http-port", str(node.http_port)], capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"node {node.aet}" in result.stdout
+    assert "replication: 0 copies waiting, 0 under-replicated studies" in result.stdout
+    assert "peers: none" in result.stdout
