@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 class Scrubber:
     storage: Storage
     index: Index
-    files_per_round: int = 50
+    files_per_round: int = 10  # gentle: a full pass over 100k objects takes ~3 h
     interval: float = 1.0
     _shard: int = 0
     _after: str = ""
