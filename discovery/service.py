@@ -49,6 +49,7 @@ from discovery.tls import (
 )
 from discovery.tls_gate import serve_tls
 from node.identity import NodeIdentity, node_id_for
+from node.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 ADDRESS_CHECK_INTERVAL = 3.0
@@ -175,11 +176,8 @@ class Discovery:
         self._task = asyncio.create_task(self._run(), name="discovery")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         for task in list(self._tasks.values()):
             task.cancel()
         if self._mdns is not None:

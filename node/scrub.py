@@ -8,7 +8,6 @@ instance counts as missing here and the mesh's anti-entropy sends a good copy ba
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import os
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from node.index import Index
 from node.storage import Storage
+from node.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +35,8 @@ class Scrubber:
         self._task = asyncio.create_task(self._run(), name="scrub")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:

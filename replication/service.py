@@ -11,7 +11,6 @@ Instances received from the mesh are not forwarded again: their sender owns that
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -22,6 +21,7 @@ from typing import Any
 from discovery.probe import ProbeFailed, Refused
 from discovery.service import Discovery
 from node.archive import Archive
+from node.tasks import cancel_and_wait
 from replication.antientropy import missing_at
 from replication.breaker import CircuitBreaker
 from replication.feed import CHANGES_PATH
@@ -71,11 +71,8 @@ class Replicator:
         self._task = asyncio.create_task(self._run(), name="replication")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:
