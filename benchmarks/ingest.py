@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import json
 import os
 import platform
@@ -51,7 +50,7 @@ REPO_ROOT = SCRIPT_DIR.parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != SCRIPT_DIR]
 sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.ct_series import write_ct_series  # noqa: E402
+from benchmarks.common import http_get_json, write_ct_series  # noqa: E402
 from node import __version__ as PACSMESH_VERSION  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -197,18 +196,6 @@ def server(
             stop(proc, what)
 
 
-def http_get_json(port: int, path: str) -> Any:
-    # http.client, not urllib: urllib would honour http_proxy and could leave loopback.
-    conn = http.client.HTTPConnection(HOST, port, timeout=5)
-    try:
-        conn.request("GET", path)
-        rsp = conn.getresponse()
-        body = rsp.read()
-    finally:
-        conn.close()
-    if rsp.status != 200:
-        raise OSError(f"GET {path}: HTTP {rsp.status}")
-    return json.loads(body)
 
 
 def dicom_echo(tools: Tools, aet: str, port: int) -> bool:

@@ -40,8 +40,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
-import json
 import os
 import shlex
 import shutil
@@ -53,7 +51,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from pydicom import dcmread
@@ -67,7 +64,7 @@ REPO_ROOT = SCRIPT_DIR.parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != SCRIPT_DIR]
 sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.ct_series import write_ct_series  # noqa: E402
+from benchmarks.common import http_get_json, write_ct_series  # noqa: E402
 from node.transcode import UNCOMPRESSED  # noqa: E402
 from replication.transfer import encode  # noqa: E402
 from tests.netns import (  # noqa: E402
@@ -200,18 +197,6 @@ def zstd_ratio(paths: list[Path]) -> tuple[int, int]:
 # --- (a) loopback --------------------------------------------------------------------------
 
 
-def http_json(port: int, path: str) -> Any:
-    # http.client, not urllib: no proxy variable can send this off loopback.
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", path)
-        rsp = conn.getresponse()
-        body = rsp.read()
-    finally:
-        conn.close()
-    if rsp.status != 200:
-        raise OSError(f"GET {path}: HTTP {rsp.status}")
-    return json.loads(body)
 
 
 def cli(*args: str) -> str:
@@ -281,14 +266,14 @@ def loopback(files_dir: Path, n: int, work: Path) -> Result:
         b.start()
         poll_until("B alive at A", lambda: any(
             p["aet"] == "NODEB" and p["state"] == "alive"
-            for p in http_json(a.http_port, "/api/peers")), 60)
+            for p in http_get_json(a.http_port, "/api/peers")), 60)
         t0, t1 = timed([storescu, "-aet", CALLING_AET, "-aec", "NODEA", "+sd", "127.0.0.1",
                         str(a.dicom_port), str(files_dir)],
                        work / "storescu-a.log", 120 + n, "storescu -> node A")
         done = poll_until("B holds the study, A's outbox empty", lambda: (
-            http_json(b.http_port, "/api/status")["instances"] == n
-            and http_json(a.http_port, "/api/status")["outbox_depth"] == 0), 600)
-        if http_json(a.http_port, "/api/status")["instances"] != n:
+            http_get_json(b.http_port, "/api/status")["instances"] == n
+            and http_get_json(a.http_port, "/api/status")["outbox_depth"] == 0), 600)
+        if http_get_json(a.http_port, "/api/status")["instances"] != n:
             raise BenchmarkError("node A does not hold exactly N instances")
     except BenchmarkError as exc:
         raise BenchmarkError(

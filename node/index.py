@@ -551,6 +551,3 @@ class Index:
             if _is_full(exc):
                 raise IndexFull(str(exc)) from exc
             raise IndexFailure(str(exc)) from exc
-
-    async def conflicts(self) -> list[dict[str, Any]]:
-        return await self._fetchall("SELECT * FROM conflicts ORDER BY id")

@@ -135,12 +135,15 @@ class Replicator:
     async def _catalog_round(self) -> None:
         """Read each live member's change feed from where we stopped: the catalog."""
         index, now = self.archive.index, self._clock()
+        due = [
+            p for p in self.discovery.members()
+            if p != self.discovery.node_id and self.discovery.is_alive(p)
+            and now >= self._next_catalog.get(p, 0.0)
+        ]
+        if not due:
+            return
         checkpoints = await index.load_state("catalog")
-        for peer in self.discovery.members():
-            if peer == self.discovery.node_id or not self.discovery.is_alive(peer):
-                continue
-            if now < self._next_catalog.get(peer, 0.0):
-                continue
+        for peer in due:
             self._next_catalog[peer] = now + CATALOG_INTERVAL
             since = int(checkpoints.get(peer, 0))
             try:
@@ -231,12 +234,10 @@ class Replicator:
 
     async def _transfer(self, row: dict[str, Any]) -> None:
         path = self.archive.path(row["sha256"])
-        syntax = await self._transfer_syntax(row["sop_uid"])
+        syntax = await self.archive.index.transfer_syntax(row["sop_uid"]) or ""
         data, headers = await read_for_sending(path, syntax)
         await self.discovery.ask_member(
             row["target"], "PUT", OBJECTS_PATH.format(sha256=row["sha256"]), data=data,
             headers=headers, seconds=SEND_SECONDS,
         )
 
-    async def _transfer_syntax(self, sop_uid: str) -> str:
-        return await self.archive.index.transfer_syntax(sop_uid) or ""

@@ -47,7 +47,7 @@ from node.dicom_header import InvalidDataset
 from node.index import IndexFailure, IndexFull, StoredInstance
 from node.query import QueryError, parse_identifier, response_identifier
 from node.storage import StorageError, StorageFull
-from node.transcode import Plan, TranscodeError, choose_plan, prepare
+from node.transcode import TranscodeError, choose_plan, prepare
 
 log = logging.getLogger(__name__)
 
@@ -379,5 +379,3 @@ def move_contexts(instances: Iterable[StoredInstance]) -> list[PresentationConte
         return plain[:_MAX_REQUESTED_CONTEXTS]
     return exact + plain
 
-
-__all__ = ["DicomServer", "Plan", "configure_pynetdicom", "move_contexts"]

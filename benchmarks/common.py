@@ -1,10 +1,13 @@
-"""Part 10 files of one generated axial CT series, shared by the benchmarks."""
+"""Shared by the benchmarks: a generated CT series, and JSON from a local node's API."""
 
 from __future__ import annotations
 
+import http.client
+import json
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -86,3 +89,17 @@ def write_ct_series(
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def http_get_json(port: int, path: str, host: str = "127.0.0.1") -> Any:
+    # http.client, not urllib: urllib would honour http_proxy and could leave loopback.
+    conn = http.client.HTTPConnection(host, port, timeout=5)
+    try:
+        conn.request("GET", path)
+        rsp = conn.getresponse()
+        body = rsp.read()
+    finally:
+        conn.close()
+    if rsp.status != 200:
+        raise OSError(f"GET {path}: HTTP {rsp.status}")
+    return json.loads(body)
