@@ -8,7 +8,7 @@ import shutil
 
 from pydicom import dcmread
 
-from replication.placement import owners, place
+from replication.placement import owners
 from tests.mesh_support import (
     invite,
     joiner,
@@ -160,7 +160,6 @@ def test_killed_owner_gets_a_stand_in_and_the_mesh_converges_when_it_returns(
     wait_for(lambda: all(len(mesh_view(n)["members"]) == 4 for n in nodes), 40)
     ids = {mesh_view(n)["node_id"]: n for n in nodes}
     b = others[0]
-    b_id = mesh_view(b)["node_id"]
     b.kill()
     wait_for(lambda: peer_states(a).get("NODEB") == "dead", 30)
 
@@ -170,13 +169,13 @@ def test_killed_owner_gets_a_stand_in_and_the_mesh_converges_when_it_returns(
     for path in (a.data_dir / "objects").rglob("*.dcm"):
         study_of[path.stem] = str(dcmread(path, stop_before_pixels=True).StudyInstanceUID)
 
+    live = [n for n in nodes if n is not b]
+
     def rerouted() -> bool:
-        for sha, study in study_of.items():
-            placement = place(study, list(ids), 2, {b_id})
-            for target in placement.targets:
-                if sha not in _held(ids[target]):
-                    return False
-        return True
+        # Every instance on two live nodes. Which stand-in takes a copy depends on which
+        # peers the sender sees as down; on a loaded machine a live one may briefly look
+        # suspect too, so the user-level fact is checked, not one particular placement.
+        return all(sum(sha in _held(n) for n in live) >= 2 for sha in study_of)
 
     wait_for(rerouted, 90)
 
