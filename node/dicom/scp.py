@@ -11,6 +11,7 @@ import socket
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from pydicom import config as pydicom_config
 from pydicom.dataset import Dataset
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
@@ -43,6 +44,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from node.archive import Archive, IngestStatus
 from node.config import NodeConfig
+from node.dicom.reactor import start_server
 from node.dicom_header import InvalidDataset
 from node.index import IndexFailure, IndexFull, StoredInstance
 from node.query import QueryError, parse_identifier, response_identifier
@@ -101,6 +103,10 @@ def configure_pynetdicom(debug: bool) -> None:
         if not hasattr(known_classes, keyword):
             known_classes.register_uid(uid, keyword, StorageServiceClass)
     _config.STORE_SEND_CHUNKED_DATASET = True
+    # An archive keeps what it receives as it is; pydicom's per-value checks on reading
+    # (a regular expression per UID, date, name...) would only warn, at a CPU cost paid
+    # on every command set and every header the node parses.
+    pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
     _config.LOG_HANDLER_LEVEL = "none"
@@ -163,9 +169,7 @@ class DicomServer:
             (evt.EVT_C_GET, self.on_get),
             (evt.EVT_C_MOVE, self.on_move),
         ]
-        self._server = self.ae.start_server(
-            (self.config.bind, self.config.dicom_port), block=False, evt_handlers=handlers
-        )
+        self._server = start_server(self.ae, (self.config.bind, self.config.dicom_port), handlers)
         # Accepted sockets inherit this on Linux. Without it every response waits out the
         # peer's delayed ACK (~40 ms per C-STORE with Nagle's algorithm on both sides).
         self._server.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

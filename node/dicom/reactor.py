@@ -1,0 +1,248 @@
+"""Acceptor associations that wait on their socket and queues instead of polling.
+
+pynetdicom's two per-association threads poll: the DUL thread sleeps 1 ms whenever
+neither the socket nor its queues have anything, and the association thread sleeps 1 ms
+before each look at the DIMSE message queue. A C-STORE crosses both threads in each
+direction, so every instance paid up to ~3 ms of sleeping: a bare pynetdicom SCP whose
+handler did nothing took as long as Orthanc's whole ingest. Here the DUL thread blocks
+in ``select`` on the peer's socket and on a wake-up socket that queued outgoing PDUs
+ring, and the association thread blocks on the DIMSE queue; each still wakes at least
+every millisecond for the timers and flags it used to poll, as before.
+
+Only the waiting changes; the state machine, queues and events are pynetdicom's own.
+The loops follow pynetdicom 3.0's ``DULServiceProvider.run_reactor`` and
+``Association._run_reactor``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import select
+import socket
+import ssl
+import threading
+import time
+from datetime import datetime
+from typing import Any, cast
+
+from pynetdicom import evt
+from pynetdicom._globals import MODE_ACCEPTOR
+from pynetdicom.ae import ApplicationEntity
+from pynetdicom.association import Association
+from pynetdicom.dul import DULServiceProvider
+from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.transport import (
+    AssociationSocket,
+    RequestHandler,
+    ThreadedAssociationServer,
+)
+from pynetdicom.utils import make_target
+
+log = logging.getLogger(__name__)
+# The longest either thread blocks before re-checking timers and kill flags; pynetdicom
+# polled at this interval, so idle associations cost what they did.
+TICK = 0.001
+
+
+class WakingDUL(DULServiceProvider):
+    """A DUL whose reactor sleeps in ``select`` until data or a queued PDU arrives."""
+
+    _wake_recv: socket.socket | None = None
+    _wake_send: socket.socket | None = None
+
+    def send_pdu(self, primitive: Any) -> None:
+        super().send_pdu(primitive)
+        wake = self._wake_send
+        if wake is not None:
+            # Full buffer: the reactor has wake-ups pending anyway. Closed: it has ended.
+            with contextlib.suppress(OSError):
+                wake.send(b"\0")
+
+    def kill_dul(self) -> None:
+        super().kill_dul()
+        if self._wake_send is not None:
+            with contextlib.suppress(OSError):
+                self._wake_send.send(b"\0")
+
+    def run(self) -> None:
+        # The thread's target was bound to pynetdicom's run_reactor when it was made.
+        make_target(self.run_reactor)()
+
+    def run_reactor(self) -> None:
+        self._wake_recv, self._wake_send = socket.socketpair()
+        self._wake_recv.setblocking(False)
+        self._wake_send.setblocking(False)
+        try:
+            self._loop()
+        finally:
+            self._wake_send.close()
+            self._wake_recv.close()
+
+    def _loop(self) -> None:
+        self._idle_timer.start()
+        while True:
+            if not self.assoc._dul_ready.is_set():
+                self.assoc._dul_ready.set()
+            if self._kill_thread:
+                break
+            # The ARTIM timer first, so its event is queued ahead of this loop's others.
+            if self.artim_timer.expired:
+                self.event_queue.put("Evt18")
+            try:
+                # One outgoing primitive or one incoming PDU per turn, as pynetdicom does.
+                if self._process_recv_primitive():
+                    pass
+                elif self._is_transport_event():
+                    self._idle_timer.restart()
+            except Exception as exc:
+                self._abort_on(exc)
+                return
+            try:
+                event = self.event_queue.get(block=False)
+            except queue.Empty:
+                self._wait()
+                continue
+            self.state_machine.do_action(event)
+
+    def _wait(self) -> None:
+        """Block until the peer sends, a PDU is queued to go out, or a tick passes."""
+        if not self.to_provider_queue.empty():
+            return
+        assoc_socket = self.socket
+        sock = assoc_socket.socket if assoc_socket is not None else None
+        if sock is None:
+            time.sleep(TICK)
+            return
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return  # decrypted bytes waiting inside the TLS layer: select cannot see them
+        wake = cast(socket.socket, self._wake_recv)
+        try:
+            ready, _, _ = select.select([sock, wake], [], [], TICK)
+        except (OSError, ValueError):
+            # The socket closed under us; the next turn's transport check reports it.
+            time.sleep(TICK)
+            return
+        if wake in ready:
+            with contextlib.suppress(OSError):
+                wake.recv(4096)
+
+    def _abort_on(self, exc: Exception) -> None:
+        """Bypass the state machine with an A-ABORT, as pynetdicom does on a reactor error."""
+        log.error("DICOM upper layer failed, aborting the association: %s", exc)
+        log.debug("upper layer failure", exc_info=exc)
+        abort_pdu = A_ABORT_RQ()
+        abort_pdu.source = 0x02
+        abort_pdu.reason_diagnostic = 0x00
+        with contextlib.suppress(OSError, AttributeError):
+            self.socket.send(abort_pdu.encode())  # type: ignore[union-attr]
+        self.assoc.is_aborted = True
+        self.assoc.is_established = False
+        self.assoc._kill = True
+        self._kill_thread = True
+
+
+class WakingAssociation(Association):
+    """An acceptor association whose reactor blocks on the DIMSE queue."""
+
+    def _run_reactor(self) -> None:
+        self._is_paused = False
+        while not self._kill:
+            # A send_*() call by a handler (C-GET sub-operations) pauses the reactor here
+            # so that the responses it waits for are not taken off the queue.
+            self._is_paused = True
+            self._reactor_checkpoint.wait()
+            self._is_paused = False
+
+            try:
+                context_id, msg = self.dimse.msg_queue.get(timeout=TICK)
+            except queue.Empty:
+                context_id, msg = None, None
+            if msg:
+                self._serve_request(msg, cast(int, context_id))
+
+            if self.is_established and self.acse.is_release_requested():
+                self.acse.send_release(is_response=True)
+                self.is_released = True
+                self.is_established = False
+                evt.trigger(self, evt.EVT_RELEASED, {})
+                self.kill()
+                return
+
+            if self.acse.is_aborted():
+                # So that EVT_ACSE_RECV fires for subscribers.
+                self.dul.receive_pdu(wait=False)
+                self.is_aborted = True
+                self.is_established = False
+                evt.trigger(self, evt.EVT_ABORTED, {})
+                self.kill()
+                return
+
+            if not self.dul.is_alive():
+                self.kill()
+                return
+
+            if self.dul.idle_timer_expired():
+                log.warning("DICOM association idle past the network timeout: aborted")
+                if self.network_timeout_response == "A-RELEASE":
+                    self._is_paused = True
+                    self._reactor_checkpoint.wait()
+                    self.release()
+                    self._is_paused = False
+                else:
+                    self.abort()
+                self.kill()
+                return
+
+
+class WakingRequestHandler(RequestHandler):
+    """Makes each accepted connection a :class:`WakingAssociation`.
+
+    As pynetdicom's ``RequestHandler._create_association``, except that the server's
+    supported contexts are shared rather than deep-copied: negotiation only reads them,
+    and copying ~120 storage classes x every transfer syntax (each UID re-validated)
+    cost over 100 ms of CPU per association.
+    """
+
+    def _create_association(self) -> Association:
+        server = cast(ThreadedAssociationServer, self.server)
+        assoc = WakingAssociation(self.ae, MODE_ACCEPTOR)
+        assoc.dul.__class__ = WakingDUL  # adds methods only; its thread is not started
+        assoc._server = server
+        assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
+        assoc.set_socket(AssociationSocket(assoc, client_socket=self.request))
+        acceptor, requestor = assoc.acceptor, assoc.requestor
+        acceptor.maximum_length = self.ae.maximum_pdu_size
+        acceptor.ae_title = server.ae_title
+        acceptor.address_info = self.local
+        acceptor.implementation_class_uid = self.ae.implementation_class_uid
+        acceptor.implementation_version_name = self.ae.implementation_version_name
+        acceptor.supported_contexts = server.contexts
+        requestor.address_info = self.remote
+        for event, bound in server._handlers.items():
+            if event.is_intervention and bound:
+                assoc.bind(event, *bound)
+            elif isinstance(event, evt.NotificationEvent):
+                for handler, args in bound:
+                    assoc.bind(event, handler, args)
+        return assoc
+
+
+def start_server(
+    ae: ApplicationEntity, address: tuple[str, int], handlers: list[Any]
+) -> ThreadedAssociationServer:
+    """``ae.start_server(address, block=False, ...)`` with the waking associations."""
+    server = cast(ThreadedAssociationServer, ae.make_server(
+        address, evt_handlers=handlers, server_class=ThreadedAssociationServer,
+        request_handler=WakingRequestHandler,
+    ))
+    stamp = datetime.now().strftime("%Y%m%d%H%M%S")
+    thread = threading.Thread(
+        target=make_target(server.serve_forever), name=f"AcceptorServer@{stamp}", daemon=True
+    )
+    thread.start()
+    # AE.shutdown() stops the servers it lists, and a server removes itself from the
+    # list when it shuts down: list it as AE.start_server does.
+    ae._servers.append(server)
+    return server
