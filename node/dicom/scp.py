@@ -11,7 +11,6 @@ import socket
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from pydicom import config as pydicom_config
 from pydicom.dataset import Dataset
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
@@ -103,10 +102,6 @@ def configure_pynetdicom(debug: bool) -> None:
         if not hasattr(known_classes, keyword):
             known_classes.register_uid(uid, keyword, StorageServiceClass)
     _config.STORE_SEND_CHUNKED_DATASET = True
-    # An archive keeps what it receives as it is; pydicom's per-value checks on reading
-    # (a regular expression per UID, date, name...) would only warn, at a CPU cost paid
-    # on every command set and every header the node parses.
-    pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
     _config.LOG_HANDLER_LEVEL = "none"
