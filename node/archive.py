@@ -61,18 +61,21 @@ class Archive:
 
     def ingest(self, data: bytes, source_aet: str = "") -> IngestResult:
         """Store one Part 10 object. Raises InvalidDataset, StorageError or IndexFailure."""
-        # The write and its fdatasync (the slowest step) run while this thread parses the
-        # header and hashes the bytes; both finish before anything is answered.
+        # The write and its fdatasync (the slowest step) and the hash run on other threads
+        # (both release the GIL) while this one parses the header; then the index insert
+        # overlaps the directory fsync that makes the rename durable. Everything finishes
+        # before anything is answered.
         writing = _WRITERS.submit(self.storage.write_temp, data)
+        hashing = _WRITERS.submit(sha256_hex, data)
         try:
             keys = read_keys(data)
-            sha = sha256_hex(data)
+            sha = hashing.result()
         except BaseException:
             with contextlib.suppress(StorageError):
                 self.storage.discard(writing.result())
             raise
         try:
-            self.storage.commit(writing.result(), sha)
+            placed = self.storage.place(writing.result(), sha)
         except StorageError:
             # A resend of what we hold needs no space: answer it even on a full disk.
             existing = self.on_loop(self.index.lookup_sha(keys.sop_instance_uid))
@@ -81,13 +84,19 @@ class Archive:
             if existing == sha:
                 return IngestResult(IngestStatus.DUPLICATE, keys.sop_instance_uid, sha)
             return self._conflict(keys, data, sha, existing, source_aet)
+        syncing = _WRITERS.submit(self.storage.sync_place, placed)
         try:
             outcome, existing = self.on_loop(
                 self.index.add_instance(keys, sha, len(data), source_aet)
             )
         except BaseException:
+            with contextlib.suppress(StorageError):
+                syncing.result()
             self._discard_unless_recorded(keys, sha)
             raise
+        # A failed directory sync leaves the file and its row in place, not yet durable:
+        # the sender hears of a failure, and its resend is answered as a duplicate.
+        syncing.result()
         if outcome is AddOutcome.STORED:
             return IngestResult(IngestStatus.STORED, keys.sop_instance_uid, sha)
         if outcome is AddOutcome.DUPLICATE:

@@ -279,12 +279,9 @@ class Index:
         """Record one stored object; return the outcome and the sha256 now on record."""
         k = keys
         async with self._write_lock:
-            existing = await self.lookup_sha(k.sop_instance_uid)
-            if existing is not None:
-                same = existing == sha256
-                return (AddOutcome.DUPLICATE if same else AddOutcome.CONFLICT), existing
             try:
-                # One statement, so one implicit transaction: all four rows or none.
+                # One statement, so one implicit transaction: all four rows or none. A
+                # new instance, the usual case, costs this single round trip.
                 await self._conn.execute(
                     "INSERT INTO ingest VALUES"
                     " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -299,6 +296,12 @@ class Index:
                      k.instance_number, k.rows, k.columns, k.number_of_frames,
                      sha256, size, source_aet, time.time()),
                 )
+            except sqlite3.IntegrityError as exc:
+                existing = await self.lookup_sha(k.sop_instance_uid)
+                if existing is None:
+                    raise IndexFailure(str(exc)) from exc
+                same = existing == sha256
+                return (AddOutcome.DUPLICATE if same else AddOutcome.CONFLICT), existing
             except sqlite3.Error as exc:
                 if _is_full(exc):
                     raise IndexFull(str(exc)) from exc

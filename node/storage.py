@@ -102,19 +102,30 @@ class Storage:
 
     def commit(self, tmp: Path, sha256: str, into: Path | None = None) -> Path:
         """Move a durable temporary file to its place, durably."""
+        final = self.place(tmp, sha256, into)
+        self.sync_place(final)
+        return final
+
+    def place(self, tmp: Path, sha256: str, into: Path | None = None) -> Path:
+        """Rename a durable temporary file to its place; durable once :meth:`sync_place`
+        returns. Split so that the caller can overlap that wait with other work."""
         final = (into / f"{sha256}.dcm") if into is not None else self.path(sha256)
         try:
-            new_dir = not final.parent.is_dir()
-            if new_dir:
+            if not final.parent.is_dir():
                 final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, final)
-            _fsync_dir(final.parent)
-            if new_dir:
                 _fsync_dir(final.parent.parent)
+            os.replace(tmp, final)
         except OSError as exc:
             self.discard(tmp)
             raise _storage_error(exc) from exc
         return final
+
+    def sync_place(self, final: Path) -> None:
+        """Make the rename that put ``final`` in place survive a power loss."""
+        try:
+            _fsync_dir(final.parent)
+        except OSError as exc:
+            raise _storage_error(exc) from exc
 
     def discard(self, tmp: Path) -> None:
         try:
