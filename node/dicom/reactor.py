@@ -31,14 +31,19 @@ from pynetdicom import evt
 from pynetdicom._globals import MODE_ACCEPTOR
 from pynetdicom.ae import ApplicationEntity
 from pynetdicom.association import Association
+from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import (
     AssociationSocket,
     RequestHandler,
     ThreadedAssociationServer,
 )
 from pynetdicom.utils import make_target
+
+from node.dicom.store_rsp import encode_store_rsp
 
 log = logging.getLogger(__name__)
 # The longest either thread blocks before re-checking timers and kill flags; pynetdicom
@@ -143,6 +148,38 @@ class WakingDUL(DULServiceProvider):
         self._kill_thread = True
 
 
+class FastStoreResponses(DIMSEServiceProvider):
+    """Sends C-STORE responses from :mod:`node.dicom.store_rsp`'s direct encoding."""
+
+    def send_msg(self, primitive: Any, context_id: int) -> None:
+        encoded = _store_rsp(primitive)
+        limit = self.maximum_pdu_size
+        if (
+            encoded is None
+            or (limit and len(encoded) + 7 > limit)
+            or self.assoc.get_handlers(evt.EVT_DIMSE_SENT)
+        ):
+            super().send_msg(primitive, context_id)
+            return
+        pdata = P_DATA()
+        # One PDV: control header 0x03 = command set, last fragment (PS3.8 E.2).
+        pdata.presentation_data_value_list.append((context_id, b"\x03" + encoded))
+        self.dul.send_pdu(pdata)
+
+
+def _store_rsp(primitive: Any) -> bytes | None:
+    """The encoded C-STORE-RSP command set, or None for anything else."""
+    if not isinstance(primitive, C_STORE) or primitive.MessageIDBeingRespondedTo is None:
+        return None
+    if primitive.Status is None or primitive.OffendingElement is not None:
+        return None
+    return encode_store_rsp(
+        str(primitive.AffectedSOPClassUID), str(primitive.AffectedSOPInstanceUID),
+        int(primitive.MessageIDBeingRespondedTo), int(primitive.Status),
+        primitive.ErrorComment,
+    )
+
+
 class WakingAssociation(Association):
     """An acceptor association whose reactor blocks on the DIMSE queue."""
 
@@ -208,7 +245,9 @@ class WakingRequestHandler(RequestHandler):
     def _create_association(self) -> Association:
         server = cast(ThreadedAssociationServer, self.server)
         assoc = WakingAssociation(self.ae, MODE_ACCEPTOR)
-        assoc.dul.__class__ = WakingDUL  # adds methods only; its thread is not started
+        # Both add methods only, and the DUL's thread is not started yet.
+        assoc.dul.__class__ = WakingDUL
+        assoc.dimse.__class__ = FastStoreResponses
         assoc._server = server
         assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
         assoc.set_socket(AssociationSocket(assoc, client_socket=self.request))
