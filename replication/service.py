@@ -121,7 +121,13 @@ class Replicator:
 
     async def _repair_round(self) -> None:
         """Anti-entropy with each live member, periodically and as soon as it is back."""
+        # A peer's tombstones are asked for before anything is compared with it, each
+        # time it comes back: a node returning from an outage otherwise offers deleted
+        # studies (refused, but for nothing) before it learns they are deleted.
         for peer in self._due(self._next_repair, ANTI_ENTROPY_INTERVAL):
+            if peer not in self._next_tombstones:
+                self._next_repair.pop(peer, None)  # its turn comes again next round
+                continue
             try:
                 rows = await missing_at(self.archive.index, self.discovery, peer,
                                         self.settings.replicas)
