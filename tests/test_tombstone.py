@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from discovery.invite import public_key_text
-from node.app import INDEX_FILE
 from node.index import AddOutcome, Index, Tombstoned
 from node.reconcile import ReconcileReport, reconcile
 from node.storage import Storage
@@ -89,22 +86,6 @@ def test_one_tombstone_per_study_the_same_everywhere(admin: Ed25519PrivateKey) -
 
 
 # --- the index ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def storage(tmp_path: Path) -> Storage:
-    store_ = Storage(tmp_path / "data")
-    store_.prepare()
-    return store_
-
-
-@pytest.fixture
-async def index(storage: Storage) -> AsyncIterator[Index]:
-    idx = await Index.open(storage.root / INDEX_FILE)
-    try:
-        yield idx
-    finally:
-        await idx.close()
 
 
 def _record(stone: Tombstone) -> Tombstoned:
