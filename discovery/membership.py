@@ -123,7 +123,7 @@ def init_mesh(store: MembershipStore, identity: NodeIdentity, aet: str) -> Roste
     return roster
 
 
-def _admin(store: MembershipStore) -> tuple[Ed25519PrivateKey, Roster]:
+def admin_credentials(store: MembershipStore) -> tuple[Ed25519PrivateKey, Roster]:
     roster = store.load()
     if roster is None:
         raise MembershipError("this node is in no mesh (run: pacsmesh mesh init)")
@@ -136,12 +136,12 @@ def _admin(store: MembershipStore) -> tuple[Ed25519PrivateKey, Roster]:
 def create_invite(
     store: MembershipStore, valid_seconds: float, uses: int, seeds: tuple[str, ...] = ()
 ) -> str:
-    admin, roster = _admin(store)
+    admin, roster = admin_credentials(store)
     return make_invite(admin, roster.mesh_id, time.time() + valid_seconds, uses, seeds)
 
 
 def revoke(store: MembershipStore, node_id: str) -> Roster:
-    admin, _ = _admin(store)
+    admin, _ = admin_credentials(store)
 
     def change(roster: Roster | None) -> Roster:
         assert roster is not None

@@ -29,6 +29,7 @@ from node.reconcile import ReconcileReport, reconcile
 from node.scrub import Scrubber
 from node.storage import Storage
 from replication.antientropy import routes as anti_entropy_routes
+from replication.deletion import routes as deletion_routes
 from replication.feed import routes as feed_routes
 from replication.http import routes as replication_http_routes
 from replication.service import ReplicationSettings, Replicator
@@ -92,6 +93,7 @@ class Node:
             self.discovery = self._make_discovery(self.archive.index, identity)
             self.discovery.add_mesh_routes(feed_routes(self.archive.index))
             self.discovery.add_mesh_routes(transfer_routes(self.archive))
+            self.discovery.add_mesh_routes(deletion_routes(self.archive.index))
             self.discovery.add_mesh_routes(
                 anti_entropy_routes(self.archive.index, self.discovery, lambda: cfg.replicas)
             )

@@ -32,6 +32,7 @@ class IngestStatus(enum.Enum):
     STORED = "stored"
     DUPLICATE = "duplicate"
     CONFLICT = "conflict"
+    TOMBSTONED = "tombstoned"  # its study was deleted mesh-wide: refused, nothing kept
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,9 @@ class Archive:
             return IngestResult(IngestStatus.STORED, keys.sop_instance_uid, sha)
         if outcome is AddOutcome.DUPLICATE:
             return IngestResult(IngestStatus.DUPLICATE, keys.sop_instance_uid, sha)
+        if outcome is AddOutcome.TOMBSTONED:
+            self.storage.remove(sha)
+            return IngestResult(IngestStatus.TOMBSTONED, keys.sop_instance_uid, sha)
         # Different bytes were recorded first; ours are not referenced by any row.
         self.storage.remove(sha)
         return self._conflict(keys, data, sha, existing, source_aet)

@@ -20,7 +20,14 @@ from rich.table import Table
 
 from discovery.invite import InviteError
 from discovery.mdns import interface_addresses
-from discovery.membership import MembershipError, MembershipStore, create_invite, init_mesh, revoke
+from discovery.membership import (
+    MembershipError,
+    MembershipStore,
+    admin_credentials,
+    create_invite,
+    init_mesh,
+    revoke,
+)
 from discovery.roster import RosterError
 from node import __version__
 from node.app import INDEX_FILE, StartupError, _lock_data_dir, open_archive, run_node
@@ -31,6 +38,8 @@ from node.http.api import study_json
 from node.identity import IdentityError, load_or_create_identity, normalize_node_id
 from node.index import Index
 from node.storage import StorageError
+from replication import spool
+from replication.tombstone import TombstoneError, is_admin_key, make_tombstone
 
 err = Console(stderr=True)
 
@@ -122,6 +131,7 @@ def import_(data_dir: Path | None, paths: tuple[Path, ...]) -> None:
         f"stored {counts['stored']}, duplicate {counts['duplicate']}, "
         f"conflicting {counts['conflict']}, skipped {counts['skipped']} non-DICOM, "
         f"failed {counts['failed']}"
+        + (f", refused {counts['tombstoned']} of deleted studies" if counts["tombstoned"] else "")
     )
     if counts["failed"]:
         sys.exit(1)
@@ -129,7 +139,8 @@ def import_(data_dir: Path | None, paths: tuple[Path, ...]) -> None:
 
 async def _import(data_dir: Path, files: list[Path]) -> dict[str, int]:
     lock = _lock_data_dir(data_dir)
-    counts = {"stored": 0, "duplicate": 0, "conflict": 0, "skipped": 0, "failed": 0}
+    counts = {"stored": 0, "duplicate": 0, "conflict": 0, "skipped": 0, "failed": 0,
+              "tombstoned": 0}
     try:
         archive, _ = await open_archive(data_dir)
         try:
@@ -314,6 +325,36 @@ def mesh_revoke(data_dir: Path | None, node_id: str) -> None:
         _fail(str(exc))
         return
     click.echo(f"revoked {target}; members learn it as the roster spreads")
+
+
+@main.command("delete")
+@data_dir_option
+@click.option("--study", "study_uid", required=True, metavar="UID",
+              help="StudyInstanceUID of the study to delete.")
+@click.option("--reason", default="", help="Why (kept with the tombstone; no patient names).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def delete(data_dir: Path | None, study_uid: str, reason: str, yes: bool) -> None:
+    """Delete a study from every node of the mesh (admin): a signed tombstone."""
+    config = _config(data_dir=data_dir)
+    try:
+        admin, roster = admin_credentials(MembershipStore(config.data_dir))
+        if not is_admin_key(admin, roster.admin_key):
+            raise MembershipError("the admin key here is not the one of this node's mesh")
+        node_id = load_or_create_identity(config.data_dir, config.aet).node_id
+        stone = make_tombstone(admin, roster.mesh_id, study_uid, node_id, time.time(), reason)
+    except (MembershipError, IdentityError, TombstoneError) as exc:
+        _fail(str(exc))
+        return
+    if not yes:
+        click.confirm(f"Delete study {study_uid} from every node of the mesh, for good?",
+                      abort=True)
+    try:
+        spool.drop(config.data_dir, stone.sig[:32], stone.to_json())
+    except OSError as exc:
+        _fail(f"cannot write the tombstone: {exc}")
+        return
+    click.echo(f"study {study_uid} deleted: the node on {config.data_dir} applies the "
+               "tombstone within seconds (or when it next starts), and members as it spreads")
 
 
 @mesh.command("status")

@@ -134,8 +134,25 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX catalog_node ON catalog(node_id);
     """,
-    # v5: one INSERT records a stored instance (study, series, change, instance rows),
-    # so an ingest costs one hand-off to the database thread instead of seven.
+    # v5: studies deleted mesh-wide, one signed tombstone each (the document is kept as
+    # it spreads), with this node's audit of applying it: when, and what it removed.
+    """
+    CREATE TABLE tombstones (
+        study_uid TEXT PRIMARY KEY,
+        sig TEXT NOT NULL,
+        deleted_by TEXT NOT NULL,
+        deleted_at REAL NOT NULL,
+        reason TEXT NOT NULL DEFAULT '',
+        document TEXT NOT NULL,
+        received_from TEXT NOT NULL,
+        applied_at REAL NOT NULL,
+        instances_removed INTEGER NOT NULL DEFAULT 0,
+        bytes_removed INTEGER NOT NULL DEFAULT 0
+    );
+    """,
+    # v6: one INSERT records a stored instance (study, series, change, instance rows),
+    # so an ingest costs one hand-off to the database thread instead of seven; a study
+    # deleted mesh-wide is refused inside that statement.
     """
     CREATE VIEW ingest AS SELECT
         '' AS study_uid, '' AS patient_id, '' AS patient_name, '' AS patient_birth_date,
@@ -148,6 +165,8 @@ MIGRATIONS: tuple[str, ...] = (
         '' AS sha256, 0 AS size, '' AS source_aet, 0.0 AS received_at
     WHERE 0;
     CREATE TRIGGER ingest_insert INSTEAD OF INSERT ON ingest BEGIN
+        SELECT RAISE(ABORT, 'study deleted (tombstone)')
+        WHERE EXISTS (SELECT 1 FROM tombstones WHERE study_uid = NEW.study_uid);
         INSERT OR IGNORE INTO studies (study_uid, patient_id, patient_name,
             patient_birth_date, patient_sex, study_date, study_time, accession_number,
             study_id, study_description, referring_physician_name, created_at)
@@ -173,6 +192,7 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+TOMBSTONED_ERROR = "study deleted (tombstone)"  # raised by the v6 trigger
 
 
 def _statements(script: str) -> Iterator[str]:
@@ -190,6 +210,28 @@ class AddOutcome(enum.Enum):
     STORED = "stored"
     DUPLICATE = "duplicate"  # same SOP Instance UID, same bytes
     CONFLICT = "conflict"  # same SOP Instance UID, different bytes: first copy kept
+    TOMBSTONED = "tombstoned"  # its study was deleted mesh-wide: nothing recorded
+
+
+@dataclass(frozen=True)
+class Tombstoned:
+    """A deleted study as this node recorded it; ``document`` is the signed original."""
+
+    study_uid: str
+    sig: str
+    deleted_by: str
+    deleted_at: float
+    reason: str
+    document: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StudyDeletion:
+    instances: int
+    bytes: int
+    # Files to remove: the instances' objects, and conflicting copies kept aside.
+    objects: tuple[str, ...]
+    conflict_copies: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -214,6 +256,17 @@ class Counts:
 
 def _is_full(exc: sqlite3.Error) -> bool:
     return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "full" in str(exc)
+
+
+# Copies of a deleted study are never queued, whatever raced the deletion.
+_QUEUE_COPY = (
+    "INSERT OR IGNORE INTO outbox (sop_uid, target, study_uid, sha256) SELECT ?,?,?,?"
+    " WHERE NOT EXISTS (SELECT 1 FROM tombstones WHERE study_uid = ?)"
+)
+
+
+def _queue_rows(rows: list[tuple[str, str, str, str]]) -> list[tuple[str, ...]]:
+    return [(*row, row[2]) for row in rows]
 
 
 class Index:
@@ -281,7 +334,9 @@ class Index:
         async with self._write_lock:
             try:
                 # One statement, so one implicit transaction: all four rows or none. A
-                # new instance, the usual case, costs this single round trip.
+                # new instance, the usual case, costs this single round trip. Under the
+                # write lock, like deletions: a store racing a tombstone lands entirely
+                # before it (and is deleted) or after it (and is refused by the trigger).
                 await self._conn.execute(
                     "INSERT INTO ingest VALUES"
                     " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -297,6 +352,8 @@ class Index:
                      sha256, size, source_aet, time.time()),
                 )
             except sqlite3.IntegrityError as exc:
+                if TOMBSTONED_ERROR in str(exc):
+                    return AddOutcome.TOMBSTONED, ""
                 existing = await self.lookup_sha(k.sop_instance_uid)
                 if existing is None:
                     raise IndexFailure(str(exc)) from exc
@@ -438,10 +495,7 @@ class Index:
         async with self._write_lock:
             await self._conn.execute("BEGIN IMMEDIATE")
             try:
-                await self._conn.executemany(
-                    "INSERT OR IGNORE INTO outbox (sop_uid, target, study_uid, sha256)"
-                    " VALUES (?,?,?,?)", rows,
-                )
+                await self._conn.executemany(_QUEUE_COPY, _queue_rows(rows))
                 await self._conn.execute(
                     "INSERT INTO state (namespace, key, value, updated_at) VALUES (?,?,?,?)"
                     " ON CONFLICT(namespace, key) DO UPDATE SET value = excluded.value,"
@@ -489,9 +543,12 @@ class Index:
         async with self._write_lock:
             await self._conn.execute("BEGIN IMMEDIATE")
             try:
+                # A peer that has not yet applied a tombstone still lists the study.
                 await self._conn.executemany(
                     "INSERT OR IGNORE INTO catalog (study_uid, node_id, sop_uid, sha256)"
-                    " VALUES (?,?,?,?)", [(st, node_id, sop, sha) for st, sop, sha in rows],
+                    " SELECT ?,?,?,? WHERE NOT EXISTS"
+                    " (SELECT 1 FROM tombstones WHERE study_uid = ?)",
+                    [(st, node_id, sop, sha, st) for st, sop, sha in rows],
                 )
                 await self._conn.execute(
                     "INSERT INTO state (namespace, key, value, updated_at) VALUES (?,?,?,?)"
@@ -531,10 +588,7 @@ class Index:
         """Queue (sop_uid, target, study_uid, sha256) copies; rows already queued stay."""
         async with self._write_lock:
             before = self._conn.total_changes
-            await self._conn.executemany(
-                "INSERT OR IGNORE INTO outbox (sop_uid, target, study_uid, sha256)"
-                " VALUES (?,?,?,?)", rows,
-            )
+            await self._conn.executemany(_QUEUE_COPY, _queue_rows(rows))
             return self._conn.total_changes - before
 
     async def transfer_syntax(self, sop_uid: str) -> str | None:
@@ -569,3 +623,90 @@ class Index:
             if _is_full(exc):
                 raise IndexFull(str(exc)) from exc
             raise IndexFailure(str(exc)) from exc
+
+    # --- tombstones (studies deleted mesh-wide) --------------------------------------------
+
+    async def is_tombstoned(self, study_uid: str) -> bool:
+        rows = await self._fetchall(
+            "SELECT 1 FROM tombstones WHERE study_uid = ?", (study_uid,)
+        )
+        return bool(rows)
+
+    async def tombstone(self, study_uid: str) -> Tombstoned | None:
+        rows = await self._fetchall(
+            "SELECT * FROM tombstones WHERE study_uid = ?", (study_uid,)
+        )
+        return _tombstoned(rows[0]) if rows else None
+
+    async def tombstones(self) -> list[dict[str, Any]]:
+        """Every tombstone with this node's audit of it, newest first."""
+        rows = await self._fetchall("SELECT * FROM tombstones ORDER BY deleted_at DESC")
+        for row in rows:
+            row["document"] = json.loads(row["document"])
+        return rows
+
+    async def delete_study(
+        self, stone: Tombstoned, received_from: str, now: float
+    ) -> StudyDeletion:
+        """Record the study's tombstone and drop everything indexed about it (instances,
+        queued copies, catalog entries, conflict records), in one transaction. The
+        caller removes the files it returns; a crash before that leaves files that
+        reconciliation finds tombstoned and removes."""
+        c = self._conn
+        study = (stone.study_uid,)
+        async with self._write_lock:
+            await c.execute("BEGIN IMMEDIATE")
+            try:
+                held = await self._fetchall(
+                    "SELECT i.sop_uid, i.sha256, i.size FROM instances i JOIN series se"
+                    " ON i.series_uid = se.series_uid WHERE se.study_uid = ?", study,
+                )
+                sops = [(r["sop_uid"],) for r in held]
+                copies = await self._fetchall(
+                    "SELECT received_sha256 FROM conflicts WHERE kept_copy = 1 AND sop_uid IN"
+                    " (SELECT sop_uid FROM changes WHERE study_uid = ?)", study,
+                )
+                await c.execute(
+                    "DELETE FROM conflicts WHERE sop_uid IN"
+                    " (SELECT sop_uid FROM changes WHERE study_uid = ?)", study,
+                )
+                await c.executemany("DELETE FROM instances WHERE sop_uid = ?", sops)
+                await c.execute("DELETE FROM series WHERE study_uid = ?", study)
+                await c.execute("DELETE FROM studies WHERE study_uid = ?", study)
+                await c.execute("DELETE FROM outbox WHERE study_uid = ?", study)
+                await c.execute("DELETE FROM catalog WHERE study_uid = ?", study)
+                deletion = StudyDeletion(
+                    len(held), sum(int(r["size"]) for r in held),
+                    tuple(r["sha256"] for r in held),
+                    tuple(r["received_sha256"] for r in copies),
+                )
+                await c.execute(
+                    "INSERT INTO tombstones (study_uid, sig, deleted_by, deleted_at, reason,"
+                    " document, received_from, applied_at, instances_removed, bytes_removed)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (stone.study_uid, stone.sig, stone.deleted_by, stone.deleted_at,
+                     stone.reason, json.dumps(stone.document), received_from, now,
+                     deletion.instances, deletion.bytes),
+                )
+                await c.execute("COMMIT")
+            except BaseException:
+                if c.in_transaction:
+                    await c.execute("ROLLBACK")
+                raise
+        return deletion
+
+    async def replace_tombstone(self, stone: Tombstoned) -> None:
+        """Keep another signed tombstone for an already deleted study (see
+        ``replication.tombstone.supersedes``); this node's audit of it stays."""
+        async with self._write_lock:
+            await self._conn.execute(
+                "UPDATE tombstones SET sig = ?, deleted_by = ?, deleted_at = ?, reason = ?,"
+                " document = ? WHERE study_uid = ?",
+                (stone.sig, stone.deleted_by, stone.deleted_at, stone.reason,
+                 json.dumps(stone.document), stone.study_uid),
+            )
+
+
+def _tombstoned(row: dict[str, Any]) -> Tombstoned:
+    return Tombstoned(row["study_uid"], row["sig"], row["deleted_by"], row["deleted_at"],
+                      row["reason"], json.loads(row["document"]))

@@ -26,6 +26,7 @@ class ReconcileReport:
     reindexed: int = 0
     quarantined: int = 0
     rows_without_file: int = 0
+    tombstoned_removed: int = 0
 
 
 async def reconcile(storage: Storage, index: Index) -> ReconcileReport:
@@ -33,7 +34,7 @@ async def reconcile(storage: Storage, index: Index) -> ReconcileReport:
     on_disk = await asyncio.to_thread(lambda: dict(storage.iter_objects()))
     indexed = await index.all_shas()
 
-    reindexed = quarantined = 0
+    reindexed = quarantined = tombstoned = 0
     for sha, path in on_disk.items():
         if sha in indexed:
             continue
@@ -45,6 +46,10 @@ async def reconcile(storage: Storage, index: Index) -> ReconcileReport:
         outcome, _ = await index.add_instance(keys, sha, path.stat().st_size, "reconcile")
         if outcome is AddOutcome.CONFLICT:
             await asyncio.to_thread(os.replace, path, storage.conflicts / path.name)
+        elif outcome is AddOutcome.TOMBSTONED:
+            # Left by a crash between a deletion's commit and its file removal.
+            await asyncio.to_thread(storage.remove, sha)
+            tombstoned += 1
         else:
             reindexed += 1
 
@@ -55,7 +60,7 @@ async def reconcile(storage: Storage, index: Index) -> ReconcileReport:
             "dropping their index rows", len(missing), storage.objects,
         )
         await index.remove_instances(missing)
-    report = ReconcileReport(temp_removed, reindexed, quarantined, len(missing))
+    report = ReconcileReport(temp_removed, reindexed, quarantined, len(missing), tombstoned)
     if report != ReconcileReport():
         log.info("reconciled data dir: %s", report)
     return report

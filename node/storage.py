@@ -139,6 +139,14 @@ class Storage:
     def remove(self, sha256: str) -> None:
         self.path(sha256).unlink(missing_ok=True)
 
+    def purge(self, objects: tuple[str, ...], conflict_copies: tuple[str, ...]) -> None:
+        """Remove deleted objects wherever they are kept: stored, quarantined, aside."""
+        for sha in objects:
+            self.remove(sha)
+            (self.quarantine / f"{sha}.dcm").unlink(missing_ok=True)
+        for sha in conflict_copies:
+            (self.conflicts / f"{sha}.dcm").unlink(missing_ok=True)
+
     def move_to_quarantine(self, path: Path) -> Path:
         target = self.quarantine / path.name
         os.replace(path, target)

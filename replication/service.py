@@ -24,6 +24,7 @@ from node.archive import Archive
 from node.tasks import cancel_and_wait
 from replication.antientropy import missing_at
 from replication.breaker import CircuitBreaker
+from replication.deletion import Deletions
 from replication.feed import CHANGES_PATH
 from replication.placement import DEFAULT_REPLICAS, owners, place
 from replication.transfer import OBJECTS_PATH, read_for_sending
@@ -33,8 +34,11 @@ STATE = ("replication", "local_seq")
 LOOP_INTERVAL = 0.5
 ANTI_ENTROPY_INTERVAL = 10.0
 CATALOG_INTERVAL = 2.0
+TOMBSTONE_INTERVAL = 2.0
 SEND_SECONDS = 120.0
 PARALLEL_SENDS = 4
+FINAL_REFUSALS = {409: "it holds another version of the instance",
+                  410: "the study was deleted from the mesh"}
 
 
 def backoff(attempts: int, rng: Callable[[], float] = random.random) -> float:
@@ -66,6 +70,8 @@ class Replicator:
         self._next_repair: dict[str, float] = {}  # per peer; a peer back alive goes first
         self._down_since: dict[str, float] = {}
         self._next_catalog: dict[str, float] = {}
+        self._next_tombstones: dict[str, float] = {}
+        self.deletions = Deletions(archive, discovery, clock)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="replication")
@@ -78,6 +84,9 @@ class Replicator:
         while True:
             try:
                 if self.discovery.is_member:
+                    # Deletions first: nothing below may copy a study deleted meanwhile.
+                    await self.deletions.pick_up()
+                    await self._tombstone_round()
                     await self._enqueue_local_changes()
                     await self._repair_round()
                     await self._hint_round()
@@ -112,16 +121,13 @@ class Replicator:
 
     async def _repair_round(self) -> None:
         """Anti-entropy with each live member, periodically and as soon as it is back."""
-        now = self._clock()
-        for peer in self.discovery.members():
-            if peer == self.discovery.node_id:
+        # A peer's tombstones are asked for before anything is compared with it, each
+        # time it comes back: a node returning from an outage otherwise offers deleted
+        # studies (refused, but for nothing) before it learns they are deleted.
+        for peer in self._due(self._next_repair, ANTI_ENTROPY_INTERVAL):
+            if peer not in self._next_tombstones:
+                self._next_repair.pop(peer, None)  # its turn comes again next round
                 continue
-            if not self.discovery.is_alive(peer):
-                self._next_repair.pop(peer, None)  # compare at once when it returns
-                continue
-            if now < self._next_repair.get(peer, 0.0):
-                continue
-            self._next_repair[peer] = now + ANTI_ENTROPY_INTERVAL
             try:
                 rows = await missing_at(self.archive.index, self.discovery, peer,
                                         self.settings.replicas)
@@ -132,19 +138,38 @@ class Replicator:
             if added:
                 log.info("anti-entropy: %d copies owed to %s queued", added, peer[:15])
 
+    def _due(self, schedule: dict[str, float], interval: float) -> list[str]:
+        """Live members whose turn has come in ``schedule``, which moves on by
+        ``interval``. A member that is down loses its turn, so it goes first when back."""
+        now, due = self._clock(), []
+        for peer in self.discovery.members():
+            if peer == self.discovery.node_id:
+                continue
+            if not self.discovery.is_alive(peer):
+                schedule.pop(peer, None)
+                continue
+            if now >= schedule.get(peer, 0.0):
+                schedule[peer] = now + interval
+                due.append(peer)
+        return due
+
+    async def _tombstone_round(self) -> None:
+        """Pull tombstones from each live member; one back from an outage goes first,
+        before anti-entropy could offer it (or take from it) a deleted study."""
+        for peer in self._due(self._next_tombstones, TOMBSTONE_INTERVAL):
+            try:
+                await self.deletions.pull(peer)
+            except (ProbeFailed, KeyError, TypeError, AttributeError) as exc:
+                log.info("tombstone pull from %s failed: %s", peer[:15], exc)
+
     async def _catalog_round(self) -> None:
         """Read each live member's change feed from where we stopped: the catalog."""
-        index, now = self.archive.index, self._clock()
-        due = [
-            p for p in self.discovery.members()
-            if p != self.discovery.node_id and self.discovery.is_alive(p)
-            and now >= self._next_catalog.get(p, 0.0)
-        ]
+        index = self.archive.index
+        due = self._due(self._next_catalog, CATALOG_INTERVAL)
         if not due:
             return
         checkpoints = await index.load_state("catalog")
         for peer in due:
-            self._next_catalog[peer] = now + CATALOG_INTERVAL
             since = int(checkpoints.get(peer, 0))
             try:
                 while True:
@@ -216,10 +241,12 @@ class Replicator:
             async with slots:
                 await self._transfer(row)
         except (ProbeFailed, OSError) as exc:
-            if isinstance(exc, Refused) and exc.status == 409:
-                # The owner holds other bytes under this UID and keeps its first copy, as
-                # C-STORE does: nothing to retry. Both sides log it.
-                log.warning("owner %s holds another version of an instance", target[:15])
+            if isinstance(exc, Refused) and exc.status in FINAL_REFUSALS:
+                # 409: the owner holds other bytes under this UID and keeps its first copy,
+                # as C-STORE does. 410: the owner holds a tombstone for the study, which
+                # reaches us by gossip too. Nothing to retry; both sides log it.
+                log.warning("owner %s refused a copy for good: %s", target[:15],
+                            FINAL_REFUSALS[exc.status])
                 await self.archive.index.delivered(sop_uid, target)
                 return
             self._breaker(target).failed()

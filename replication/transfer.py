@@ -83,6 +83,8 @@ def routes(archive: Archive) -> list[web.RouteDef]:
             raise web.HTTPInternalServerError(text=f"cannot store: {exc}") from None
         if result.status is IngestStatus.CONFLICT:
             raise web.HTTPConflict(text="another version of this instance is stored here")
+        if result.status is IngestStatus.TOMBSTONED:
+            raise web.HTTPGone(text="the study of this instance was deleted from the mesh")
         return web.json_response({"status": result.status.value})
 
     return [web.put(OBJECTS_PATH, put_object)]

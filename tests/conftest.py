@@ -1,10 +1,13 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from node.app import INDEX_FILE
+from node.index import Index
+from node.storage import Storage
 from tests.mesh_support import start_founder
 from tests.support import NodeProcess, ensure_on_path
 
@@ -38,3 +41,21 @@ def node(make_node) -> NodeProcess:
 def founder(make_node) -> NodeProcess:
     """Node A: creates a mesh and holds one stored instance (tests.mesh_support)."""
     return start_founder(make_node)
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> Storage:
+    """An empty file store in a temporary data dir."""
+    store = Storage(tmp_path / "data")
+    store.prepare()
+    return store
+
+
+@pytest.fixture
+async def index(storage: Storage) -> AsyncIterator[Index]:
+    """The index of ``storage``'s data dir, open on the test's event loop."""
+    idx = await Index.open(storage.root / INDEX_FILE)
+    try:
+        yield idx
+    finally:
+        await idx.close()

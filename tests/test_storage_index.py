@@ -8,7 +8,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from functools import cache
 from pathlib import Path
@@ -36,22 +35,6 @@ def small_samples() -> list[bytes]:
 
 def files_under(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*") if p.is_file())
-
-
-@pytest.fixture
-def storage(tmp_path: Path) -> Storage:
-    store = Storage(tmp_path / "data")
-    store.prepare()
-    return store
-
-
-@pytest.fixture
-async def index(storage: Storage) -> AsyncIterator[Index]:
-    idx = await Index.open(storage.root / INDEX_FILE)
-    try:
-        yield idx
-    finally:
-        await idx.close()
 
 
 async def store(storage: Storage, index: Index, data: bytes) -> tuple[InstanceKeys, str]:

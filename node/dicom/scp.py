@@ -59,6 +59,7 @@ CANCEL = 0xFE00
 OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC000
 PROCESSING_FAILURE = 0x0110
+NOT_AUTHORIZED = 0x0124  # PS3.7 C.5.20 "Refused: Not Authorized"
 ELEMENTS_DISCARDED = 0xB006
 IDENTIFIER_MISMATCH = 0xA900
 FIND_OUT_OF_RESOURCES = 0xA700
@@ -214,6 +215,11 @@ class DicomServer:
             return _status(
                 ELEMENTS_DISCARDED, "Duplicate SOP Instance UID, different data: first kept"
             )
+        if result.status is IngestStatus.TOMBSTONED:
+            # The admin deleted the study mesh-wide; taking it back here would bring it
+            # back everywhere. A final failure, so the modality does not retry forever.
+            log.warning("C-STORE from %s refused: its study was deleted from the mesh", source)
+            return _status(NOT_AUTHORIZED, "Study was deleted from the archive by its admin")
         return SUCCESS
 
     # --- Query ---------------------------------------------------------------------------
