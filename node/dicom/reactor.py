@@ -43,7 +43,7 @@ from pynetdicom.transport import (
 )
 from pynetdicom.utils import make_target
 
-from node.dicom.store_rsp import encode_store_rsp
+from node.dicom.encoding import encode_store_rsp
 
 log = logging.getLogger(__name__)
 # The longest either thread blocks before re-checking timers and kill flags; pynetdicom
@@ -149,7 +149,7 @@ class WakingDUL(DULServiceProvider):
 
 
 class FastStoreResponses(DIMSEServiceProvider):
-    """Sends C-STORE responses from :mod:`node.dicom.store_rsp`'s direct encoding."""
+    """Sends C-STORE responses from :mod:`node.dicom.encoding`."""
 
     def send_msg(self, primitive: Any, context_id: int) -> None:
         encoded = _store_rsp(primitive)

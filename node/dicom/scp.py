@@ -43,6 +43,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from node.archive import Archive, IngestStatus
 from node.config import NodeConfig
+from node.dicom.encoding import encode_file_meta
 from node.dicom.reactor import start_server
 from node.dicom_header import InvalidDataset
 from node.index import IndexFailure, IndexFull, StoredInstance
@@ -196,7 +197,7 @@ class DicomServer:
     def on_store(self, event: Event) -> Dataset | int:
         source = _calling_aet(event)
         try:
-            data = event.encoded_dataset(include_meta=True)
+            data = part10_bytes(event)
         except Exception as exc:
             log.warning("C-STORE from %s: unreadable data set: %s", source, exc)
             return _status(CANNOT_UNDERSTAND, "Unreadable data set")
@@ -320,6 +321,17 @@ class DicomServer:
             _stream_stored_files(store_assoc[0])
             accepted = _accepted_by_class(store_assoc[0].accepted_contexts)
         yield from self._sub_operations(event, instances, lambda c: accepted.get(c, set()))
+
+
+def part10_bytes(event: Event) -> bytes:
+    """``event.encoded_dataset(include_meta=True)``, the same bytes made faster."""
+    request = event.request
+    meta = encode_file_meta(
+        str(request.AffectedSOPClassUID or ""), str(request.AffectedSOPInstanceUID or ""),
+        str(event.context.transfer_syntax),
+    )
+    with request.DataSet.getbuffer() as received:  # no copy before the join
+        return b"".join((meta, received))
 
 
 def _accepted_by_class(contexts: Iterable[PresentationContext]) -> dict[str, set[str]]:
