@@ -62,15 +62,15 @@ class Archive:
 
     def ingest(self, data: bytes, source_aet: str = "") -> IngestResult:
         """Store one Part 10 object. Raises InvalidDataset, StorageError or IndexFailure."""
-        # The write and its fdatasync (the slowest step) and the hash run on other threads
-        # (both release the GIL) while this one parses the header; then the index insert
-        # overlaps the directory fsync that makes the rename durable. Everything finishes
-        # before anything is answered.
+        # The write and its fdatasync (the slowest step) run on another thread while this
+        # one hashes and parses the header; then the index insert overlaps the directory
+        # fsync that makes the rename durable. Everything finishes before anything is
+        # answered. Hashing first matters: it releases the GIL, so the writer starts at
+        # once instead of waiting for the parse (pure Python) to end.
         writing = _WRITERS.submit(self.storage.write_temp, data)
-        hashing = _WRITERS.submit(sha256_hex, data)
         try:
+            sha = sha256_hex(data)
             keys = read_keys(data)
-            sha = hashing.result()
         except BaseException:
             with contextlib.suppress(StorageError):
                 self.storage.discard(writing.result())
