@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 # The longest either thread blocks before re-checking timers and kill flags; pynetdicom
 # polled at this interval, so idle associations cost what they did.
 TICK = 0.001
+_RECV_CHUNK = 256 * 1024
 
 
 class WakingDUL(DULServiceProvider):
@@ -236,26 +237,27 @@ class WakingAssociation(Association):
 class BulkReceiveSocket(AssociationSocket):
     """Reads a PDU in as few system calls as the network allows.
 
-    pynetdicom reads 4096 bytes per ``recv`` and appends each to a ``bytearray``: over a
-    hundred Python-level rounds for one CT image. This fills one buffer with
-    ``recv_into``, taking whatever the kernel holds each time, with the same contract:
-    block until ``nr_bytes`` are read, or return what arrived before the peer closed.
+    pynetdicom reads 4096 bytes per ``recv``: over a hundred Python-level rounds for one
+    CT image. This takes whatever the kernel holds, up to 256 KiB a call, into one
+    scratch buffer per connection, with the same contract: block until ``nr_bytes`` are
+    read, or return what arrived before the peer closed. Memory grows only with what
+    arrives, never with the length a PDU header claims (garbage can claim 4 GiB).
     """
+
+    _scratch: memoryview | None = None
 
     def recv(self, nr_bytes: int) -> bytearray:
         sock = cast(socket.socket, self.socket)
-        buffer = bytearray(nr_bytes)
-        view = memoryview(buffer)
-        received = 0
-        try:
-            while received < nr_bytes:
-                count = sock.recv_into(view[received:], nr_bytes - received)
-                if not count:
-                    return buffer[:received]
-                received += count
-        finally:
-            view.release()
-        return buffer
+        if self._scratch is None:
+            self._scratch = memoryview(bytearray(_RECV_CHUNK))
+        scratch = self._scratch
+        received = bytearray()
+        while len(received) < nr_bytes:
+            count = sock.recv_into(scratch, min(nr_bytes - len(received), _RECV_CHUNK))
+            if not count:
+                break
+            received += scratch[:count]
+        return received
 
 
 class WakingRequestHandler(RequestHandler):
