@@ -532,6 +532,14 @@ class Index:
         )
         return int(rows[0]["depth"]), int(rows[0]["studies"])
 
+    async def outbox_by_target(self) -> dict[str, tuple[int, int]]:
+        """Target node id -> (copies waiting, their bytes) for every target owed a copy."""
+        rows = await self._fetchall(
+            "SELECT o.target, COUNT(*) AS depth, COALESCE(SUM(i.size), 0) AS bytes"
+            " FROM outbox o LEFT JOIN instances i ON i.sop_uid = o.sop_uid GROUP BY o.target"
+        )
+        return {r["target"]: (int(r["depth"]), int(r["bytes"])) for r in rows}
+
     async def load_state(self, namespace: str) -> dict[str, Any]:
         rows = await self._fetchall(
             "SELECT key, value FROM state WHERE namespace = ?", (namespace,)

@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from discovery.probe import ProbeFailed, Refused
@@ -25,16 +26,18 @@ from node.tasks import cancel_and_wait
 from replication.antientropy import missing_at
 from replication.breaker import CircuitBreaker
 from replication.feed import CHANGES_PATH
+from replication.outgoing import send_object
 from replication.placement import DEFAULT_REPLICAS, owners, place
-from replication.transfer import OBJECTS_PATH, read_for_sending
+from replication.progress import Backlog, RateWindow, catch_up
 
 log = logging.getLogger(__name__)
 STATE = ("replication", "local_seq")
 LOOP_INTERVAL = 0.5
 ANTI_ENTROPY_INTERVAL = 10.0
 CATALOG_INTERVAL = 2.0
-SEND_SECONDS = 120.0
 PARALLEL_SENDS = 4
+# How long a delivery is remembered, to drop a repair's stale verdict that it is missing.
+DELIVERY_MEMORY = 300.0
 
 
 def backoff(attempts: int, rng: Callable[[], float] = random.random) -> float:
@@ -66,6 +69,9 @@ class Replicator:
         self._next_repair: dict[str, float] = {}  # per peer; a peer back alive goes first
         self._down_since: dict[str, float] = {}
         self._next_catalog: dict[str, float] = {}
+        self._rates: dict[str, RateWindow] = {}
+        self._backlogs: dict[str, Backlog] = {}
+        self._delivered_at: dict[tuple[str, str], float] = {}
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="replication")
@@ -82,6 +88,7 @@ class Replicator:
                     await self._repair_round()
                     await self._hint_round()
                     await self._send_due()
+                    await self._observe_backlogs()
                     await self._catalog_round()
             except Exception as exc:  # one bad round must not end replication
                 log.exception("replication round failed: %s", exc)
@@ -128,6 +135,9 @@ class Replicator:
             except (ProbeFailed, ValueError, TypeError, AttributeError) as exc:
                 log.info("anti-entropy with %s failed: %s", peer[:15], exc)
                 continue
+            # A copy delivered while the peer's lists were being read is not missing:
+            # queueing it again would send it twice.
+            rows = [r for r in rows if self._delivered_at.get((r[0], r[1]), -1.0) < now]
             added = await self.archive.index.add_to_outbox(rows) if rows else 0
             if added:
                 log.info("anti-entropy: %d copies owed to %s queued", added, peer[:15])
@@ -215,7 +225,7 @@ class Replicator:
         try:
             async with slots:
                 await self._transfer(row)
-        except (ProbeFailed, OSError) as exc:
+        except (ProbeFailed, OSError, ValueError) as exc:
             if isinstance(exc, Refused) and exc.status == 409:
                 # The owner holds other bytes under this UID and keeps its first copy, as
                 # C-STORE does: nothing to retry. Both sides log it.
@@ -229,15 +239,55 @@ class Replicator:
         else:
             self._breaker(target).succeeded()
             await self.archive.index.delivered(sop_uid, target)
+            self._record_delivery(sop_uid, target)
         finally:
             self._sending.discard((sop_uid, target))
+
+    def _record_delivery(self, sop_uid: str, target: str) -> None:
+        now = self._clock()
+        self._delivered_at[(sop_uid, target)] = now
+        self._backlogs.setdefault(target, Backlog()).record_delivery()
+        if len(self._delivered_at) > 10_000:
+            self._delivered_at = {k: t for k, t in self._delivered_at.items()
+                                  if now - t < DELIVERY_MEMORY}
+
+    def _rate(self, target: str) -> RateWindow:
+        window = self._rates.get(target)
+        if window is None:
+            window = self._rates[target] = RateWindow(self._clock)
+        return window
 
     async def _transfer(self, row: dict[str, Any]) -> None:
         path = self.archive.path(row["sha256"])
         syntax = await self.archive.index.transfer_syntax(row["sop_uid"]) or ""
-        data, headers = await read_for_sending(path, syntax)
-        await self.discovery.ask_member(
-            row["target"], "PUT", OBJECTS_PATH.format(sha256=row["sha256"]), data=data,
-            headers=headers, seconds=SEND_SECONDS,
-        )
+        await send_object(partial(self.discovery.ask_member, row["target"]), path,
+                          row["sha256"], syntax, self._rate(row["target"]).add)
+
+    async def _observe_backlogs(self) -> None:
+        owed = await self.archive.index.outbox_by_target()
+        for peer, backlog in self._backlogs.items():
+            backlog.observe(owed.get(peer, (0, 0))[0])
+
+    async def peers_status(self) -> list[dict[str, Any]]:
+        """Per member: liveness, breaker, copies owed, send rate, catch-up progress."""
+        owed = await self.archive.index.outbox_by_target()
+        out = []
+        for peer in self.discovery.members():
+            if peer == self.discovery.node_id:
+                continue
+            known = self.discovery.table.peers.get(peer)
+            depth, waiting = owed.get(peer, (0, 0))
+            rate = self._rate(peer).rate()
+            backlog = self._backlogs.get(peer, Backlog())
+            out.append({
+                "node_id": peer,
+                "aet": known.aet if known is not None else "",
+                "state": known.state.value if known is not None else "unknown",
+                "breaker": self._breaker(peer).state.value,
+                "outbox_depth": depth,
+                "outbox_bytes": waiting,
+                "bytes_per_second": round(rate),
+                "catch_up": catch_up(backlog.delivered, depth, waiting, rate).as_json(),
+            })
+        return out
 
