@@ -11,11 +11,13 @@ Large instances resume: ``GET .../partial`` says how much of one is held here.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from dataclasses import asdict, dataclass
 
 import zstandard
 from aiohttp import web
+from aiohttp.http_exceptions import PayloadEncodingError
 
 from node.archive import Archive, IngestStatus
 from node.dicom_header import InvalidDataset
@@ -24,6 +26,7 @@ from node.storage import StorageError, StorageFull, sha256_hex
 from node.transcode import UNCOMPRESSED
 from replication.incoming import RESUME_MIN, Incoming, IncomingError, OffsetMismatch
 
+log = logging.getLogger(__name__)
 OBJECTS_PATH = "/mesh/objects/{sha256}"
 PARTIAL_PATH = "/mesh/objects/{sha256}/partial"
 SHA_HEADER = "X-Pacsmesh-Sha256"
@@ -150,6 +153,10 @@ def routes(archive: Archive, receipts: Receipts) -> list[web.RouteDef]:
             result = await asyncio.to_thread(
                 archive.ingest_file, incoming.path, sha, f"mesh:{request['peer'][:15]}"
             )
+        except (ConnectionResetError, PayloadEncodingError) as exc:
+            # The sender went away mid-body; a resumable part stays for its next try.
+            log.info("transfer of %s broke off: %s", sha[:12], exc)
+            raise web.HTTPBadRequest(text="body broke off") from None
         except OffsetMismatch as exc:
             raise web.HTTPRequestRangeNotSatisfiable(text=f"resume from {exc.held}") from None
         except IncomingError as exc:
