@@ -189,13 +189,21 @@ class Replicator:
             return
         index, me = self.archive.index, self.discovery.node_id
         members = self.discovery.members()
-        hints = []
+        hints: dict[str, list[tuple[str, str, str, str]]] = {}
         for row in await index.owed_to(sorted(down)):
             placement = place(row["study_uid"], members, self.settings.replicas, down)
             stand_in = placement.stand_ins.get(row["target"])
             if stand_in is not None and stand_in != me:
-                hints.append((row["sop_uid"], stand_in, row["study_uid"], row["sha256"]))
-        added = await index.add_to_outbox(hints) if hints else 0
+                hints.setdefault(stand_in, []).append(
+                    (row["sop_uid"], stand_in, row["study_uid"], row["sha256"]))
+        # The owner's rows stay until it returns: a stand-in that has its hinted copy
+        # (delivered lately, or in its change feed) must not be sent it every round.
+        fresh = []
+        for stand_in, rows in hints.items():
+            held = await index.catalog_holds(stand_in, [r[0] for r in rows])
+            fresh += [r for r in rows if held.get(r[0]) != r[3]
+                      and (r[0], stand_in) not in self._delivered_at]
+        added = await index.add_to_outbox(fresh) if fresh else 0
         if added:
             log.info("%d hinted copies queued for stand-ins of unreachable owners", added)
 

@@ -149,6 +149,8 @@ def routes(archive: Archive, receipts: Receipts) -> list[web.RouteDef]:
         encoding = request.headers.get(ENCODING_HEADER)
         try:
             incoming = await asyncio.to_thread(Incoming, storage, sha, offset, size, encoding)
+            if offset:
+                log.info("resuming %s at %d of %s bytes", sha[:12], offset, size)
             await take_body(request, incoming)
             result = await asyncio.to_thread(
                 archive.ingest_file, incoming.path, sha, f"mesh:{request['peer'][:15]}"
