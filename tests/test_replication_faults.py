@@ -128,3 +128,32 @@ def test_sender_restarted_mid_queue_resumes_and_resends_nothing_acknowledged(
     assert got["duplicate"] <= PARALLEL_SENDS
     assert got["stored"] == len(files)
     assert _intact(b) and b.status()["instances"] == len(_held(b))
+
+
+def test_receiver_killed_mid_instance_resumes_from_its_partial_file(
+    make_node, founder: NodeProcess, tmp_path: Path
+) -> None:
+    a = founder
+    b = joiner(make_node, a, "nodeb", invite(a, "--uses", "1")).start()
+    wait_for(lambda: peer_states(a).get("NODEB") == "alive", 30)
+    wait_for(lambda: _held(b) == _held(a), 30)
+    big = _series(tmp_path / "study", 4, 1, side=5400)[0]  # one instance of ~58 MB
+    old = _held(a)
+    assert storescu(a, [big]) == []
+    (stored,) = [p for p in (a.data_dir / "objects").rglob("*.dcm") if p.stem not in old]
+    size = stored.stat().st_size  # as A stored it (DCMTK may re-encode the file meta)
+
+    def part_size() -> int:
+        return sum(p.stat().st_size for p in _partials(b))
+
+    wait_for(lambda: size // 10 < part_size() < size * 8 // 10, 60, interval=0.02)
+    b.kill()
+    kept = part_size()
+    assert 0 < kept < size
+
+    b.start()  # the part survived the crash: start-up reconciliation leaves it alone
+    wait_for(lambda: _held(b) == _held(a), 60)
+    got = _received(b)
+    assert got["resumed"] == 1 and got["stored"] == 1
+    assert got["bytes"] == size - kept  # only the rest crossed the wire
+    assert _partials(b) == [] and _intact(b)
