@@ -10,7 +10,7 @@ from pathlib import Path
 
 from replication.placement import owners, place
 from replication.service import PARALLEL_SENDS
-from tests.mesh_support import invite, joiner, mesh_view, peer_states, start_founder, wait_for
+from tests.mesh_support import cli, invite, joiner, mesh_view, peer_states, start_founder, wait_for
 from tests.support import NodeProcess, storescu
 from tests.test_faults import _uid, make_ct
 
@@ -118,6 +118,9 @@ def test_sender_restarted_mid_queue_resumes_and_resends_nothing_acknowledged(
     peer = a.status()["replication"]["peers"][0]
     assert peer["aet"] == "NODEB" and peer["state"] == "alive" and peer["breaker"] == "closed"
     assert peer["outbox_depth"] > 0 and peer["catch_up"]["queued"] >= len(files)
+    assert peer["bytes_per_second"] > 0 and peer["outbox_bytes"] > 0
+    shown = cli("status", "--data-dir", str(a.data_dir), "--http-port", str(a.http_port))
+    assert "replication to members" in shown.stdout and "NODEB" in shown.stdout
     a.kill()
 
     a.start()
