@@ -3,6 +3,8 @@
 Each object lives at ``objects/<sha[:2]>/<sha>.dcm``. Writes go to ``tmp/``, are fsynced,
 then renamed into place and the directory fsynced, so a crash leaves either the whole
 file or only a temporary file, which :meth:`Storage.prepare` removes at start-up.
+Replication's resumable transfers keep ``partial/<sha>.part`` files, which are never
+objects: they are kept across restarts, and removed once complete, moot or stale.
 Blocking I/O: call from worker threads, never from the event loop.
 """
 

@@ -272,6 +272,8 @@ class Replicator:
                           row["sha256"], syntax, self._rate(row["target"]).add)
 
     async def _observe_backlogs(self) -> None:
+        if not any(b.delivered for b in self._backlogs.values()):
+            return  # nothing to reset: spare the outbox scan
         owed = await self.archive.index.outbox_by_target()
         for peer, backlog in self._backlogs.items():
             backlog.observe(owed.get(peer, (0, 0))[0])
