@@ -63,7 +63,7 @@ class Receipts:
     duplicate: int = 0
     conflict: int = 0
     resumed: int = 0  # bodies that continued a partial transfer
-    bytes: int = 0  # raw bytes written from bodies
+    bytes: int = 0  # raw bytes of bodies received whole (a resumed one: only its rest)
 
     def as_json(self) -> dict[str, int]:
         return asdict(self)
@@ -107,13 +107,19 @@ def routes(archive: Archive, receipts: Receipts) -> list[web.RouteDef]:
             raise web.HTTPBadRequest(text="object hash malformed")
         return sha
 
+    def part_size(sha: str) -> int:
+        try:
+            return storage.partial_path(sha).stat().st_size
+        except FileNotFoundError:
+            return 0
+
     async def partial(request: web.Request) -> web.Response:
         sha = object_sha(request)
-        if await archive.index.sops_with_sha(sha) and storage.exists(sha):
+        if (await archive.index.sops_with_sha(sha)
+                and await asyncio.to_thread(storage.exists, sha)):
             return web.json_response({"stored": True, "offset": 0})
-        path = storage.partial_path(sha)
-        held = path.stat().st_size if path.exists() else 0
-        return web.json_response({"stored": False, "offset": held})
+        return web.json_response(
+            {"stored": False, "offset": await asyncio.to_thread(part_size, sha)})
 
     async def take_body(request: web.Request, incoming: Incoming) -> None:
         finished = False

@@ -24,7 +24,7 @@ from node.storage import Storage
 from replication.incoming import RESUME_MIN
 from replication.outgoing import Ask, send_object
 from replication.transfer import Receipts, routes, should_compress
-from tests.support import one_file_per_instance, transfer_syntax
+from tests.support import free_port, one_file_per_instance, transfer_syntax
 from tests.test_faults import make_ct
 
 SENDER = "SENDERNODEID-TEST"
@@ -64,9 +64,8 @@ async def receiver(tmp_path: Path) -> AsyncIterator[Receiver]:
     app.router.add_routes(routes(archive, receipts))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
     session = aiohttp.ClientSession()
 
     async def ask(method: str, path: str, *, data: Any = None,
