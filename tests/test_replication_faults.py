@@ -79,10 +79,13 @@ def test_owner_killed_mid_transfer_gets_stand_ins_and_converges_without_duplicat
     # As stored (DCMTK may re-encode a file's meta on the way).
     shas = _held(a) - old
     assert len(shas) == len(files)
-    # B's share reroutes: the stand-in takes hinted copies, the other owner its own.
+    # B's share reroutes: the stand-in takes hinted copies of what B had not got
+    # (what reached B's disk is durable there), the other owner all its own.
+    on_b = _held(b) & shas
+    assert 0 < len(on_b) < len(shas)
     targets = owners(_uid(1, study), list(ids), 2)
-    for node_id in (stand_in, *(t for t in targets if t != id_of["NODEB"])):
-        wait_for(lambda node_id=node_id: shas <= _held(ids[node_id]), 90)
+    (other,) = (ids[t] for t in targets if t != id_of["NODEB"])
+    wait_for(lambda: shas <= _held(other) and shas - on_b <= _held(ids[stand_in]), 90)
 
     b.start()
     wait_for(lambda: all(shas <= _held(ids[t]) for t in targets)
