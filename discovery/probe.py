@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,10 +62,11 @@ def url_host(address: str) -> str:
 async def call(
     session: aiohttp.ClientSession, method: str, address: str, port: int, path: str,
     seconds: float, context: ssl.SSLContext, *, params: dict[str, str] | None = None,
-    body: Any = None, data: bytes | None = None, headers: dict[str, str] | None = None,
+    body: Any = None, data: bytes | AsyncIterable[bytes] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Any:
-    """One request over TLS made with ``context`` (a JSON ``body`` or raw ``data``);
-    returns the JSON answer."""
+    """One request over TLS made with ``context`` (a JSON ``body``, or raw ``data``: bytes
+    or a stream of them); returns the JSON answer."""
     url = f"https://{url_host(address)}:{port}{path}"
     try:
         async with asyncio.timeout(seconds):

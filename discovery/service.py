@@ -13,7 +13,7 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -257,8 +257,8 @@ class Discovery:
 
     async def ask_member(
         self, node_id: str, method: str, path: str, *, params: dict[str, str] | None = None,
-        body: Any = None, data: bytes | None = None, headers: dict[str, str] | None = None,
-        seconds: float = REQUEST_SECONDS,
+        body: Any = None, data: bytes | AsyncIterable[bytes] | None = None,
+        headers: dict[str, str] | None = None, seconds: float = REQUEST_SECONDS,
     ) -> Any:
         """One request to a member at its best-known address, proven by the handshake."""
         peer = self.table.peers.get(node_id)

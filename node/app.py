@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from aiohttp import web
 
@@ -33,6 +33,7 @@ from replication.deletion import routes as deletion_routes
 from replication.feed import routes as feed_routes
 from replication.http import routes as replication_http_routes
 from replication.service import ReplicationSettings, Replicator
+from replication.transfer import Receipts
 from replication.transfer import routes as transfer_routes
 
 log = logging.getLogger(__name__)
@@ -92,14 +93,20 @@ class Node:
             identity = self._identity()
             self.discovery = self._make_discovery(self.archive.index, identity)
             self.discovery.add_mesh_routes(feed_routes(self.archive.index))
-            self.discovery.add_mesh_routes(transfer_routes(self.archive))
+            receipts = Receipts()
+            self.discovery.add_mesh_routes(transfer_routes(self.archive, receipts))
             self.discovery.add_mesh_routes(deletion_routes(self.archive.index))
             self.discovery.add_mesh_routes(
                 anti_entropy_routes(self.archive.index, self.discovery, lambda: cfg.replicas)
             )
-            self.replicator = Replicator(
+            replicator = self.replicator = Replicator(
                 self.archive, self.discovery, ReplicationSettings(cfg.replicas, cfg.hint_after)
             )
+
+            async def replication_status() -> dict[str, Any]:
+                return {"replication": {"peers": await replicator.peers_status(),
+                                        "received": receipts.as_json()}}
+
             configure_pynetdicom(debug=cfg.log_level == "DEBUG")
             self.dicom = DicomServer(cfg, self.archive, self.discovery.dicom_destination)
             try:
@@ -112,6 +119,7 @@ class Node:
                 self.archive.index, cfg.aet, identity.node_id,
                 [*discovery_routes(self.discovery),
                  *replication_http_routes(self.archive.index, self.discovery)],
+                [replication_status],
             )
             self._http = web.AppRunner(app, access_log=None)
             await self._http.setup()

@@ -12,7 +12,7 @@ import contextlib
 import enum
 import logging
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,8 +75,37 @@ class Archive:
             with contextlib.suppress(StorageError):
                 self.storage.discard(writing.result())
             raise
+
+        def keep_aside() -> None:
+            self.storage.write(data, sha, into=self.storage.conflicts)
+
+        return self._settle(writing.result(), keys, sha, len(data), source_aet, keep_aside)
+
+    def ingest_file(self, tmp: Path, sha: str, source_aet: str = "") -> IngestResult:
+        """Store a durable (fdatasynced) file on the data dir's file system whose SHA-256
+        the caller has checked; it is moved into place, never read whole into memory.
+        Only the header is parsed. Raises like :meth:`ingest`; ``tmp`` is gone after."""
         try:
-            placed = self.storage.place(writing.result(), sha)
+            keys = read_keys(tmp)
+            size = tmp.stat().st_size
+        except BaseException:
+            self.storage.discard(tmp)
+            raise
+
+        def keep_aside() -> None:
+            # By now the file sits under its hash in objects/, referenced by no row.
+            self.storage.commit(self.path(sha), sha, into=self.storage.conflicts)
+
+        return self._settle(tmp, keys, sha, size, source_aet, keep_aside)
+
+    def _settle(
+        self, tmp: Path, keys: InstanceKeys, sha: str, size: int, source_aet: str,
+        keep_aside: Callable[[], None],
+    ) -> IngestResult:
+        """Move a durable temporary file into place and index it: stored, duplicate or
+        conflict. ``keep_aside`` puts a conflicting copy under conflicts/."""
+        try:
+            placed = self.storage.place(tmp, sha)
         except StorageError:
             # A resend of what we hold needs no space: answer it even on a full disk.
             existing = self.on_loop(self.index.lookup_sha(keys.sop_instance_uid))
@@ -84,11 +113,11 @@ class Archive:
                 raise
             if existing == sha:
                 return IngestResult(IngestStatus.DUPLICATE, keys.sop_instance_uid, sha)
-            return self._conflict(keys, data, sha, existing, source_aet)
+            return self._conflict(keys, sha, size, existing, source_aet, keep_aside)
         syncing = _WRITERS.submit(self.storage.sync_place, placed)
         try:
             outcome, existing = self.on_loop(
-                self.index.add_instance(keys, sha, len(data), source_aet)
+                self.index.add_instance(keys, sha, size, source_aet)
             )
         except BaseException:
             with contextlib.suppress(StorageError):
@@ -106,8 +135,9 @@ class Archive:
             self.storage.remove(sha)
             return IngestResult(IngestStatus.TOMBSTONED, keys.sop_instance_uid, sha)
         # Different bytes were recorded first; ours are not referenced by any row.
+        result = self._conflict(keys, sha, size, existing, source_aet, keep_aside)
         self.storage.remove(sha)
-        return self._conflict(keys, data, sha, existing, source_aet)
+        return result
 
     def _discard_unless_recorded(self, keys: InstanceKeys, sha: str) -> None:
         try:
@@ -118,17 +148,18 @@ class Archive:
             self.storage.remove(sha)
 
     def _conflict(
-        self, keys: InstanceKeys, data: bytes, sha: str, stored_sha: str, source_aet: str
+        self, keys: InstanceKeys, sha: str, size: int, stored_sha: str, source_aet: str,
+        keep_aside: Callable[[], None],
     ) -> IngestResult:
         kept = True
         try:
-            self.storage.write(data, sha, into=self.storage.conflicts)
+            keep_aside()
         except StorageError as exc:
             kept = False
             log.warning("could not keep the conflicting copy %s: %s", sha[:12], exc)
         self.on_loop(
             self.index.record_conflict(
-                keys.sop_instance_uid, stored_sha, sha, len(data), kept, source_aet
+                keys.sop_instance_uid, stored_sha, sha, size, kept, source_aet
             )
         )
         log.warning(

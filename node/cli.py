@@ -232,6 +232,39 @@ def status(data_dir: Path | None, http_port: int | None, as_json: bool) -> None:
         counts[p["state"]] = counts.get(p["state"], 0) + 1
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"
     click.echo(f"peers: {summary}")
+    replication = state.get("replication")
+    if replication:
+        got = replication["received"]
+        click.echo(f"received from members: {got['stored']} new, {got['duplicate']} "
+                   f"duplicate, {got['resumed']} resumed, {got['bytes'] / 1e6:.1f} MB")
+        _replication_table(replication["peers"])
+
+
+def _replication_table(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    table = Table(title="replication to members")
+    for col in ("Member", "State", "Breaker", "Copies owed", "MB owed", "Rate MB/s",
+                "Catch-up", "ETA"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        up = r["catch_up"]
+        table.add_row(
+            r["aet"] or r["node_id"][:15], r["state"], r["breaker"], str(r["outbox_depth"]),
+            f"{r['outbox_bytes'] / 1e6:.1f}", f"{r['bytes_per_second'] / 1e6:.2f}",
+            f"{up['delivered']}/{up['queued']}", _eta_text(up["eta_seconds"]),
+        )
+    Console().print(table)
+
+
+def _eta_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "stalled"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 @main.command()

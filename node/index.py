@@ -562,6 +562,18 @@ class Index:
                     await self._conn.execute("ROLLBACK")
                 raise
 
+    async def catalog_holds(self, node_id: str, sop_uids: list[str]) -> dict[str, str]:
+        """sop_uid -> sha256 of those instances the catalog says ``node_id`` holds."""
+        held: dict[str, str] = {}
+        for start in range(0, len(sop_uids), 500):  # SQLite's limit on parameters
+            part = sop_uids[start:start + 500]
+            rows = await self._fetchall(
+                f"SELECT sop_uid, sha256 FROM catalog WHERE node_id = ?"
+                f" AND sop_uid IN ({', '.join('?' * len(part))})", [node_id, *part],
+            )
+            held.update((r["sop_uid"], r["sha256"]) for r in rows)
+        return held
+
     async def study_holders(self, study_uid: str) -> dict[str, int]:
         """Member node id -> instances of the study it holds, as far as we know."""
         rows = await self._fetchall(
@@ -603,6 +615,14 @@ class Index:
             "SELECT COUNT(*) AS depth, COUNT(DISTINCT study_uid) AS studies FROM outbox"
         )
         return int(rows[0]["depth"]), int(rows[0]["studies"])
+
+    async def outbox_by_target(self) -> dict[str, tuple[int, int]]:
+        """Target node id -> (copies waiting, their bytes) for every target owed a copy."""
+        rows = await self._fetchall(
+            "SELECT o.target, COUNT(*) AS depth, COALESCE(SUM(i.size), 0) AS bytes"
+            " FROM outbox o LEFT JOIN instances i ON i.sop_uid = o.sop_uid GROUP BY o.target"
+        )
+        return {r["target"]: (int(r["depth"]), int(r["bytes"])) for r in rows}
 
     async def load_state(self, namespace: str) -> dict[str, Any]:
         rows = await self._fetchall(

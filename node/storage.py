@@ -3,6 +3,8 @@
 Each object lives at ``objects/<sha[:2]>/<sha>.dcm``. Writes go to ``tmp/``, are fsynced,
 then renamed into place and the directory fsynced, so a crash leaves either the whole
 file or only a temporary file, which :meth:`Storage.prepare` removes at start-up.
+Replication's resumable transfers keep ``partial/<sha>.part`` files, which are never
+objects: they are kept across restarts, and removed once complete, moot or stale.
 Blocking I/O: call from worker threads, never from the event loop.
 """
 
@@ -11,11 +13,15 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+# A partial transfer nobody resumed for this long is given up: its sender has long since
+# found another way (or the instance is gone), and the space is worth more.
+PARTIAL_MAX_AGE = 24 * 3600.0
 
 
 class StorageError(OSError):
@@ -30,7 +36,7 @@ def sha256_hex(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _storage_error(exc: OSError) -> StorageError:
+def storage_error(exc: OSError) -> StorageError:
     if exc.errno in _FULL_ERRNOS:
         return StorageFull(exc.errno, f"data dir is full: {exc.strerror}")
     return StorageError(exc.errno, f"cannot write object: {exc}")
@@ -51,10 +57,12 @@ class Storage:
         self.tmp = root / "tmp"
         self.conflicts = root / "conflicts"
         self.quarantine = root / "quarantine"
+        # Incoming replication transfers that may resume: ``<sha256>.part``, never indexed.
+        self.partial = root / "partial"
 
     def prepare(self) -> int:
         """Create the layout and delete temporaries left by a crash; return how many."""
-        for d in (self.objects, self.tmp, self.conflicts, self.quarantine):
+        for d in (self.objects, self.tmp, self.conflicts, self.quarantine, self.partial):
             d.mkdir(parents=True, exist_ok=True)
         # All 256 shard folders up front: a store then never pays for mkdir + fsync.
         missing = [d for d in (self.objects / f"{i:02x}" for i in range(256)) if not d.is_dir()]
@@ -66,6 +74,24 @@ class Storage:
         for entry in os.scandir(self.tmp):
             os.unlink(entry.path)
             removed += 1
+        # Partial transfers survive restarts (that is their point) unless stale or moot.
+        return removed + self.sweep_partials()
+
+    def partial_path(self, sha256: str) -> Path:
+        return self.partial / f"{sha256}.part"
+
+    def sweep_partials(self, max_age: float = PARTIAL_MAX_AGE) -> int:
+        """Delete partial transfers that are stale, or whose object is stored already."""
+        removed = 0
+        cutoff = time.time() - max_age
+        for entry in os.scandir(self.partial):
+            sha = entry.name.removesuffix(".part")
+            try:
+                if entry.stat().st_mtime < cutoff or self.exists(sha):
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                continue  # finished (renamed into place) while we looked
         return removed
 
     def path(self, sha256: str) -> Path:
@@ -97,7 +123,7 @@ class Storage:
                 os.close(fd)
         except OSError as exc:
             self.discard(tmp)
-            raise _storage_error(exc) from exc
+            raise storage_error(exc) from exc
         return tmp
 
     def commit(self, tmp: Path, sha256: str, into: Path | None = None) -> Path:
@@ -117,7 +143,7 @@ class Storage:
             os.replace(tmp, final)
         except OSError as exc:
             self.discard(tmp)
-            raise _storage_error(exc) from exc
+            raise storage_error(exc) from exc
         return final
 
     def sync_place(self, final: Path) -> None:
@@ -125,7 +151,7 @@ class Storage:
         try:
             _fsync_dir(final.parent)
         except OSError as exc:
-            raise _storage_error(exc) from exc
+            raise storage_error(exc) from exc
 
     def discard(self, tmp: Path) -> None:
         try:

@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from discovery.probe import ProbeFailed, Refused
@@ -26,8 +27,9 @@ from replication.antientropy import missing_at
 from replication.breaker import CircuitBreaker
 from replication.deletion import Deletions
 from replication.feed import CHANGES_PATH
+from replication.outgoing import send_object
 from replication.placement import DEFAULT_REPLICAS, owners, place
-from replication.transfer import OBJECTS_PATH, read_for_sending
+from replication.progress import Backlog, RateWindow, catch_up
 
 log = logging.getLogger(__name__)
 STATE = ("replication", "local_seq")
@@ -35,10 +37,11 @@ LOOP_INTERVAL = 0.5
 ANTI_ENTROPY_INTERVAL = 10.0
 CATALOG_INTERVAL = 2.0
 TOMBSTONE_INTERVAL = 2.0
-SEND_SECONDS = 120.0
 PARALLEL_SENDS = 4
 FINAL_REFUSALS = {409: "it holds another version of the instance",
                   410: "the study was deleted from the mesh"}
+# How long a delivery is remembered, to drop a repair's stale verdict that it is missing.
+DELIVERY_MEMORY = 300.0
 
 
 def backoff(attempts: int, rng: Callable[[], float] = random.random) -> float:
@@ -72,6 +75,9 @@ class Replicator:
         self._next_catalog: dict[str, float] = {}
         self._next_tombstones: dict[str, float] = {}
         self.deletions = Deletions(archive, discovery, clock)
+        self._rates: dict[str, RateWindow] = {}
+        self._backlogs: dict[str, Backlog] = {}
+        self._delivered_at: dict[tuple[str, str], float] = {}
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="replication")
@@ -91,6 +97,7 @@ class Replicator:
                     await self._repair_round()
                     await self._hint_round()
                     await self._send_due()
+                    await self._observe_backlogs()
                     await self._catalog_round()
             except Exception as exc:  # one bad round must not end replication
                 log.exception("replication round failed: %s", exc)
@@ -128,12 +135,16 @@ class Replicator:
             if peer not in self._next_tombstones:
                 self._next_repair.pop(peer, None)  # its turn comes again next round
                 continue
+            started = self._clock()
             try:
                 rows = await missing_at(self.archive.index, self.discovery, peer,
                                         self.settings.replicas)
             except (ProbeFailed, ValueError, TypeError, AttributeError) as exc:
                 log.info("anti-entropy with %s failed: %s", peer[:15], exc)
                 continue
+            # A copy delivered while the peer's lists were being read is not missing:
+            # queueing it again would send it twice.
+            rows = [r for r in rows if self._delivered_at.get((r[0], r[1]), -1.0) < started]
             added = await self.archive.index.add_to_outbox(rows) if rows else 0
             if added:
                 log.info("anti-entropy: %d copies owed to %s queued", added, peer[:15])
@@ -204,13 +215,21 @@ class Replicator:
             return
         index, me = self.archive.index, self.discovery.node_id
         members = self.discovery.members()
-        hints = []
+        hints: dict[str, list[tuple[str, str, str, str]]] = {}
         for row in await index.owed_to(sorted(down)):
             placement = place(row["study_uid"], members, self.settings.replicas, down)
             stand_in = placement.stand_ins.get(row["target"])
             if stand_in is not None and stand_in != me:
-                hints.append((row["sop_uid"], stand_in, row["study_uid"], row["sha256"]))
-        added = await index.add_to_outbox(hints) if hints else 0
+                hints.setdefault(stand_in, []).append(
+                    (row["sop_uid"], stand_in, row["study_uid"], row["sha256"]))
+        # The owner's rows stay until it returns: a stand-in that has its hinted copy
+        # (delivered lately, or in its change feed) must not be sent it every round.
+        fresh = []
+        for stand_in, rows in hints.items():
+            held = await index.catalog_holds(stand_in, [r[0] for r in rows])
+            fresh += [r for r in rows if held.get(r[0]) != r[3]
+                      and (r[0], stand_in) not in self._delivered_at]
+        added = await index.add_to_outbox(fresh) if fresh else 0
         if added:
             log.info("%d hinted copies queued for stand-ins of unreachable owners", added)
 
@@ -240,7 +259,7 @@ class Replicator:
         try:
             async with slots:
                 await self._transfer(row)
-        except (ProbeFailed, OSError) as exc:
+        except (ProbeFailed, OSError, ValueError) as exc:
             if isinstance(exc, Refused) and exc.status in FINAL_REFUSALS:
                 # 409: the owner holds other bytes under this UID and keeps its first copy,
                 # as C-STORE does. 410: the owner holds a tombstone for the study, which
@@ -256,15 +275,57 @@ class Replicator:
         else:
             self._breaker(target).succeeded()
             await self.archive.index.delivered(sop_uid, target)
+            self._record_delivery(sop_uid, target)
         finally:
             self._sending.discard((sop_uid, target))
+
+    def _record_delivery(self, sop_uid: str, target: str) -> None:
+        now = self._clock()
+        self._delivered_at[(sop_uid, target)] = now
+        self._backlogs.setdefault(target, Backlog()).record_delivery()
+        if len(self._delivered_at) > 10_000:
+            self._delivered_at = {k: t for k, t in self._delivered_at.items()
+                                  if now - t < DELIVERY_MEMORY}
+
+    def _rate(self, target: str) -> RateWindow:
+        window = self._rates.get(target)
+        if window is None:
+            window = self._rates[target] = RateWindow(self._clock)
+        return window
 
     async def _transfer(self, row: dict[str, Any]) -> None:
         path = self.archive.path(row["sha256"])
         syntax = await self.archive.index.transfer_syntax(row["sop_uid"]) or ""
-        data, headers = await read_for_sending(path, syntax)
-        await self.discovery.ask_member(
-            row["target"], "PUT", OBJECTS_PATH.format(sha256=row["sha256"]), data=data,
-            headers=headers, seconds=SEND_SECONDS,
-        )
+        await send_object(partial(self.discovery.ask_member, row["target"]), path,
+                          row["sha256"], syntax, self._rate(row["target"]).add)
+
+    async def _observe_backlogs(self) -> None:
+        if not any(b.delivered for b in self._backlogs.values()):
+            return  # nothing to reset: spare the outbox scan
+        owed = await self.archive.index.outbox_by_target()
+        for peer, backlog in self._backlogs.items():
+            backlog.observe(owed.get(peer, (0, 0))[0])
+
+    async def peers_status(self) -> list[dict[str, Any]]:
+        """Per member: liveness, breaker, copies owed, send rate, catch-up progress."""
+        owed = await self.archive.index.outbox_by_target()
+        out = []
+        for peer in self.discovery.members():
+            if peer == self.discovery.node_id:
+                continue
+            known = self.discovery.table.peers.get(peer)
+            depth, waiting = owed.get(peer, (0, 0))
+            rate = self._rate(peer).rate()
+            backlog = self._backlogs.get(peer, Backlog())
+            out.append({
+                "node_id": peer,
+                "aet": known.aet if known is not None else "",
+                "state": known.state.value if known is not None else "unknown",
+                "breaker": self._breaker(peer).state.value,
+                "outbox_depth": depth,
+                "outbox_bytes": waiting,
+                "bytes_per_second": round(rate),
+                "catch_up": catch_up(backlog.delivered, depth, waiting, rate).as_json(),
+            })
+        return out
 

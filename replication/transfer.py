@@ -1,37 +1,43 @@
-"""Moving one instance between members over the mesh API.
+"""Moving one instance between members over the mesh API: the receiving side.
 
-The sender PUTs the stored Part 10 bytes, zstd-compressed unless their transfer syntax
-is already compressed, with their SHA-256. The receiver decompresses, checks the hash,
-stores through the same ingest as C-STORE (durable write, then index), and only then
-answers. Resending is harmless: the same bytes again are a duplicate.
+The sender streams the stored Part 10 bytes (``replication.outgoing``), zstd-compressed
+unless their transfer syntax is already compressed, with their SHA-256 and size. The
+receiver decodes, hashes and writes the body as it arrives (``replication.incoming``),
+checks the hash, stores through the same ingest as C-STORE (durable write, then index),
+and only then answers. Resending is harmless: the same bytes again are a duplicate.
+Large instances resume: ``GET .../partial`` says how much of one is held here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
-from pathlib import Path
+from dataclasses import asdict, dataclass
 
 import zstandard
 from aiohttp import web
+from aiohttp.http_exceptions import PayloadEncodingError
 
 from node.archive import Archive, IngestStatus
 from node.dicom_header import InvalidDataset
 from node.index import IndexFailure, IndexFull
 from node.storage import StorageError, StorageFull, sha256_hex
 from node.transcode import UNCOMPRESSED
+from replication.incoming import RESUME_MIN, Incoming, IncomingError, OffsetMismatch
 
+log = logging.getLogger(__name__)
 OBJECTS_PATH = "/mesh/objects/{sha256}"
+PARTIAL_PATH = "/mesh/objects/{sha256}/partial"
 SHA_HEADER = "X-Pacsmesh-Sha256"
+SIZE_HEADER = "X-Pacsmesh-Size"  # raw bytes of the whole object
+OFFSET_HEADER = "X-Pacsmesh-Offset"  # raw bytes the body skips (held here already)
 # Our own header rather than Content-Encoding, so no HTTP layer decodes it behind our back.
 ENCODING_HEADER = "X-Pacsmesh-Encoding"
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 DEFLATED = "1.2.840.10008.1.2.1.99"
-_LEVEL = 3  # fast; the gain over higher levels is small for pixel data
-
-
-class TransferRefused(RuntimeError):
-    """The receiver answered that it will not take this instance."""
+LEVEL = 3  # fast; the gain over higher levels is small for pixel data
+_BATCH = 2**20  # body bytes handed to the writer thread at a time
 
 
 def should_compress(transfer_syntax_uid: str) -> bool:
@@ -40,41 +46,129 @@ def should_compress(transfer_syntax_uid: str) -> bool:
 
 
 def encode(data: bytes, transfer_syntax_uid: str) -> tuple[bytes, dict[str, str]]:
+    """The body a sender streams for ``data``, in one piece (for measurements)."""
     headers = {SHA_HEADER: sha256_hex(data)}
     if should_compress(transfer_syntax_uid):
         headers[ENCODING_HEADER] = "zstd"
-        return zstandard.ZstdCompressor(level=_LEVEL).compress(data), headers
+        return zstandard.ZstdCompressor(level=LEVEL).compress(data), headers
     return data, headers
 
 
-def decode(body: bytes, encoding: str | None) -> bytes:
-    if encoding is None or encoding == "identity":
-        return body
-    if encoding != "zstd":
-        raise ValueError(f"unknown encoding {encoding!r}")
-    return zstandard.ZstdDecompressor().decompress(body)
+@dataclass
+class Receipts:
+    """What this node received over the mesh since it started (for operators, and for
+    tests that prove nothing acknowledged is sent twice)."""
+
+    stored: int = 0
+    duplicate: int = 0
+    conflict: int = 0
+    resumed: int = 0  # bodies that continued a partial transfer
+    bytes: int = 0  # raw bytes of bodies received whole (a resumed one: only its rest)
+
+    def as_json(self) -> dict[str, int]:
+        return asdict(self)
 
 
-async def read_for_sending(path: Path, transfer_syntax_uid: str) -> tuple[bytes, dict[str, str]]:
-    data = await asyncio.to_thread(path.read_bytes)
-    return await asyncio.to_thread(encode, data, transfer_syntax_uid)
+def _int_header(request: web.Request, name: str) -> int | None:
+    value = request.headers.get(name)
+    if value is None:
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"{name} must be a number") from None
+    if number < 0:
+        raise web.HTTPBadRequest(text=f"{name} must not be negative")
+    return number
 
 
-def routes(archive: Archive) -> list[web.RouteDef]:
-    async def put_object(request: web.Request) -> web.Response:
+async def _receive(request: web.Request, incoming: Incoming) -> None:
+    """Pump the body into ``incoming`` in batches, so writes stay off the loop."""
+    batch: list[bytes] = []
+    pending = 0
+    async for chunk in request.content.iter_any():
+        batch.append(chunk)
+        pending += len(chunk)
+        if pending >= _BATCH:
+            await asyncio.to_thread(incoming.feed, b"".join(batch))
+            batch, pending = [], 0
+    if batch:
+        await asyncio.to_thread(incoming.feed, b"".join(batch))
+
+
+def routes(archive: Archive, receipts: Receipts) -> list[web.RouteDef]:
+    storage = archive.storage
+    # A resumable part has one writer at a time; a second sender waits its turn.
+    receiving: set[str] = set()
+
+    def object_sha(request: web.Request) -> str:
         sha = request.match_info["sha256"]
-        if not _SHA_RE.match(sha) or request.headers.get(SHA_HEADER) != sha:
+        if not _SHA_RE.match(sha):
+            raise web.HTTPBadRequest(text="object hash malformed")
+        return sha
+
+    def part_size(sha: str) -> int:
+        try:
+            return storage.partial_path(sha).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    async def partial(request: web.Request) -> web.Response:
+        sha = object_sha(request)
+        if (await archive.index.sops_with_sha(sha)
+                and await asyncio.to_thread(storage.exists, sha)):
+            return web.json_response({"stored": True, "offset": 0})
+        return web.json_response(
+            {"stored": False, "offset": await asyncio.to_thread(part_size, sha)})
+
+    async def take_body(request: web.Request, incoming: Incoming) -> None:
+        finished = False
+        try:
+            await _receive(request, incoming)
+            await asyncio.to_thread(incoming.finish)
+            finished = True
+        finally:
+            if not finished:
+                await asyncio.to_thread(incoming.abandon)
+        receipts.bytes += incoming.written
+        if incoming.offset:
+            receipts.resumed += 1
+
+    async def put_object(request: web.Request) -> web.Response:
+        sha = object_sha(request)
+        if request.headers.get(SHA_HEADER) != sha:
             raise web.HTTPBadRequest(text="object hash missing or malformed")
-        body = await request.read()
+        size = _int_header(request, SIZE_HEADER)
+        exclusive = size is not None and size >= RESUME_MIN
+        if exclusive:
+            if sha in receiving:
+                raise web.HTTPServiceUnavailable(text="this object is being received already")
+            receiving.add(sha)
         try:
-            data = await asyncio.to_thread(decode, body, request.headers.get(ENCODING_HEADER))
-        except (ValueError, zstandard.ZstdError) as exc:
-            raise web.HTTPBadRequest(text=f"cannot decode the body: {exc}") from None
-        if sha256_hex(data) != sha:
-            raise web.HTTPUnprocessableEntity(text="bytes do not match their SHA-256")
-        source = f"mesh:{request['peer'][:15]}"
+            return await store(request, sha, size)
+        finally:
+            if exclusive:
+                receiving.discard(sha)
+
+    async def store(request: web.Request, sha: str, size: int | None) -> web.Response:
+        offset = _int_header(request, OFFSET_HEADER) or 0
+        encoding = request.headers.get(ENCODING_HEADER)
         try:
-            result = await asyncio.to_thread(archive.ingest, data, source)
+            incoming = await asyncio.to_thread(Incoming, storage, sha, offset, size, encoding)
+            if offset:
+                log.info("resuming %s at %d of %s bytes", sha[:12], offset, size)
+            await take_body(request, incoming)
+            result = await asyncio.to_thread(
+                archive.ingest_file, incoming.path, sha, f"mesh:{request['peer'][:15]}"
+            )
+        except (ConnectionResetError, PayloadEncodingError) as exc:
+            # The sender went away mid-body; a resumable part stays for its next try.
+            log.info("transfer of %s broke off: %s", sha[:12], exc)
+            raise web.HTTPBadRequest(text="body broke off") from None
+        except OffsetMismatch as exc:
+            raise web.HTTPRequestRangeNotSatisfiable(text=f"resume from {exc.held}") from None
+        except IncomingError as exc:
+            raise web.HTTPUnprocessableEntity(text=str(exc)) from None
         except InvalidDataset as exc:
             raise web.HTTPUnprocessableEntity(text=f"not a storable instance: {exc}") from None
         except (StorageFull, IndexFull):
@@ -82,9 +176,14 @@ def routes(archive: Archive) -> list[web.RouteDef]:
         except (StorageError, IndexFailure) as exc:
             raise web.HTTPInternalServerError(text=f"cannot store: {exc}") from None
         if result.status is IngestStatus.CONFLICT:
+            receipts.conflict += 1
             raise web.HTTPConflict(text="another version of this instance is stored here")
         if result.status is IngestStatus.TOMBSTONED:
             raise web.HTTPGone(text="the study of this instance was deleted from the mesh")
+        if result.status is IngestStatus.DUPLICATE:
+            receipts.duplicate += 1
+        else:
+            receipts.stored += 1
         return web.json_response({"status": result.status.value})
 
-    return [web.put(OBJECTS_PATH, put_object)]
+    return [web.put(OBJECTS_PATH, put_object), web.get(PARTIAL_PATH, partial)]

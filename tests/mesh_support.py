@@ -33,12 +33,14 @@ def peer_states(node: NodeProcess) -> dict[str, str]:
     return {p["aet"]: p["state"] for p in node.get_json("/api/peers")}
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 20) -> None:
+def wait_for(
+    predicate: Callable[[], bool], timeout: float = 20, interval: float = 0.2
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return
-        time.sleep(0.2)
+        time.sleep(interval)
     raise TimeoutError("condition not met")
 
 

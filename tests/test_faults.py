@@ -52,12 +52,14 @@ def _uid(kind: int, n: int) -> str:
 
 
 def make_ct(
-    path: Path, study: int, n: int, size: int = 64, *, drop: tuple[str, ...] = ()
+    path: Path, study: int, n: int, size: int = 64, *, drop: tuple[str, ...] = (),
+    noise: bool = False,
 ) -> Path:
     """Write one valid CT instance (explicit VR little endian, ``size``² 16-bit pixels).
 
     ``drop`` removes attributes from the data set (not from the file meta), to make
-    instances an archive must refuse.
+    instances an archive must refuse. ``noise``: random pixels, which no compressor
+    shrinks (large instances that take real time to send).
     """
     sop_uid = _uid(3, study * 100_000 + n)
     meta = FileMetaDataset()
@@ -90,6 +92,8 @@ def make_ct(
     ds.RescaleIntercept = -1024
     ds.RescaleSlope = 1
     pixels = (np.arange(size * size, dtype=np.uint32) * 7 + n * 13) % 4096
+    if noise:
+        pixels = np.random.default_rng(study * 1000 + n).integers(0, 4096, size * size)
     ds.PixelData = pixels.astype("<u2").tobytes()
     for keyword in drop:
         delattr(ds, keyword)

@@ -35,6 +35,11 @@ def object_bytes(node: NodeProcess) -> int:
 def test_status_and_studies_after_storing(node: NodeProcess) -> None:
     empty = node.status()
     assert NODE_ID_RE.match(empty.pop("node_id"))
+    # Alone, a node has no peers to copy to, and has received nothing from any.
+    assert empty.pop("replication") == {
+        "peers": [],
+        "received": {"stored": 0, "duplicate": 0, "conflict": 0, "resumed": 0, "bytes": 0},
+    }
     assert empty == {
         "aet": node.aet, "version": __version__, "patients": 0, "studies": 0, "series": 0,
         "instances": 0, "bytes": 0, "outbox_depth": 0, "under_replicated": 0,

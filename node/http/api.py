@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from aiohttp import web
 
@@ -12,12 +13,14 @@ from node.index import Index
 INDEX_KEY: web.AppKey[Index] = web.AppKey("index", Index)
 AET_KEY: web.AppKey[str] = web.AppKey("aet", str)
 NODE_ID_KEY: web.AppKey[str] = web.AppKey("node_id", str)
+StatusPart = Callable[[], Awaitable[dict[str, Any]]]
+STATUS_PARTS_KEY: web.AppKey[list[StatusPart]] = web.AppKey("status_parts", list)
 
 
 async def status(request: web.Request) -> web.Response:
     counts = await request.app[INDEX_KEY].counts()
     outbox_depth, under_replicated = await request.app[INDEX_KEY].outbox_summary()
-    return web.json_response({
+    answer: dict[str, Any] = {
         "aet": request.app[AET_KEY],
         "node_id": request.app[NODE_ID_KEY],
         "version": __version__,
@@ -29,7 +32,10 @@ async def status(request: web.Request) -> web.Response:
         # Copies still owed to owners, and how many studies they belong to.
         "outbox_depth": outbox_depth,
         "under_replicated": under_replicated,
-    })
+    }
+    for part in request.app[STATUS_PARTS_KEY]:  # e.g. replication's per-peer view
+        answer.update(await part())
+    return web.json_response(answer)
 
 
 async def studies(request: web.Request) -> web.Response:
@@ -54,9 +60,12 @@ def study_json(row: dict) -> dict:
 
 
 def make_app(
-    index: Index, aet: str, node_id: str, extra_routes: Iterable[web.RouteDef] = ()
+    index: Index, aet: str, node_id: str, extra_routes: Iterable[web.RouteDef] = (),
+    status_parts: Iterable[StatusPart] = (),
 ) -> web.Application:
+    """``status_parts`` add their keys to ``/api/status``."""
     app = web.Application()
+    app[STATUS_PARTS_KEY] = list(status_parts)
     app[INDEX_KEY] = index
     app[AET_KEY] = aet
     app[NODE_ID_KEY] = node_id

@@ -1,0 +1,131 @@
+"""One instance arriving over the mesh: decoded, hashed and written as the body streams in.
+
+Blocking I/O: every method runs on a worker thread. An instance of at least
+``RESUME_MIN`` bytes is written to ``partial/<sha256>.part``, which outlives a broken
+connection or a crash, so the sender can continue from its size; smaller ones go to a
+fresh temporary file that a failed transfer deletes. Neither is ever indexed: only a
+finished file whose SHA-256 matches its name is handed to ingest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from pathlib import Path
+
+import zstandard
+
+from node.storage import Storage, storage_error
+
+# Smaller instances are cheaper to resend than to resume (a round trip, and a re-hash
+# of the part already held).
+RESUME_MIN = 8 * 2**20
+_READ = 2**20
+
+
+class IncomingError(ValueError):
+    """The body cannot become the announced object (bad encoding, wrong size or hash)."""
+
+
+class OffsetMismatch(IncomingError):
+    """The sender starts beyond what is held here; ``held`` says where it must start."""
+
+    def __init__(self, held: int) -> None:
+        super().__init__(f"{held} bytes held here")
+        self.held = held
+
+
+class Incoming:
+    def __init__(
+        self, storage: Storage, sha256: str, offset: int, size: int | None,
+        encoding: str | None,
+    ) -> None:
+        """Open the file the body goes to; raises OffsetMismatch, IncomingError or
+        StorageError."""
+        if encoding not in (None, "identity", "zstd"):
+            raise IncomingError(f"unknown encoding {encoding!r}")
+        self.sha256 = sha256
+        self.size = size
+        self.resumable = size is not None and size >= RESUME_MIN
+        if offset and not self.resumable:
+            raise OffsetMismatch(0)
+        self._decoder = (
+            zstandard.ZstdDecompressor().decompressobj() if encoding == "zstd" else None
+        )
+        self._hash = hashlib.sha256()
+        self.path = (storage.partial_path(sha256) if self.resumable
+                     else storage.tmp / f"{uuid.uuid4().hex}.part")
+        flags = os.O_RDWR | os.O_CREAT | (0 if self.resumable else os.O_EXCL)
+        try:
+            self._fd = os.open(self.path, flags, 0o640)
+        except OSError as exc:
+            raise storage_error(exc) from exc
+        try:
+            held = os.fstat(self._fd).st_size
+            if offset > held:
+                raise OffsetMismatch(held)
+            os.ftruncate(self._fd, offset)  # a sender may choose to redo a tail
+            self._rehash(offset)
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self.offset = offset
+        self.written = 0  # raw bytes of this body
+
+    def _rehash(self, upto: int) -> None:
+        """Hash what an earlier attempt left: the final check covers the whole file."""
+        done = 0
+        while done < upto:
+            block = os.pread(self._fd, min(_READ, upto - done), done)
+            if not block:
+                raise IncomingError("partial file shorter than it claimed")
+            self._hash.update(block)
+            done += len(block)
+        os.lseek(self._fd, upto, os.SEEK_SET)
+
+    def feed(self, chunk: bytes) -> None:
+        if self._decoder is not None:
+            try:
+                chunk = self._decoder.decompress(chunk)
+            except zstandard.ZstdError as exc:
+                raise IncomingError(f"cannot decode the body: {exc}") from None
+        if self.size is not None and self.offset + self.written + len(chunk) > self.size:
+            raise IncomingError("body longer than the announced size")
+        self._hash.update(chunk)
+        view = memoryview(chunk)
+        try:
+            while view:
+                view = view[os.write(self._fd, view):]
+        except OSError as exc:
+            raise storage_error(exc) from exc
+        self.written += len(chunk)
+
+    def finish(self) -> Path:
+        """The whole object is here and matches its hash: make it durable, return its
+        path (for ingest). On a wrong hash the file is deleted: a resume from a corrupt
+        part must start again from nothing."""
+        if self._decoder is not None and not self._decoder.eof:
+            raise IncomingError("body ended inside a compressed frame")
+        total = self.offset + self.written
+        if self.size is not None and total != self.size:
+            raise IncomingError(f"body ended at {total} of {self.size} bytes")
+        try:
+            os.fdatasync(self._fd)
+        except OSError as exc:
+            raise storage_error(exc) from exc
+        finally:
+            os.close(self._fd)
+            self._fd = -1
+        if self._hash.hexdigest() != self.sha256:
+            self.path.unlink(missing_ok=True)
+            raise IncomingError("bytes do not match their SHA-256")
+        return self.path
+
+    def abandon(self) -> None:
+        """The body broke off: keep a resumable part for the next attempt, drop the rest."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if not self.resumable:
+            self.path.unlink(missing_ok=True)
