@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import BinaryIO
 
 from pydicom import config as pydicom_config
 from pydicom import dcmread
+from pydicom.datadict import keyword_dict
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
@@ -80,6 +82,15 @@ TEXT_KEYWORDS: dict[str, str] = {
 # validation messages quote values (patient names, IDs) into the logs. Process-wide.
 pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
 
+_SPECIFIC_CHARACTER_SET = 0x00080005
+# Single-byte and UTF-8 repertoires (PS3.3 C.12.1.1.2) without code extensions.
+_CODECS = {
+    "": "latin-1", "ISO_IR 6": "latin-1", "ISO_IR 100": "latin-1", "ISO_IR 101": "iso8859_2",
+    "ISO_IR 109": "iso8859_3", "ISO_IR 110": "iso8859_4", "ISO_IR 144": "iso8859_5",
+    "ISO_IR 127": "iso8859_6", "ISO_IR 126": "iso8859_7", "ISO_IR 138": "iso8859_8",
+    "ISO_IR 148": "iso8859_9", "ISO_IR 203": "iso8859_15", "ISO_IR 166": "tis_620",
+    "ISO_IR 192": "utf-8",
+}
 _REQUIRED_UIDS = ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID")
 
 
@@ -103,22 +114,53 @@ def read_header(source: bytes | str | os.PathLike[str] | BinaryIO) -> Dataset:
         raise InvalidDataset(f"unreadable DICOM data set: {type(exc).__name__}: {exc}") from None
 
 
+def _raw_reader(ds: Dataset) -> Callable[[str], str]:
+    """``_text`` for ``ds``, reading single values straight from the undecoded element.
+
+    pydicom turns each element into a value object (a PersonName, an IS...) on first
+    access, which costs more than parsing the header. A single value in a character set
+    Python decodes by itself is the decoded bytes, trimmed; anything else (several values,
+    name groups, ISO 2022 escapes, an element already decoded) goes through pydicom.
+    ``tests/test_dicom_header.py`` holds both ways equal on every sample file.
+    """
+    charset = ds.get_item(_SPECIFIC_CHARACTER_SET)
+    codec: str | None = "latin-1"  # the default repertoire is ASCII; be lenient
+    if charset is not None:
+        # pydicom has usually decoded this one already, to learn the data set's charset.
+        raw = charset.value
+        name = raw.decode("ascii", "replace") if isinstance(raw, bytes) else raw
+        codec = _CODECS.get(name.strip(" \0")) if isinstance(name, str) else None
+
+    def text(keyword: str) -> str:
+        elem = ds.get_item(keyword_dict[keyword])
+        if elem is None:
+            return ""
+        value = elem.value
+        # Several values, or a name with ideographic/phonetic groups: pydicom's rules.
+        if codec is None or not isinstance(value, bytes) or b"\\" in value or b"=" in value:
+            return _text(ds, keyword)
+        return value.decode(codec, "replace").strip(" \0")
+
+    return text
+
+
 def keys_from_dataset(ds: Dataset) -> InstanceKeys:
     try:
-        missing = [kw for kw in _REQUIRED_UIDS if not _text(ds, kw)]
+        text = _raw_reader(ds)
+        missing = [kw for kw in _REQUIRED_UIDS if not text(kw)]
         if missing:
             raise InvalidDataset(f"missing {', '.join(missing)}")
         meta = getattr(ds, "file_meta", None)
         tsuid = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
         if not tsuid:
             raise InvalidDataset("missing Transfer Syntax UID in the file meta information")
-        values: dict[str, object] = {k: _text(ds, kw) for k, kw in TEXT_KEYWORDS.items()}
+        values: dict[str, object] = {k: text(kw) for k, kw in TEXT_KEYWORDS.items()}
         rows, cols = ds.get("Rows"), ds.get("Columns")
         return InstanceKeys(
-            sop_instance_uid=_text(ds, "SOPInstanceUID"),
-            sop_class_uid=_text(ds, "SOPClassUID"),
-            study_instance_uid=_text(ds, "StudyInstanceUID"),
-            series_instance_uid=_text(ds, "SeriesInstanceUID"),
+            sop_instance_uid=text("SOPInstanceUID"),
+            sop_class_uid=text("SOPClassUID"),
+            study_instance_uid=text("StudyInstanceUID"),
+            series_instance_uid=text("SeriesInstanceUID"),
             transfer_syntax_uid=tsuid,
             rows=int(rows) if isinstance(rows, int) else None,
             columns=int(cols) if isinstance(cols, int) else None,
