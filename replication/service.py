@@ -4,7 +4,8 @@
    received from outside the mesh gets one outbox row per owner (rendezvous placement
    over the roster), in the same transaction that moves the checkpoint.
 2. Workers send due rows; a success deletes the row, a failure postpones it with
-   exponential backoff and jitter, and a peer that keeps failing is circuit-broken.
+   tenacity's jittered exponential wait (replication/retry.py), and a peer that keeps
+   failing is circuit-broken. Connection drops within one send are retried at once.
 Instances received from the mesh are not forwarded again: their sender owns that job.
 """
 
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +30,7 @@ from replication.feed import CHANGES_PATH
 from replication.outgoing import send_object
 from replication.placement import DEFAULT_REPLICAS, owners, place
 from replication.progress import Backlog, RateWindow, catch_up
+from replication.retry import outbox_wait, quick_retries
 
 log = logging.getLogger(__name__)
 STATE = ("replication", "local_seq")
@@ -42,12 +43,6 @@ FINAL_REFUSALS = {409: "it holds another version of the instance",
                   410: "the study was deleted from the mesh"}
 # How long a delivery is remembered, to drop a repair's stale verdict that it is missing.
 DELIVERY_MEMORY = 300.0
-
-
-def backoff(attempts: int, rng: Callable[[], float] = random.random) -> float:
-    """Seconds before the next try: exponential from 0.5 s, capped at 5 min, with jitter."""
-    base = min(300.0, 0.5 * 2 ** min(attempts, 20))
-    return base * (0.5 + rng())
 
 
 @dataclass(frozen=True)
@@ -269,7 +264,7 @@ class Replicator:
                 await self.archive.index.delivered(sop_uid, target)
                 return
             self._breaker(target).failed()
-            wait = backoff(int(row["attempts"]))
+            wait = outbox_wait(int(row["attempts"]))
             await self.archive.index.postpone(sop_uid, target, self._clock() + wait, str(exc))
             log.info("copy to %s failed (retry in %.1f s): %s", target[:15], wait, exc)
         else:
@@ -296,8 +291,11 @@ class Replicator:
     async def _transfer(self, row: dict[str, Any]) -> None:
         path = self.archive.path(row["sha256"])
         syntax = await self.archive.index.transfer_syntax(row["sop_uid"]) or ""
-        await send_object(partial(self.discovery.ask_member, row["target"]), path,
-                          row["sha256"], syntax, self._rate(row["target"]).add)
+        async for attempt in quick_retries():
+            with attempt:
+                # A retry resumes: large objects ask the receiver how much it holds.
+                await send_object(partial(self.discovery.ask_member, row["target"]), path,
+                                  row["sha256"], syntax, self._rate(row["target"]).add)
 
     async def _observe_backlogs(self) -> None:
         if not any(b.delivered for b in self._backlogs.values()):
