@@ -32,9 +32,9 @@ from replication.antientropy import routes as anti_entropy_routes
 from replication.deletion import routes as deletion_routes
 from replication.feed import routes as feed_routes
 from replication.fetch import Fetcher
+from replication.http import routes as replication_http_routes
 from replication.remote_find import routes as remote_find_routes
 from replication.retrieve import MeshRetrieve
-from replication.http import routes as replication_http_routes
 from replication.service import ReplicationSettings, Replicator
 from replication.transfer import Receipts
 from replication.transfer import routes as transfer_routes
