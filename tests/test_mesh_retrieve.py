@@ -116,61 +116,53 @@ def assert_bit_exact(received: Path, reference: NodeProcess, count: int) -> None
 
 
 def test_find_get_move_and_cache_for_a_study_held_elsewhere(make_node, tmp_path: Path) -> None:
-    nodes = form_mesh(make_node)
-    a, b, c = nodes
-    study, files = study_on_b_and_c(nodes, tmp_path, 12)
-    assert not set(stored_by_sop(a)) & {sop_instance_uid(p) for p in files}  # none on A
-
-    studies = findscu(a, tmp_path / "f1", "QueryRetrieveLevel=STUDY",
-                      f"StudyInstanceUID={study}", "NumberOfStudyRelatedInstances",
-                      "PatientID", "ModalitiesInStudy")
-    assert len(studies) == 1  # held on B and C: listed once
-    assert int(studies[0].NumberOfStudyRelatedInstances) == 12
-    series = findscu(a, tmp_path / "f2", "QueryRetrieveLevel=SERIES",
-                     f"StudyInstanceUID={study}", "SeriesInstanceUID",
-                     "NumberOfSeriesRelatedInstances")
-    assert sorted(int(s.NumberOfSeriesRelatedInstances) for s in series) == [6, 6]
-    images = findscu(a, tmp_path / "f3", "QueryRetrieveLevel=IMAGE",
-                     f"StudyInstanceUID={study}", "SeriesInstanceUID", "SOPInstanceUID",
-                     "InstanceNumber")
-    assert len({str(i.SOPInstanceUID) for i in images}) == 12
-    wait_for(lambda: "C-FIND for member" in b.log() + c.log(), 5)
-
-    result = getscu(a, tmp_path / "get1", study)
-    assert result.returncode == 0, result.stderr
-    assert_bit_exact(tmp_path / "get1", b, 12)
-    fetched = a.status()["retrieve"]["fetched"]
-    assert fetched == 12
-
-    # Second time: from A's cache, nothing fetched.
-    result = getscu(a, tmp_path / "get2", study)
-    assert result.returncode == 0, result.stderr
-    assert_bit_exact(tmp_path / "get2", b, 12)
-    stats = a.status()["retrieve"]
-    assert stats["fetched"] == 12 and stats["from_cache"] >= 12
-
-    # C-MOVE to a storescp configured on A.
     port = free_port()
     (tmp_path / "move").mkdir()
     scp = subprocess.Popen(["storescp", "-aet", "VIEWER", "+B", "-od",
                             str(tmp_path / "move"), str(port)], stderr=subprocess.PIPE)
     try:
-        a.stop()
-        a.modalities = (f"VIEWER@127.0.0.1:{port}",)
-        a.start()
-        wait_for(lambda: set(peer_states(a).values()) == {"alive"}, 30)
+        nodes = form_mesh(make_node, ("--modality", f"VIEWER@127.0.0.1:{port}"))
+        a, b, _ = nodes
+        study, files = study_on_b_and_c(nodes, tmp_path, 12)
+        assert not set(stored_by_sop(a)) & {sop_instance_uid(p) for p in files}  # none on A
+
+        studies = findscu(a, tmp_path / "f1", "QueryRetrieveLevel=STUDY",
+                          f"StudyInstanceUID={study}", "NumberOfStudyRelatedInstances",
+                          "PatientID", "ModalitiesInStudy")
+        assert len(studies) == 1  # held on B and C: listed once
+        assert int(studies[0].NumberOfStudyRelatedInstances) == 12
+        series = findscu(a, tmp_path / "f2", "QueryRetrieveLevel=SERIES",
+                         f"StudyInstanceUID={study}", "SeriesInstanceUID",
+                         "NumberOfSeriesRelatedInstances")
+        assert sorted(int(s.NumberOfSeriesRelatedInstances) for s in series) == [6, 6]
+        images = findscu(a, tmp_path / "f3", "QueryRetrieveLevel=IMAGE",
+                         f"StudyInstanceUID={study}", "SeriesInstanceUID", "SOPInstanceUID",
+                         "InstanceNumber")
+        assert len({str(i.SOPInstanceUID) for i in images}) == 12
+        wait_for(lambda: "C-FIND for member" in b.log() + nodes[2].log(), 5)
+
+        # C-MOVE to the storescp configured on A: fetched from the mesh.
         moved = dcmtk("movescu", "-S", "-aec", a.aet, "-aem", "VIEWER",
                       "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}",
                       *a.address)
         assert moved.returncode == 0, moved.stderr
         assert_bit_exact(tmp_path / "move", b, 12)
+        assert a.status()["retrieve"]["fetched"] == 12
         unknown = dcmtk("movescu", "-S", "-aec", a.aet, "-aem", "NOWHERE",
                         "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}",
                         *a.address)
         assert "movedestinationunknown" in (unknown.stderr + unknown.stdout).lower()
+        assert "unknown destination" in a.log()
     finally:
         scp.terminate()
         scp.wait(timeout=10)
+
+    # C-GET afterwards: from A's cache, nothing fetched again.
+    result = getscu(a, tmp_path / "get", study)
+    assert result.returncode == 0, result.stderr
+    assert_bit_exact(tmp_path / "get", b, 12)
+    stats = a.status()["retrieve"]
+    assert stats["fetched"] == 12 and stats["from_cache"] >= 12
 
     # query_scope = local: A answers for its own holdings only. Its cached copies are
     # holdings, so ask for a study A never saw: stored on B after A restarted.
@@ -180,7 +172,7 @@ def test_find_get_move_and_cache_for_a_study_held_elsewhere(make_node, tmp_path:
     other, _ = study_on_b_and_c(nodes, tmp_path / "second", 2)
     assert findscu(a, tmp_path / "f4", "QueryRetrieveLevel=STUDY",
                    f"StudyInstanceUID={other}") == []
-    assert findscu(c, tmp_path / "f5", "QueryRetrieveLevel=STUDY",
+    assert findscu(nodes[2], tmp_path / "f5", "QueryRetrieveLevel=STUDY",
                    f"StudyInstanceUID={other}") != []
 
 
