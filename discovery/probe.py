@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,5 +78,26 @@ async def call(
                     detail = (await rsp.text())[:200]
                     raise Refused(rsp.status, f"{url}: HTTP {rsp.status} {detail}")
                 return await rsp.json(content_type=None)
+    except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+        raise ProbeFailed(f"{url}: {type(exc).__name__}: {exc}") from None
+
+
+async def stream(
+    session: aiohttp.ClientSession, address: str, port: int, path: str, seconds: float,
+    context: ssl.SSLContext, sink: Callable[[bytes], Awaitable[None]],
+    headers: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """A GET whose body goes to ``sink`` a chunk at a time as it arrives (never whole in
+    memory); returns the response headers."""
+    url = f"https://{url_host(address)}:{port}{path}"
+    try:
+        async with asyncio.timeout(seconds):
+            async with session.get(url, headers=headers, ssl=context) as rsp:
+                if rsp.status != 200:
+                    detail = (await rsp.text())[:200]
+                    raise Refused(rsp.status, f"{url}: HTTP {rsp.status} {detail}")
+                async for chunk in rsp.content.iter_any():
+                    await sink(chunk)
+                return dict(rsp.headers)
     except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
         raise ProbeFailed(f"{url}: {type(exc).__name__}: {exc}") from None

@@ -30,7 +30,7 @@ from discovery.invite import Invite, InviteError, b64, canonical, parse_invite, 
 from discovery.mdns import Announcement, MdnsAgent, interface_addresses
 from discovery.membership import MembershipError, MembershipStore
 from discovery.peers import Clock, Liveness, Peer, PeerState, PeerTable
-from discovery.probe import HELLO_PATH, JOIN_PATH, ROSTER_PATH, Hello, ProbeFailed, call
+from discovery.probe import HELLO_PATH, JOIN_PATH, ROSTER_PATH, Hello, ProbeFailed, call, stream
 from discovery.records import (
     PROTOCOL_VERSION,
     DicomRecord,
@@ -267,6 +267,17 @@ class Discovery:
         return await call(self._session, method, peer.addresses[0], peer.mesh_port, path,
                           seconds, self._context_for(node_id), params=params, body=body,
                           data=data, headers=headers)
+
+    async def stream_from_member(
+        self, node_id: str, path: str, sink: Callable[[bytes], Awaitable[None]],
+        seconds: float, headers: dict[str, str] | None = None,
+    ) -> dict[str, str]:
+        """A GET from a member whose body is handed to ``sink`` as it arrives."""
+        peer = self.table.peers.get(node_id)
+        if self._session is None or peer is None or not peer.addresses:
+            raise ProbeFailed(f"no known address for {node_id[:15]}")
+        return await stream(self._session, peer.addresses[0], peer.mesh_port, path, seconds,
+                            self._context_for(node_id), sink, headers=headers)
 
     def members(self) -> list[str]:
         """Node ids of the roster's members (not who is online this minute)."""

@@ -31,7 +31,10 @@ from node.storage import Storage
 from replication.antientropy import routes as anti_entropy_routes
 from replication.deletion import routes as deletion_routes
 from replication.feed import routes as feed_routes
+from replication.fetch import Fetcher
 from replication.http import routes as replication_http_routes
+from replication.remote_find import routes as remote_find_routes
+from replication.retrieve import MeshRetrieve
 from replication.service import ReplicationSettings, Replicator
 from replication.transfer import Receipts
 from replication.transfer import routes as transfer_routes
@@ -96,6 +99,8 @@ class Node:
             receipts = Receipts()
             self.discovery.add_mesh_routes(transfer_routes(self.archive, receipts))
             self.discovery.add_mesh_routes(deletion_routes(self.archive.index))
+            self.discovery.add_mesh_routes(remote_find_routes(self.archive.index))
+            fetcher = Fetcher(self.archive, self.discovery, cfg.cache_bytes, lambda: cfg.replicas)
             self.discovery.add_mesh_routes(
                 anti_entropy_routes(self.archive.index, self.discovery, lambda: cfg.replicas)
             )
@@ -105,10 +110,12 @@ class Node:
 
             async def replication_status() -> dict[str, Any]:
                 return {"replication": {"peers": await replicator.peers_status(),
-                                        "received": receipts.as_json()}}
+                                        "received": receipts.as_json()},
+                        "retrieve": fetcher.stats.as_json()}
 
             configure_pynetdicom(debug=cfg.log_level == "DEBUG")
-            self.dicom = DicomServer(cfg, self.archive, self.discovery.dicom_destination)
+            self.dicom = DicomServer(cfg, self.archive, self.discovery.dicom_destination,
+                                     MeshRetrieve(self.discovery, fetcher))
             try:
                 self.dicom.start()
             except OSError as exc:

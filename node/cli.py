@@ -87,6 +87,10 @@ def main() -> None:
               help="Announce on this network interface only; repeatable (default: all).")
 @click.option("--device-type", help="ARCHIVE (site server) or WSD (workstation).")
 @click.option("--replicas", type=int, help="Keep every study on this many nodes (default 2).")
+@click.option("--query-scope", type=click.Choice(["mesh", "local"]),
+              help="C-FIND answers from the mesh catalog (default) or local holdings only.")
+@click.option("--cache-bytes", type=int,
+              help="Bytes of instances fetched from the mesh kept here (default 10 GiB).")
 @click.option("--log-level", help="DEBUG, INFO, WARNING, ERROR.")
 def run(**options: Any) -> None:
     """Run a node until interrupted."""

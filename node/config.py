@@ -23,6 +23,8 @@ ENV_PREFIX = "PACSMESH_"
 DEFAULT_DICOM_PORT = 11112
 DEFAULT_HTTP_PORT = 8080
 DEFAULT_MESH_PORT = 11113
+DEFAULT_CACHE_BYTES = 10 * 2**30
+QUERY_SCOPES = ("mesh", "local")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -59,6 +61,8 @@ class NodeConfig:
     join: str | None = None  # invite token, used until this node is a member
     replicas: int = 2  # every study is kept on this many mesh members
     hint_after: float = 60.0  # seconds an owner may be unreachable before a stand-in
+    query_scope: str = "mesh"  # C-FIND answers from the mesh catalog, or local holdings
+    cache_bytes: int = DEFAULT_CACHE_BYTES  # instances fetched from the mesh kept here
 
     def modality(self, aet: str) -> RemoteAE | None:
         for remote in self.modalities:
@@ -144,6 +148,23 @@ def _replicas(value: Any) -> int:
     return count
 
 
+def _cache_bytes(value: Any) -> int:
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        count = -1
+    if isinstance(value, bool | float) or count < 0:
+        raise ConfigError(f"cache_bytes must be a whole number of bytes >= 0, got {value!r}")
+    return count
+
+
+def _query_scope(value: Any) -> str:
+    scope = str(value).strip().lower()
+    if scope not in QUERY_SCOPES:
+        raise ConfigError(f"query_scope must be one of {', '.join(QUERY_SCOPES)}, got {value!r}")
+    return scope
+
+
 def _as_list(value: Any, what: str) -> list[Any]:
     if isinstance(value, str) or not isinstance(value, list | tuple):
         raise ConfigError(f"{what} must be a list")
@@ -177,7 +198,7 @@ def default_data_dir() -> Path:
 _KEYS = (
     "aet", "bind", "dicom_port", "http_port", "modalities", "mdns", "log_level",
     "peers", "interfaces", "device_type", "mesh_port", "join", "replicas",
-    "hint_after",
+    "hint_after", "query_scope", "cache_bytes",
 )
 _LIST_KEYS = ("modalities", "peers", "interfaces")
 DEVICE_TYPES = ("ARCHIVE", "WSD")
@@ -263,6 +284,8 @@ def load_config(
         join=join,
         replicas=_replicas(merged.get("replicas", 2)),
         hint_after=_seconds(merged.get("hint_after", 60.0), "hint_after"),
+        query_scope=_query_scope(merged.get("query_scope", "mesh")),
+        cache_bytes=_cache_bytes(merged.get("cache_bytes", DEFAULT_CACHE_BYTES)),
     )
     ports = {"DICOM": config.dicom_port, "HTTP": config.http_port, "mesh": config.mesh_port}
     for a, b in (("DICOM", "HTTP"), ("DICOM", "mesh"), ("HTTP", "mesh")):

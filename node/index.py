@@ -190,6 +190,84 @@ MIGRATIONS: tuple[str, ...] = (
             (SELECT max(seq) FROM changes));
     END;
     """,
+    # v7: the catalog carries what C-FIND needs (patient, study and series keys on their
+    # own tables, instance keys on its rows), so any node answers for studies held
+    # anywhere; mesh_* views are this node's holdings plus the catalog's for the rest,
+    # one row per entity. Fetched copies kept in the cache are listed in cache_use. The
+    # catalog's feed checkpoints are reset so the new keys are read in again.
+    """
+    ALTER TABLE catalog ADD COLUMN series_uid TEXT NOT NULL DEFAULT '';
+    ALTER TABLE catalog ADD COLUMN sop_class_uid TEXT NOT NULL DEFAULT '';
+    ALTER TABLE catalog ADD COLUMN transfer_syntax_uid TEXT NOT NULL DEFAULT '';
+    ALTER TABLE catalog ADD COLUMN instance_number TEXT NOT NULL DEFAULT '';
+    ALTER TABLE catalog ADD COLUMN rows INTEGER;
+    ALTER TABLE catalog ADD COLUMN columns INTEGER;
+    ALTER TABLE catalog ADD COLUMN number_of_frames TEXT NOT NULL DEFAULT '';
+    ALTER TABLE catalog ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX catalog_sop ON catalog(sop_uid);
+    CREATE TABLE catalog_studies (
+        study_uid TEXT PRIMARY KEY,
+        patient_id TEXT NOT NULL DEFAULT '',
+        patient_name TEXT NOT NULL DEFAULT '',
+        patient_birth_date TEXT NOT NULL DEFAULT '',
+        patient_sex TEXT NOT NULL DEFAULT '',
+        study_date TEXT NOT NULL DEFAULT '',
+        study_time TEXT NOT NULL DEFAULT '',
+        accession_number TEXT NOT NULL DEFAULT '',
+        study_id TEXT NOT NULL DEFAULT '',
+        study_description TEXT NOT NULL DEFAULT '',
+        referring_physician_name TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE catalog_series (
+        series_uid TEXT PRIMARY KEY,
+        study_uid TEXT NOT NULL,
+        modality TEXT NOT NULL DEFAULT '',
+        series_number TEXT NOT NULL DEFAULT '',
+        series_description TEXT NOT NULL DEFAULT '',
+        series_date TEXT NOT NULL DEFAULT '',
+        series_time TEXT NOT NULL DEFAULT '',
+        body_part_examined TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX catalog_series_study ON catalog_series(study_uid);
+    CREATE VIEW mesh_studies AS
+        SELECT study_uid, patient_id, patient_name, patient_birth_date, patient_sex,
+            study_date, study_time, accession_number, study_id, study_description,
+            referring_physician_name FROM studies
+        UNION ALL
+        SELECT c.study_uid, c.patient_id, c.patient_name, c.patient_birth_date,
+            c.patient_sex, c.study_date, c.study_time, c.accession_number, c.study_id,
+            c.study_description, c.referring_physician_name FROM catalog_studies c
+        WHERE NOT EXISTS (SELECT 1 FROM studies s WHERE s.study_uid = c.study_uid)
+            AND EXISTS (SELECT 1 FROM catalog k WHERE k.study_uid = c.study_uid);
+    CREATE VIEW mesh_series AS
+        SELECT series_uid, study_uid, modality, series_number, series_description,
+            series_date, series_time, body_part_examined FROM series
+        UNION ALL
+        SELECT c.series_uid, c.study_uid, c.modality, c.series_number,
+            c.series_description, c.series_date, c.series_time, c.body_part_examined
+        FROM catalog_series c
+        WHERE NOT EXISTS (SELECT 1 FROM series s WHERE s.series_uid = c.series_uid)
+            AND EXISTS (SELECT 1 FROM catalog k WHERE k.study_uid = c.study_uid
+                        AND k.series_uid = c.series_uid);
+    CREATE VIEW mesh_instances AS
+        SELECT sop_uid, series_uid, sop_class_uid, transfer_syntax_uid, instance_number,
+            rows, columns, number_of_frames, sha256, size, 1 AS local FROM instances
+        UNION ALL
+        SELECT c.sop_uid, c.series_uid, c.sop_class_uid, c.transfer_syntax_uid,
+            c.instance_number, c.rows, c.columns, c.number_of_frames, c.sha256, c.size,
+            0 AS local FROM catalog c
+        WHERE c.series_uid != ''
+            AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.sop_uid = c.sop_uid)
+        GROUP BY c.sop_uid;
+    CREATE TABLE cache_use (
+        sop_uid TEXT PRIMARY KEY,
+        sha256 TEXT NOT NULL,
+        study_uid TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        last_used REAL NOT NULL
+    );
+    DELETE FROM state WHERE namespace = 'catalog';
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 TOMBSTONED_ERROR = "study deleted (tombstone)"  # raised by the v6 trigger
@@ -243,6 +321,7 @@ class StoredInstance:
     size: int
     study_uid: str = ""
     series_uid: str = ""
+    local: bool = True  # False: only other members hold it (see Index.instances_for)
 
 
 @dataclass(frozen=True)
@@ -414,23 +493,26 @@ class Index:
         rows = await self._conn.execute_fetchall(sql, tuple(params))
         return [dict(r) for r in rows]
 
-    async def find(self, query: Query) -> list[dict[str, Any]]:
+    async def find(self, query: Query, mesh: bool = False) -> list[dict[str, Any]]:
+        """C-FIND rows from this node's holdings, or (``mesh``) from everything the mesh
+        holds as far as the catalog knows, each entity once."""
         sql, params = query.sql()
-        return await self._fetchall(sql, params)
+        return await self._fetchall(_over_mesh(sql) if mesh else sql, params)
 
-    async def instances_for(self, query: Query) -> list[StoredInstance]:
-        """The instances under every entity the query matches, in a stable order."""
+    async def instances_for(self, query: Query, mesh: bool = False) -> list[StoredInstance]:
+        """The instances under every entity the query matches, in a stable order; with
+        ``mesh``, those held elsewhere too (``local`` False)."""
         image_query = Query(level="IMAGE", conditions=query.conditions)
-        sql, params = image_query.sql(
-            columns=("i.sop_class_uid", "i.transfer_syntax_uid", "i.sha256", "i.size",
-                     "se.study_uid", "se.series_uid")
-        )
-        rows = await self._fetchall(sql, params)
+        columns = ["i.sop_class_uid", "i.transfer_syntax_uid", "i.sha256", "i.size",
+                   "se.study_uid", "se.series_uid"]
+        sql, params = image_query.sql(columns=[*columns, "i.local"] if mesh else columns)
+        rows = await self._fetchall(_over_mesh(sql) if mesh else sql, params)
         return [
             StoredInstance(
                 sop_uid=r["SOPInstanceUID"], sop_class_uid=r["i.sop_class_uid"],
                 transfer_syntax_uid=r["i.transfer_syntax_uid"], sha256=r["i.sha256"],
                 size=r["i.size"], study_uid=r["se.study_uid"], series_uid=r["se.series_uid"],
+                local=bool(r.get("i.local", 1)),
             )
             for r in rows
         ]
@@ -470,13 +552,18 @@ class Index:
         )
 
     async def changes_since(self, seq: int, limit: int = 1000) -> list[dict[str, Any]]:
-        """The change feed: what this node stored after ``seq``, oldest first, with the
-        keys a catalog of the mesh needs. No pixel data, nothing a catalog cannot show."""
+        """The change feed: what this node stored (``add``) or dropped from its cache
+        (``remove``) after ``seq``, oldest first, with the keys a catalog of the mesh
+        answers C-FIND from. No pixel data, nothing a catalog cannot show."""
         return await self._fetchall(
             "SELECT c.seq, c.kind, c.sop_uid, c.study_uid, c.at, i.sha256, i.size, i.source_aet,"
-            " i.sop_class_uid, i.transfer_syntax_uid, i.series_uid,"
-            " st.patient_id, st.patient_name, st.study_date, st.accession_number,"
-            " st.study_description, se.modality"
+            " i.sop_class_uid, i.transfer_syntax_uid, i.series_uid, i.instance_number,"
+            " i.rows, i.columns, i.number_of_frames,"
+            " st.patient_id, st.patient_name, st.patient_birth_date, st.patient_sex,"
+            " st.study_date, st.study_time, st.accession_number, st.study_id,"
+            " st.study_description, st.referring_physician_name,"
+            " se.modality, se.series_number, se.series_description, se.series_date,"
+            " se.series_time, se.body_part_examined"
             " FROM changes c LEFT JOIN instances i ON i.sop_uid = c.sop_uid AND i.seq = c.seq"
             " LEFT JOIN series se ON se.series_uid = i.series_uid"
             " LEFT JOIN studies st ON st.study_uid = c.study_uid"
@@ -538,17 +625,50 @@ class Index:
     async def record_catalog(
         self, node_id: str, rows: list[tuple[str, str, str]], checkpoint: int
     ) -> None:
-        """Remember (study_uid, sop_uid, sha256) held by ``node_id`` and how far its
-        change feed has been read, in one transaction."""
+        """Remember (study_uid, sop_uid, sha256) held by ``node_id`` (no C-FIND keys)."""
+        changes = [{"kind": "add", "study_uid": st, "sop_uid": sop, "sha256": sha}
+                   for st, sop, sha in rows]
+        await self.record_catalog_changes(node_id, changes, checkpoint)
+
+    async def record_catalog_changes(
+        self, node_id: str, changes: list[dict[str, Any]], checkpoint: int
+    ) -> None:
+        """Apply a page of ``node_id``'s change feed to the catalog (what it holds, with
+        the keys C-FIND answers from) and remember how far the feed was read, in one
+        transaction."""
+        adds = [_catalog_row(node_id, c) for c in changes if c["kind"] == "add" and c["sha256"]]
+        removes = [(node_id, c["sop_uid"]) for c in changes if c["kind"] == "remove"]
+        keyed = [c for c in changes if c["kind"] == "add" and c.get("series_uid")]
         async with self._write_lock:
             await self._conn.execute("BEGIN IMMEDIATE")
             try:
                 # A peer that has not yet applied a tombstone still lists the study.
                 await self._conn.executemany(
-                    "INSERT OR IGNORE INTO catalog (study_uid, node_id, sop_uid, sha256)"
-                    " SELECT ?,?,?,? WHERE NOT EXISTS"
-                    " (SELECT 1 FROM tombstones WHERE study_uid = ?)",
-                    [(st, node_id, sop, sha, st) for st, sop, sha in rows],
+                    "INSERT INTO catalog (study_uid, node_id, sop_uid, sha256, series_uid,"
+                    " sop_class_uid, transfer_syntax_uid, instance_number, rows, columns,"
+                    " number_of_frames, size) SELECT ?,?,?,?,?,?,?,?,?,?,?,? WHERE NOT EXISTS"
+                    " (SELECT 1 FROM tombstones WHERE study_uid = ?)"
+                    " ON CONFLICT (study_uid, node_id, sop_uid) DO UPDATE SET"
+                    " sha256 = excluded.sha256, series_uid = excluded.series_uid,"
+                    " sop_class_uid = excluded.sop_class_uid,"
+                    " transfer_syntax_uid = excluded.transfer_syntax_uid,"
+                    " instance_number = excluded.instance_number, rows = excluded.rows,"
+                    " columns = excluded.columns,"
+                    " number_of_frames = excluded.number_of_frames, size = excluded.size",
+                    [(*row, row[0]) for row in adds],
+                )
+                await self._conn.executemany(
+                    "DELETE FROM catalog WHERE node_id = ? AND sop_uid = ?", removes
+                )
+                await self._conn.executemany(
+                    f"INSERT OR IGNORE INTO catalog_studies ({', '.join(_STUDY_KEYS)})"
+                    f" VALUES ({', '.join('?' * len(_STUDY_KEYS))})",
+                    [tuple(_text(c, k) for k in _STUDY_KEYS) for c in keyed],
+                )
+                await self._conn.executemany(
+                    f"INSERT OR IGNORE INTO catalog_series ({', '.join(_SERIES_KEYS)})"
+                    f" VALUES ({', '.join('?' * len(_SERIES_KEYS))})",
+                    [tuple(_text(c, k) for k in _SERIES_KEYS) for c in keyed],
                 )
                 await self._conn.execute(
                     "INSERT INTO state (namespace, key, value, updated_at) VALUES (?,?,?,?)"
@@ -561,6 +681,78 @@ class Index:
                 if self._conn.in_transaction:
                     await self._conn.execute("ROLLBACK")
                 raise
+
+    async def holders_of(self, sop_uids: list[str]) -> dict[str, list[tuple[str, str]]]:
+        """sop_uid -> [(member node id, sha256)] of the members the catalog says hold it."""
+        held: dict[str, list[tuple[str, str]]] = {}
+        for start in range(0, len(sop_uids), 500):  # SQLite's limit on parameters
+            part = sop_uids[start:start + 500]
+            rows = await self._fetchall(
+                f"SELECT sop_uid, node_id, sha256 FROM catalog"
+                f" WHERE sop_uid IN ({', '.join('?' * len(part))}) ORDER BY node_id", part,
+            )
+            for r in rows:
+                held.setdefault(r["sop_uid"], []).append((r["node_id"], r["sha256"]))
+        return held
+
+    # --- cache of instances fetched from the mesh ------------------------------------------
+
+    async def cache_add(self, inst: StoredInstance, now: float) -> None:
+        async with self._write_lock:
+            await self._conn.execute(
+                "INSERT INTO cache_use (sop_uid, sha256, study_uid, size, last_used)"
+                " VALUES (?,?,?,?,?) ON CONFLICT(sop_uid) DO UPDATE SET"
+                " last_used = excluded.last_used",
+                (inst.sop_uid, inst.sha256, inst.study_uid, inst.size, now),
+            )
+
+    async def cache_touch(self, sop_uids: list[str], now: float) -> None:
+        async with self._write_lock:
+            await self._conn.executemany(
+                "UPDATE cache_use SET last_used = ? WHERE sop_uid = ?",
+                [(now, sop) for sop in sop_uids],
+            )
+
+    async def cache_entries(self) -> list[dict[str, Any]]:
+        return await self._fetchall(
+            "SELECT sop_uid, sha256, study_uid, size, last_used FROM cache_use"
+        )
+
+    async def evict(self, sop_uids: list[str], now: float) -> list[str]:
+        """Drop cached instances from the index (the caller removes the files it gets
+        back), and record each removal in the change feed so catalogs forget this copy."""
+        gone: list[str] = []
+        async with self._write_lock:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for sop in sop_uids:
+                    rows = await self._fetchall(
+                        "SELECT c.sha256, c.study_uid FROM cache_use c JOIN instances i"
+                        " ON i.sop_uid = c.sop_uid WHERE c.sop_uid = ?", (sop,),
+                    )
+                    await self._conn.execute("DELETE FROM cache_use WHERE sop_uid = ?", (sop,))
+                    if not rows:
+                        continue
+                    await self._conn.execute("DELETE FROM instances WHERE sop_uid = ?", (sop,))
+                    await self._conn.execute(
+                        "INSERT INTO changes (kind, sop_uid, study_uid, at)"
+                        " VALUES ('remove', ?, ?, ?)", (sop, rows[0]["study_uid"], now),
+                    )
+                    gone.append(rows[0]["sha256"])
+                await self._conn.execute(
+                    "DELETE FROM series WHERE series_uid NOT IN"
+                    " (SELECT DISTINCT series_uid FROM instances)"
+                )
+                await self._conn.execute(
+                    "DELETE FROM studies WHERE study_uid NOT IN"
+                    " (SELECT DISTINCT study_uid FROM series)"
+                )
+                await self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    await self._conn.execute("ROLLBACK")
+                raise
+        return gone
 
     async def catalog_holds(self, node_id: str, sop_uids: list[str]) -> dict[str, str]:
         """sop_uid -> sha256 of those instances the catalog says ``node_id`` holds."""
@@ -695,6 +887,9 @@ class Index:
                 await c.execute("DELETE FROM studies WHERE study_uid = ?", study)
                 await c.execute("DELETE FROM outbox WHERE study_uid = ?", study)
                 await c.execute("DELETE FROM catalog WHERE study_uid = ?", study)
+                await c.execute("DELETE FROM catalog_series WHERE study_uid = ?", study)
+                await c.execute("DELETE FROM catalog_studies WHERE study_uid = ?", study)
+                await c.execute("DELETE FROM cache_use WHERE study_uid = ?", study)
                 deletion = StudyDeletion(
                     len(held), sum(int(r["size"]) for r in held),
                     tuple(r["sha256"] for r in held),
@@ -725,6 +920,35 @@ class Index:
                 (stone.sig, stone.deleted_by, stone.deleted_at, stone.reason,
                  json.dumps(stone.document), stone.study_uid),
             )
+
+
+# The match SQL of node.query reads tables studies, series and instances; over the mesh
+# the same statement reads the mesh_* views instead, so there is one matcher.
+_MESH_TABLES = (
+    "WITH studies AS (SELECT * FROM mesh_studies), series AS (SELECT * FROM mesh_series),"
+    " instances AS (SELECT * FROM mesh_instances) "
+)
+_STUDY_KEYS = ("study_uid", "patient_id", "patient_name", "patient_birth_date",
+               "patient_sex", "study_date", "study_time", "accession_number", "study_id",
+               "study_description", "referring_physician_name")
+_SERIES_KEYS = ("series_uid", "study_uid", "modality", "series_number",
+                "series_description", "series_date", "series_time", "body_part_examined")
+
+
+def _over_mesh(sql: str) -> str:
+    return _MESH_TABLES + sql
+
+
+def _text(change: dict[str, Any], key: str) -> str:
+    value = change.get(key)
+    return "" if value is None else str(value)
+
+
+def _catalog_row(node_id: str, c: dict[str, Any]) -> tuple[Any, ...]:
+    return (c["study_uid"], node_id, c["sop_uid"], c["sha256"], _text(c, "series_uid"),
+            _text(c, "sop_class_uid"), _text(c, "transfer_syntax_uid"),
+            _text(c, "instance_number"), c.get("rows"), c.get("columns"),
+            _text(c, "number_of_frames"), int(c.get("size") or 0))
 
 
 def _tombstoned(row: dict[str, Any]) -> Tombstoned:

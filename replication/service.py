@@ -182,10 +182,8 @@ class Replicator:
                     page = await self.discovery.ask_member(
                         peer, "GET", CHANGES_PATH, params={"since": str(since)}
                     )
-                    rows = [(c["study_uid"], c["sop_uid"], c["sha256"])
-                            for c in page["changes"] if c["kind"] == "add" and c["sha256"]]
                     since = int(page["next"])
-                    await index.record_catalog(peer, rows, since)
+                    await index.record_catalog_changes(peer, page["changes"], since)
                     if not page["more"]:
                         break
             except (ProbeFailed, KeyError, TypeError, ValueError) as exc:

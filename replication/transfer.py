@@ -186,4 +186,24 @@ def routes(archive: Archive, receipts: Receipts) -> list[web.RouteDef]:
             receipts.stored += 1
         return web.json_response({"status": result.status.value})
 
-    return [web.put(OBJECTS_PATH, put_object), web.get(PARTIAL_PATH, partial)]
+    async def get_object(request: web.Request) -> web.StreamResponse:
+        """The stored bytes of an object, for a member retrieving a study it lacks."""
+        sha = object_sha(request)
+        if not await archive.index.sops_with_sha(sha):
+            raise web.HTTPNotFound(text="no such object here")
+        path = archive.path(sha)
+        try:
+            size = (await asyncio.to_thread(path.stat)).st_size
+        except FileNotFoundError:
+            raise web.HTTPNotFound(text="no such object here") from None
+        rsp = web.StreamResponse(headers={SHA_HEADER: sha, SIZE_HEADER: str(size)})
+        rsp.content_length = size
+        await rsp.prepare(request)
+        with path.open("rb") as fh:
+            while chunk := await asyncio.to_thread(fh.read, _BATCH):
+                await rsp.write(chunk)
+        await rsp.write_eof()
+        return rsp
+
+    return [web.put(OBJECTS_PATH, put_object), web.get(OBJECTS_PATH, get_object),
+            web.get(PARTIAL_PATH, partial)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from pydicom.dataset import Dataset
 from pydicom.uid import (
@@ -47,7 +47,7 @@ from node.dicom.encoding import encode_file_meta
 from node.dicom.reactor import start_server
 from node.dicom_header import InvalidDataset
 from node.index import IndexFailure, IndexFull, StoredInstance
-from node.query import QueryError, parse_identifier, response_identifier
+from node.query import Query, QueryError, parse_identifier, response_identifier
 from node.storage import StorageError, StorageFull
 from node.transcode import TranscodeError, choose_plan, prepare
 
@@ -129,14 +129,39 @@ def _calling_aet(event: Event) -> str:
 Resolver = Callable[[str], "tuple[str, int] | None"]
 
 
+class Fetching(Protocol):
+    """The instances of one retrieve that other members hold, arriving in order."""
+
+    async def take(self, sop_uid: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class MeshSource(Protocol):
+    """What the mesh answers for what this node does not hold (replication.retrieve)."""
+
+    async def image_rows(
+        self, query: Query, identifier: Dataset, root: str
+    ) -> list[dict[str, Any]]: ...
+
+    async def start(self, instances: list[StoredInstance]) -> Fetching: ...
+
+    async def used_locally(self, sop_uids: list[str]) -> None: ...
+
+    async def enforce_budget(self, keep: frozenset[str] = frozenset()) -> None: ...
+
+
 class DicomServer:
     def __init__(
-        self, config: NodeConfig, archive: Archive, discovered: Resolver | None = None
+        self, config: NodeConfig, archive: Archive, discovered: Resolver | None = None,
+        mesh: MeshSource | None = None,
     ) -> None:
-        """``discovered`` resolves AE titles not in the configured table (e.g. mDNS)."""
+        """``discovered`` resolves AE titles not in the configured table (e.g. mDNS);
+        ``mesh`` answers for studies held elsewhere (none: this node alone)."""
         self.config = config
         self.archive = archive
         self._discovered = discovered
+        self.mesh = mesh
         self.ae = self._build_ae()
         self._server: ThreadedAssociationServer | None = None
 
@@ -228,10 +253,13 @@ class DicomServer:
     def on_find(self, event: Event) -> Iterator[tuple[int | Dataset, Dataset | None]]:
         source = _calling_aet(event)
         try:
-            query = parse_identifier(
-                event.identifier, _model_root(event.request.AffectedSOPClassUID)
-            )
-            rows = self.archive.on_loop(self.archive.index.find(query))
+            root = _model_root(event.request.AffectedSOPClassUID)
+            query = parse_identifier(event.identifier, root)
+            over_mesh = self.config.query_scope == "mesh" and self.mesh is not None
+            if over_mesh and query.level == "IMAGE" and self.mesh is not None:
+                rows = self.archive.on_loop(self.mesh.image_rows(query, event.identifier, root))
+            else:
+                rows = self.archive.on_loop(self.archive.index.find(query, mesh=over_mesh))
         except QueryError as exc:
             log.warning("C-FIND from %s refused: %s", source, exc)
             yield _status(IDENTIFIER_MISMATCH, str(exc)), None
@@ -251,7 +279,8 @@ class DicomServer:
 
     def _matches(self, event: Event) -> list[StoredInstance]:
         query = parse_identifier(event.identifier, _model_root(event.request.AffectedSOPClassUID))
-        return self.archive.on_loop(self.archive.index.instances_for(query))
+        return self.archive.on_loop(
+            self.archive.index.instances_for(query, mesh=self.mesh is not None))
 
     def _sub_operations(
         self,
@@ -259,21 +288,49 @@ class DicomServer:
         instances: list[StoredInstance],
         accepted_for: Callable[[str], set[str]],
     ) -> Iterator[tuple[int, Any]]:
-        for inst in instances:
-            if event.is_cancelled:
-                yield CANCEL, None
-                return
-            plan = choose_plan(inst.transfer_syntax_uid, accepted_for(inst.sop_class_uid))
-            try:
-                payload: Any = prepare(self.archive.path(inst.sha256), plan)
-                if isinstance(payload, str):
-                    payload = StoredFile(payload, inst)
-            except (TranscodeError, OSError) as exc:
-                log.warning(
-                    "instance %s cannot be sent (%s): %s", inst.sha256[:12], plan.value, exc
-                )
-                payload = _unsendable(inst)
-            yield PENDING, payload
+        fetching: Fetching | None = None
+        if self.mesh is not None and any(not inst.local for inst in instances):
+            fetching = self.archive.on_loop(self.mesh.start(instances))
+        served_here: list[str] = []
+        try:
+            for position, inst in enumerate(instances):
+                if event.is_cancelled:
+                    yield CANCEL, None
+                    return
+                if fetching is not None and not inst.local:
+                    try:
+                        self.archive.on_loop(fetching.take(inst.sop_uid))
+                    except Exception as exc:  # reported as this sub-operation's failure
+                        log.warning("instance %s not fetched from the mesh: %s",
+                                    inst.sha256[:12], exc)
+                        yield PENDING, _unsendable(inst)
+                        continue
+                else:
+                    served_here.append(inst.sop_uid)
+                yield PENDING, self._payload(inst, accepted_for)
+                if fetching is not None and not inst.local and self.mesh is not None:
+                    # Fetched copies count against the cache now; those still to be
+                    # sent in this retrieve are not evicted under it.
+                    later = frozenset(i.sop_uid for i in instances[position + 1:])
+                    self.archive.on_loop(self.mesh.enforce_budget(later))
+        finally:
+            if fetching is not None:
+                self.archive.on_loop(fetching.close())
+            if self.mesh is not None:
+                self.archive.on_loop(self.mesh.used_locally(served_here))
+
+    def _payload(self, inst: StoredInstance, accepted_for: Callable[[str], set[str]]) -> Any:
+        plan = choose_plan(inst.transfer_syntax_uid, accepted_for(inst.sop_class_uid))
+        try:
+            payload: Any = prepare(self.archive.path(inst.sha256), plan)
+            if isinstance(payload, str):
+                payload = StoredFile(payload, inst)
+        except (TranscodeError, OSError) as exc:
+            log.warning(
+                "instance %s cannot be sent (%s): %s", inst.sha256[:12], plan.value, exc
+            )
+            payload = _unsendable(inst)
+        return payload
 
     def on_get(self, event: Event) -> Iterator[Any]:
         source = _calling_aet(event)
