@@ -7,6 +7,7 @@ the peer killed mid-stream. Prints time to first image and total time for each.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import tempfile
 import time
@@ -25,7 +26,10 @@ def timed_get(node: NodeProcess, out: Path, study: str, on_progress: Any = None)
     proc = subprocess.Popen(
         ["getscu", "-S", "+B", "-aec", node.aet, "-od", str(out),
          "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}", *node.address],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        # DCMTK leaves Nagle's algorithm on unless told: each C-STORE response would then
+        # wait ~40 ms for our delayed ACK (as benchmarks/ingest.py does for storescu).
+        env={**os.environ, "TCP_NODELAY": os.environ.get("BENCH_NODELAY", "1")})
     first = None
     while proc.poll() is None:
         if first is None and any(out.iterdir()):

@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 # polled at this interval, so idle associations cost what they did.
 TICK = 0.001
 _RECV_CHUNK = 256 * 1024
+_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 
 
 class WakingDUL(DULServiceProvider):
@@ -257,6 +258,13 @@ class BulkReceiveSocket(AssociationSocket):
             if not count:
                 break
             received += scratch[:count]
+        if _QUICKACK is not None:
+            # Acknowledge at once rather than after up to 40 ms: a peer with Nagle's
+            # algorithm on (DCMTK unless TCP_NODELAY=1 is set) holds its next small write
+            # until our ACK, which stalled each C-STORE response of a C-GET. Linux resets
+            # the flag by itself, so it is set again after every read.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
         return received
 
 
