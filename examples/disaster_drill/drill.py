@@ -200,6 +200,19 @@ def get_study(node: NamespacedNode, study_uid: str, out: Path) -> dict[str, str]
             for p in out.iterdir()}
 
 
+def serve_all(node: NamespacedNode, stored: Stored, out: Path) -> tuple[int, int]:
+    """C-GET every study ``node`` holds; (studies served bit-exact, studies held)."""
+    mine = holdings(node)
+    studies = {stored.instances[sop][0] for sop in mine if sop in stored.instances}
+    served = 0
+    for study in sorted(studies):
+        got = get_study(node, study, out / study)
+        expected = {sop: v[1] for sop, v in stored.instances.items()
+                    if v[0] == study and sop in mine}
+        served += all(got.get(sop) == sha for sop, sha in expected.items())
+    return served, len(studies)
+
+
 def shape_wan(link: str, far: str, rate: str) -> None:
     for dev in (link, far):
         subprocess.run(["tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate", rate,
@@ -274,7 +287,12 @@ def drill(plan: Plan, work: Path) -> int:
                                               "B-cut", stored), stored)
         t.say(f"   both sites still take studies: {plan.studies_cut} more at each server")
         for name in ("A-WS2", "B-WS1"):
-            t.say(f"   {name} answers C-FIND: {find_studies(nodes[name])} studies")
+            served, held_here = serve_all(nodes[name], stored, work / "get" / name)
+            t.say(f"   {name} answers C-FIND ({find_studies(nodes[name])} studies) and serves "
+                  f"{served} of the {held_here} studies it holds (C-GET, bit-exact)")
+            if served != held_here:
+                t.say(f"   FAILED: {name} could not serve every study it holds")
+                return 1
         wait_until(lambda: all(outbox(nodes[n]) > 0 for n in ("A-SERVER", "B-SERVER")), 60,
                    "copies owed across the cut")
         depths = {n: outbox(nodes[n]) for n in ("A-SERVER", "B-SERVER")}
@@ -285,18 +303,10 @@ def drill(plan: Plan, work: Path) -> int:
         hosts["A-WS1"].link_down()
         t.say("3. A-SERVER killed (SIGKILL), A-WS1's link cut")
         survivor = nodes["A-WS2"]
-        mine = holdings(survivor)
-        studies_here = {stored.instances[sop][0] for sop in mine if sop in stored.instances}
-        served = 0
-        for study in sorted(studies_here):
-            got = get_study(survivor, study, work / "get" / study)
-            expected = {sop: v[1] for sop, v in stored.instances.items()
-                        if v[0] == study and sop in mine}
-            if all(got.get(sop) == sha for sop, sha in expected.items()):
-                served += 1
-        t.say(f"   A-WS2 serves {served} of the {len(studies_here)} studies it holds "
+        served, held_here = serve_all(survivor, stored, work / "get" / "step3")
+        t.say(f"   A-WS2 serves {served} of the {held_here} studies it holds "
               f"(C-GET, bit-exact); C-FIND lists {find_studies(survivor)}")
-        if served != len(studies_here):
+        if served != held_here:
             t.say("   FAILED: A-WS2 could not serve every study it holds")
             return 1
 
