@@ -11,7 +11,10 @@ from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE, build_role
+from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelGet
 
 from replication.placement import owners
 from tests.mesh_support import invite, joiner, mesh_view, peer_states, start_founder, wait_for
@@ -219,3 +222,38 @@ def test_retrieve_continues_from_another_replica_when_the_holder_dies(
     assert stats["evicted"] > 0
     held = sum(p.stat().st_size for p in (a.data_dir / "objects").rglob("*.dcm"))
     assert held <= budget + 2**20  # plus the founder's own instance
+
+
+def test_retrieve_with_every_holder_gone_reports_failed_sub_operations(
+    make_node, tmp_path: Path
+) -> None:
+    """No live replica: the C-GET ends with a failure status whose counts say that every
+    instance failed (none pretended delivered), and the node keeps serving."""
+
+    nodes = form_mesh(make_node)
+    a, b, c = nodes
+    study, files = study_on_b_and_c(nodes, tmp_path, 4)
+    b.kill()
+    c.kill()
+
+    ae = AE(ae_title="VIEWER")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian])
+    assoc = ae.associate("127.0.0.1", a.dicom_port, ae_title=a.aet,
+                         ext_neg=[build_role(CTImageStorage, scp_role=True)])
+    assert assoc.is_established
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = study
+    final = None
+    for status, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet):
+        if status and status.Status not in (0xFF00, 0xFF01):
+            final = status
+    assoc.release()
+    assert final is not None
+    assert final.Status in (0xA702, 0xB000), hex(final.Status)
+    assert final.NumberOfFailedSuboperations == len(files)
+    assert final.get("NumberOfCompletedSuboperations", 0) == 0
+    retrieve = a.get_json("/api/status")["retrieve"]
+    assert (retrieve["fetched"], retrieve["failed"]) == (0, len(files))
+    assert dcmtk("echoscu", "-aec", a.aet, *a.address).returncode == 0  # still serving
