@@ -105,7 +105,9 @@ class MdnsAgent:
         server = f"pacsmesh-{instance_label(self._host_label)[:15].strip('-')}.local."
         infos = {
             "dicom": AsyncServiceInfo(
-                DICOM_TYPE, dicom_instance_name(dicom.aet, self._host_label, self._renamed),
+                dicom.service_type,
+                dicom_instance_name(dicom.aet, self._host_label, self._renamed,
+                                    dicom.service_type),
                 addresses=packed, port=dicom.port, properties=dicom.properties(), server=server,
             ),
         }

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 DICOM_TYPE = "_dicom._tcp.local."
+DICOM_TLS_TYPE = "_dicom-tls._tcp.local."  # the same record for DIMSE over TLS
 DICOM_TLS_TYPE = "_dicom-tls._tcp.local."
 MESH_TYPE = "_pacsmesh._tcp.local."
 TXT_VERSION = "1"
@@ -30,6 +31,11 @@ class DicomRecord:
     device_type: str
     port: int
     addresses: tuple[str, ...] = ()
+    tls: bool = False
+
+    @property
+    def service_type(self) -> str:
+        return DICOM_TLS_TYPE if self.tls else DICOM_TYPE
 
     def properties(self) -> dict[str, str]:
         return {"txtvers": TXT_VERSION, "AET": self.aet, "PrimaryDeviceType": self.device_type}
@@ -126,14 +132,16 @@ def instance_label(text: str) -> str:
     return text.replace(".", "-")[:63]
 
 
-def dicom_instance_name(aet: str, node_id: str, renamed: bool) -> str:
+def dicom_instance_name(
+    aet: str, node_id: str, renamed: bool, service_type: str = DICOM_TYPE
+) -> str:
     """The DICOM record's instance name; ``renamed`` when another node announces our AET.
 
     The rename is deterministic (the AET plus our node id's prefix), so both sides agree
     on which record is which without talking.
     """
     label = f"{aet} ({node_id[:7]})" if renamed else aet
-    return f"{instance_label(label)}.{DICOM_TYPE}"
+    return f"{instance_label(label)}.{service_type}"
 
 
 def loses_aet_tie(own_node_id: str, other_node_id: str) -> bool:

@@ -79,6 +79,7 @@ class DiscoverySettings:
     interfaces: tuple[str, ...] = ()
     static_peers: tuple[tuple[str, int], ...] = ()
     join_token: str | None = None
+    dicom_tls: bool = False  # the DICOM port speaks TLS: announce _dicom-tls._tcp
     liveness: Liveness = field(default_factory=Liveness)
 
 
@@ -205,7 +206,9 @@ class Discovery:
                 dicom_port=s.dicom_port, aet=s.aet, addresses=fixed,
             )
         self._mdns = MdnsAgent(
-            Announcement(DicomRecord(s.aet, s.device_type, s.dicom_port, fixed), mesh),
+            Announcement(
+                DicomRecord(s.aet, s.device_type, s.dicom_port, fixed, tls=s.dicom_tls), mesh
+            ),
             self._on_mesh_record, self._on_dicom_record, self._on_dicom_removed, s.interfaces,
             host_label=self.node_id,
         )

@@ -11,6 +11,7 @@ import fcntl
 import logging
 import os
 import signal
+import ssl
 from pathlib import Path
 from typing import IO, Any
 
@@ -22,6 +23,7 @@ from discovery.service import Discovery, DiscoveryError, DiscoverySettings, Peer
 from node.archive import Archive
 from node.config import NodeConfig
 from node.dicom.scp import DicomServer, configure_pynetdicom
+from node.dicom.tls import DicomTlsError, server_context
 from node.http.api import make_app
 from node.identity import IdentityError, NodeIdentity, load_or_create_identity
 from node.index import Index
@@ -115,7 +117,8 @@ class Node:
 
             configure_pynetdicom(debug=cfg.log_level == "DEBUG")
             self.dicom = DicomServer(cfg, self.archive, self.discovery.dicom_destination,
-                                     MeshRetrieve(self.discovery, fetcher))
+                                     MeshRetrieve(self.discovery, fetcher),
+                                     tls=self._dicom_tls(identity))
             try:
                 self.dicom.start()
             except OSError as exc:
@@ -151,6 +154,16 @@ class Node:
             cfg.aet, cfg.bind, cfg.dicom_port, cfg.bind, cfg.http_port, cfg.data_dir,
         )
 
+    def _dicom_tls(self, identity: NodeIdentity) -> ssl.SSLContext | None:
+        cfg = self.config
+        if not cfg.dicom_tls:
+            return None
+        try:
+            return server_context(cfg.dicom_tls_cert or identity.cert_path,
+                                  cfg.dicom_tls_key or identity.key_path)
+        except DicomTlsError as exc:
+            raise StartupError(str(exc)) from None
+
     def _identity(self) -> NodeIdentity:
         try:
             return load_or_create_identity(self.config.data_dir, self.config.aet)
@@ -170,6 +183,7 @@ class Node:
             identity=identity, aet=cfg.aet, mesh_port=cfg.mesh_port, dicom_port=cfg.dicom_port,
             device_type=cfg.device_type, mdns=cfg.mdns, bind=cfg.bind,
             interfaces=cfg.interfaces, static_peers=cfg.peers, join_token=cfg.join,
+            dicom_tls=cfg.dicom_tls,
         )
         return Discovery(settings, MembershipStore(cfg.data_dir), PeerStore(load, save))
 

@@ -91,6 +91,12 @@ def main() -> None:
               help="C-FIND answers from the mesh catalog (default) or local holdings only.")
 @click.option("--cache-bytes", type=int,
               help="Bytes of instances fetched from the mesh kept here (default 10 GiB).")
+@click.option("--dicom-tls/--no-dicom-tls", default=None,
+              help="DICOM over TLS on the DICOM port (announced as _dicom-tls._tcp).")
+@click.option("--dicom-tls-cert", type=click.Path(dir_okay=False, path_type=Path),
+              help="PEM certificate for DICOM TLS (default: the node's own).")
+@click.option("--dicom-tls-key", type=click.Path(dir_okay=False, path_type=Path),
+              help="PEM private key for DICOM TLS (default: the node's own).")
 @click.option("--log-level", help="DEBUG, INFO, WARNING, ERROR.")
 def run(**options: Any) -> None:
     """Run a node until interrupted."""

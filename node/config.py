@@ -63,6 +63,9 @@ class NodeConfig:
     hint_after: float = 60.0  # seconds an owner may be unreachable before a stand-in
     query_scope: str = "mesh"  # C-FIND answers from the mesh catalog, or local holdings
     cache_bytes: int = DEFAULT_CACHE_BYTES  # instances fetched from the mesh kept here
+    dicom_tls: bool = False  # DIMSE over TLS on the DICOM port, announced _dicom-tls._tcp
+    dicom_tls_cert: Path | None = None  # PEM; default: the node's own certificate
+    dicom_tls_key: Path | None = None  # PEM; default: the node's own key
 
     def modality(self, aet: str) -> RemoteAE | None:
         for remote in self.modalities:
@@ -165,6 +168,15 @@ def _query_scope(value: Any) -> str:
     return scope
 
 
+def _pem_file(value: Any, what: str) -> Path | None:
+    if value is None or value == "":
+        return None
+    path = Path(str(value)).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{what}: no such file {path}")
+    return path
+
+
 def _as_list(value: Any, what: str) -> list[Any]:
     if isinstance(value, str) or not isinstance(value, list | tuple):
         raise ConfigError(f"{what} must be a list")
@@ -198,7 +210,8 @@ def default_data_dir() -> Path:
 _KEYS = (
     "aet", "bind", "dicom_port", "http_port", "modalities", "mdns", "log_level",
     "peers", "interfaces", "device_type", "mesh_port", "join", "replicas",
-    "hint_after", "query_scope", "cache_bytes",
+    "hint_after", "query_scope", "cache_bytes", "dicom_tls", "dicom_tls_cert",
+    "dicom_tls_key",
 )
 _LIST_KEYS = ("modalities", "peers", "interfaces")
 DEVICE_TYPES = ("ARCHIVE", "WSD")
@@ -286,7 +299,12 @@ def load_config(
         hint_after=_seconds(merged.get("hint_after", 60.0), "hint_after"),
         query_scope=_query_scope(merged.get("query_scope", "mesh")),
         cache_bytes=_cache_bytes(merged.get("cache_bytes", DEFAULT_CACHE_BYTES)),
+        dicom_tls=_parse_bool(merged.get("dicom_tls", False), "dicom_tls"),
+        dicom_tls_cert=_pem_file(merged.get("dicom_tls_cert"), "dicom_tls_cert"),
+        dicom_tls_key=_pem_file(merged.get("dicom_tls_key"), "dicom_tls_key"),
     )
+    if (config.dicom_tls_cert is None) != (config.dicom_tls_key is None):
+        raise ConfigError("dicom_tls_cert and dicom_tls_key go together: give both or neither")
     ports = {"DICOM": config.dicom_port, "HTTP": config.http_port, "mesh": config.mesh_port}
     for a, b in (("DICOM", "HTTP"), ("DICOM", "mesh"), ("HTTP", "mesh")):
         if ports[a] == ports[b]:

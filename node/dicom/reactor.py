@@ -277,6 +277,27 @@ class WakingRequestHandler(RequestHandler):
     cost over 100 ms of CPU per association.
     """
 
+    def handle(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket) and not self._handshake(self.request):
+            return
+        super().handle()
+
+    def _handshake(self, sock: ssl.SSLSocket) -> bool:
+        """The TLS handshake, here on the connection's own thread (see
+        :class:`TlsServer`); a peer that fails or stalls it is dropped with a log line."""
+        previous = sock.gettimeout()
+        sock.settimeout(self.ae.acse_timeout)
+        try:
+            sock.do_handshake()
+        except (OSError, ValueError) as exc:  # ssl.SSLError and timeouts are OSErrors
+            log.warning("DICOM TLS handshake with %s failed: %s",
+                        self.client_address[0], getattr(exc, "reason", None) or exc)
+            with contextlib.suppress(OSError):
+                sock.close()
+            return False
+        sock.settimeout(previous)
+        return True
+
     def _create_association(self) -> Association:
         server = cast(ThreadedAssociationServer, self.server)
         assoc = WakingAssociation(self.ae, MODE_ACCEPTOR)
@@ -303,12 +324,30 @@ class WakingRequestHandler(RequestHandler):
         return assoc
 
 
+class TlsServer(ThreadedAssociationServer):
+    """Leaves the TLS handshake to each connection's thread.
+
+    pynetdicom wraps accepted sockets with the handshake done at once, in the one thread
+    that accepts connections: a client that connects and stays silent would hold every
+    other client out until it timed out.
+    """
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        client, address = cast(socket.socket, self.socket).accept()
+        if self.ssl_context is not None:
+            client = self.ssl_context.wrap_socket(
+                client, server_side=True, do_handshake_on_connect=False
+            )
+        return client, address
+
+
 def start_server(
-    ae: ApplicationEntity, address: tuple[str, int], handlers: list[Any]
+    ae: ApplicationEntity, address: tuple[str, int], handlers: list[Any],
+    ssl_context: ssl.SSLContext | None = None,
 ) -> ThreadedAssociationServer:
     """``ae.start_server(address, block=False, ...)`` with the waking associations."""
     server = cast(ThreadedAssociationServer, ae.make_server(
-        address, evt_handlers=handlers, server_class=ThreadedAssociationServer,
+        address, evt_handlers=handlers, server_class=TlsServer, ssl_context=ssl_context,
         request_handler=WakingRequestHandler,
     ))
     stamp = datetime.now().strftime("%Y%m%d%H%M%S")

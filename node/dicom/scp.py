@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
@@ -154,14 +155,16 @@ class MeshSource(Protocol):
 class DicomServer:
     def __init__(
         self, config: NodeConfig, archive: Archive, discovered: Resolver | None = None,
-        mesh: MeshSource | None = None,
+        mesh: MeshSource | None = None, tls: ssl.SSLContext | None = None,
     ) -> None:
         """``discovered`` resolves AE titles not in the configured table (e.g. mDNS);
-        ``mesh`` answers for studies held elsewhere (none: this node alone)."""
+        ``mesh`` answers for studies held elsewhere (none: this node alone); ``tls``
+        makes the DICOM port speak TLS."""
         self.config = config
         self.archive = archive
         self._discovered = discovered
         self.mesh = mesh
+        self.tls = tls
         self.ae = self._build_ae()
         self._server: ThreadedAssociationServer | None = None
 
@@ -191,7 +194,9 @@ class DicomServer:
             (evt.EVT_C_GET, self.on_get),
             (evt.EVT_C_MOVE, self.on_move),
         ]
-        self._server = start_server(self.ae, (self.config.bind, self.config.dicom_port), handlers)
+        self._server = start_server(
+            self.ae, (self.config.bind, self.config.dicom_port), handlers, self.tls
+        )
         # Accepted sockets inherit this on Linux. Without it every response waits out the
         # peer's delayed ACK (~40 ms per C-STORE with Nagle's algorithm on both sides).
         self._server.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
