@@ -443,8 +443,9 @@ def mesh_status(data_dir: Path | None, http_port: int | None, as_json: bool) -> 
 
 
 def _progress(label: str) -> Progress:
+    # Off when stderr is not a terminal: a log or a pipe gets the counts, not bar frames.
     return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=err, transient=True)
+                    console=err, transient=True, disable=not err.is_terminal)
 
 
 def _remote(text: str) -> RemoteAE:

@@ -29,7 +29,7 @@ from node.dicom.retrieve_scu import (
     move_study,
 )
 from node.dicom.send_scu import Counts, Outgoing, send
-from node.dicom.spool import Spool, temporary_scp
+from node.dicom.spool import Spool, TemporarySCP
 
 log = logging.getLogger(__name__)
 METHODS = ("auto", "get", "move")
@@ -125,12 +125,16 @@ def _pull_study(
             f"or give --port for a temporary storage SCP (the peer must know {aet} there)"
         )
     try:
-        with temporary_scp(aet, "0.0.0.0", request.port, spool):
-            # The spool advances the progress itself: the peer's pending counts would
-            # count the same instances twice.
-            return "C-MOVE", move_study(remote, aet, study, aet, lambda _s: None, timeout)
+        scp = TemporarySCP(aet, "0.0.0.0", request.port, spool)
+        scp.start()
     except OSError as exc:
         raise RetrieveError(f"cannot listen on port {request.port}: {exc.strerror}") from None
+    try:
+        # The spool advances the progress itself: the peer's pending counts would count
+        # the same instances twice.
+        return "C-MOVE", move_study(remote, aet, study, aet, lambda _s: None, timeout)
+    finally:
+        scp.stop()
 
 
 def _store(config: NodeConfig, items: list[Outgoing], running: bool,

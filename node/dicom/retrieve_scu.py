@@ -124,7 +124,7 @@ def _study(identifier: Dataset) -> Study:
 def get_contexts(sop_classes: tuple[str, ...]) -> list[PresentationContext]:
     """Storage contexts to request with the C-GET one: one syntax per context where the
     budget allows, else one context per class offering every syntax."""
-    budget = _MAX_CONTEXTS - 1
+    budget = _MAX_CONTEXTS - 2  # the C-GET and C-FIND contexts
     if not sop_classes:
         # The peer did not say which classes: ask for every common one, any syntax.
         return [build_context(uid, ALL_TRANSFER_SYNTAXES) for uid in storage_classes()][:budget]
@@ -181,13 +181,16 @@ def get_study(remote: RemoteAE, calling_aet: str, study: Study, spool: Spool,
     def attempt(n: int) -> Counts:
         if n:
             log.info("C-GET of a study from %s: try %d", remote, n + 1)
-        assoc = associate(ae, remote, contexts=[build_context(GET), *contexts], ext_neg=roles,
+        # C-FIND rides along: a peer without C-GET still accepts the association (some
+        # abort one where nothing is acceptable), and then says so by refusing the GET.
+        assoc = associate(ae, remote, contexts=[build_context(GET), build_context(FIND),
+                                                *contexts], ext_neg=roles,
                           evt_handlers=[(evt.EVT_C_STORE, spool.on_store)])
         try:
             accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
             if GET not in accepted:
                 raise GetUnsupported(f"{remote} does not offer C-GET")
-            if not accepted - {GET}:
+            if not accepted - {GET, FIND}:
                 raise GetUnsupported(f"{remote} would send no storage class back over C-GET")
             return _final_counts(assoc.send_c_get(_identifier(study.uid), GET), remote,
                                  "C-GET", lambda _s: None)
@@ -213,10 +216,15 @@ def move_study(remote: RemoteAE, calling_aet: str, study: Study, destination_aet
         try:
             if not any(cx.abstract_syntax == MOVE for cx in assoc.accepted_contexts):
                 raise RetrieveError(f"{remote} offers neither C-GET nor C-MOVE")
-            return _final_counts(
-                assoc.send_c_move(_identifier(study.uid), destination_aet, MOVE),
-                remote, "C-MOVE", on_pending,
-            )
+            try:
+                return _final_counts(
+                    assoc.send_c_move(_identifier(study.uid), destination_aet, MOVE),
+                    remote, "C-MOVE", on_pending,
+                )
+            except AssociationFailed as exc:
+                # Orthanc, among others, aborts a C-MOVE from an AE title it does not know.
+                raise AssociationFailed(
+                    f"{exc} (does it know {destination_aet} as a modality?)") from None
         finally:
             if assoc.is_established:
                 assoc.release()

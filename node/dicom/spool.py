@@ -8,12 +8,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.events import Event
+from pynetdicom.transport import ThreadedAssociationServer
 
 from node.dicom.scp import RETIRED_IMAGE_STORAGE, STORAGE_SYNTAXES, part10_bytes
 from node.dicom.send_scu import Outgoing
@@ -67,18 +67,26 @@ def storage_classes() -> list[str]:
             if cx.abstract_syntax] + list(RETIRED_IMAGE_STORAGE)
 
 
-@contextmanager
-def temporary_scp(aet: str, bind: str, port: int, spool: Spool) -> Iterator[None]:
-    """A storage SCP that fills ``spool`` while the block runs (a C-MOVE destination when
-    no node runs on the data dir). Raises OSError if the port is taken."""
-    ae = AE(ae_title=aet)
-    ae.maximum_pdu_size = 0
-    for uid in storage_classes():
-        ae.add_supported_context(uid, STORAGE_SYNTAXES)
-    server = ae.start_server((bind, port), block=False,
-                             evt_handlers=[(evt.EVT_C_STORE, spool.on_store)])
-    try:
-        yield
-    finally:
-        server.shutdown()
-        ae.shutdown()
+class TemporarySCP:
+    """A storage SCP that fills a spool while it runs: the C-MOVE destination when no
+    node runs on the data dir."""
+
+    def __init__(self, aet: str, bind: str, port: int, spool: Spool) -> None:
+        self.ae = AE(ae_title=aet)
+        self.ae.maximum_pdu_size = 0
+        for uid in storage_classes():
+            self.ae.add_supported_context(uid, STORAGE_SYNTAXES)
+        self.address = (bind, port)
+        self.spool = spool
+        self._server: ThreadedAssociationServer | None = None
+
+    def start(self) -> None:
+        """Raises OSError if the port is taken."""
+        self._server = self.ae.start_server(
+            self.address, block=False, evt_handlers=[(evt.EVT_C_STORE, self.spool.on_store)])
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+        self.ae.shutdown()
