@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,9 +22,11 @@ from pynetdicom.sop_class import (
 )
 
 from node.dicom.scp import move_contexts
+from node.dicom.scu import AssociationFailed, with_retries
 from node.dicom.send_scu import Outgoing
 from tests.orthanc import OrthancProcess
 from tests.support import (
+    NodeProcess,
     dataset_bytes,
     dcmtk,
     free_port,
@@ -153,6 +155,32 @@ def test_retrieve_unknown_study(orthanc: OrthancProcess, tmp_path: Path) -> None
     assert "no study matching study 1.2.3.4.5.6.7" in one_error_line(result)
 
 
+def running_puller(
+    make_node: Callable[..., NodeProcess], dicom_port: int | None = None
+) -> NodeProcess:
+    """A node "PULLER" whose data dir's config names its AE title and port, as
+    `retrieve` reads them to reach the node running there."""
+    node = make_node("data", aet="PULLER", **({"dicom_port": dicom_port} if dicom_port else {}))
+    node.data_dir.mkdir()
+    (node.data_dir / "pacsmesh.toml").write_text(
+        f'aet = "PULLER"\ndicom_port = {node.dicom_port}\nbind = "127.0.0.1"\n')
+    return node.start()
+
+
+@pytest.mark.parametrize("method, port", [("get", None), ("move", MOVE_PORT)])
+def test_retrieve_into_a_running_node(
+    orthanc: OrthancProcess, make_node, tmp_path: Path, method: str, port: int | None
+) -> None:
+    """C-GET: received, then C-STOREd to the node; C-MOVE: straight to the node."""
+    node = running_puller(make_node, port)
+    result = pacsmesh("retrieve", "--from", orthanc.remote, "--data-dir", str(node.data_dir),
+                      "--study", STUDY_RG3, "--method", method, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "completed 3, failed 0, warning 0"
+    assert node.status()["instances"] == 3
+    assert archive_data_sets(node.data_dir) == orthanc_data_sets(orthanc, STUDY_RG3, tmp_path)
+
+
 class MoveOnlyPeer:
     """A real pynetdicom Q/R SCP that offers C-FIND and C-MOVE but no C-GET."""
 
@@ -199,12 +227,7 @@ class MoveOnlyPeer:
 def test_peer_without_cget_moves_to_the_running_node(make_node, tmp_path: Path) -> None:
     files = sorted(sample_index()[sop_instance_uid(p)][0] for p in one_file_per_instance()
                    if str(dcmread(p, stop_before_pixels=True).StudyInstanceUID) == STUDY_US1)
-    node = make_node("data", aet="PULLER")
-    # `retrieve` finds the running node's AE title and port in the data dir's config.
-    node.data_dir.mkdir()
-    (node.data_dir / "pacsmesh.toml").write_text(
-        f'aet = "PULLER"\ndicom_port = {node.dicom_port}\nbind = "127.0.0.1"\n')
-    node.start()
+    node = running_puller(make_node)
     peer = MoveOnlyPeer(files, {"PULLER": ("127.0.0.1", node.dicom_port)})
     try:
         result = pacsmesh("retrieve", "--from", peer.remote, "--data-dir", str(node.data_dir),
@@ -320,3 +343,18 @@ def test_send_unknown_study_is_one_line(tmp_path: Path) -> None:
                       "--data-dir", str(data_dir), tmp_path=tmp_path)
     assert result.returncode == 2
     assert "no study 1.2.3" in one_error_line(result)
+
+
+def test_with_retries_backs_off_and_gives_the_last_result() -> None:
+    pauses: list[float] = []
+    calls: list[int] = []
+
+    def attempt(n: int) -> int:
+        calls.append(n)
+        if n == 0:
+            raise AssociationFailed("dropped")
+        return n
+
+    assert with_retries(attempt, lambda r: r >= 2, (0.5, 1.0, 2.0), pauses.append) == 2
+    assert calls == [0, 1, 2] and pauses == [0.5, 1.0]
+    assert with_retries(lambda n: n, lambda r: False, (0.5, 1.0), pauses.append) == 2
