@@ -41,8 +41,7 @@ from node.dicom_header import InvalidDataset
 from node.http.api import study_json
 from node.identity import IdentityError, load_or_create_identity, normalize_node_id
 from node.index import Index
-from node.pull import METHODS, PullRequest, pull
-from node.pull import Progress as PullProgress
+from node.pull import METHODS, ProgressHooks, PullRequest, pull
 from node.query import parse_identifier
 from node.storage import Storage, StorageError
 from replication import spool
@@ -151,10 +150,7 @@ async def _import(data_dir: Path, files: list[Path]) -> dict[str, int]:
     try:
         archive, _ = await open_archive(data_dir)
         try:
-            progress = Progress(
-                TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                console=err, transient=True,
-            )
+            progress = _progress("importing")
             with progress:
                 task = progress.add_task("import", total=len(files))
                 for path in files:
@@ -495,7 +491,7 @@ def retrieve(data_dir: Path | None, source: str, study_uid: str | None,
 
     with bar:
         task = bar.add_task("retrieve", total=None)
-        shown = PullProgress(lambda n: bar.update(task, total=n),
+        shown = ProgressHooks(lambda n: bar.update(task, total=n),
                              lambda n: bar.advance(task, n))
         try:
             report = pull(config, request, shown, ingest)

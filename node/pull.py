@@ -52,7 +52,7 @@ class PullReport:
     methods: set[str]
 
 
-class Progress:
+class ProgressHooks:
     """What the caller shows: a total once known, one step per instance."""
 
     def __init__(self, total: Callable[[int | None], None], advance: Callable[[int], None]):
@@ -66,7 +66,7 @@ def local_node(config: NodeConfig) -> RemoteAE:
 
 
 def pull(
-    config: NodeConfig, request: PullRequest, progress: Progress,
+    config: NodeConfig, request: PullRequest, progress: ProgressHooks,
     ingest: Callable[[list[Path]], Counts],
 ) -> PullReport:
     """Raises RetrieveError (nothing matches, the peer refuses) or AssociationFailed.
@@ -98,7 +98,7 @@ def pull(
 
 def _pull_study(
     config: NodeConfig, request: PullRequest, study: Study, spool: Spool, running: bool,
-    progress: Progress,
+    progress: ProgressHooks,
 ) -> tuple[str, Counts]:
     remote, aet, timeout = request.remote, config.aet, request.timeout
     if request.method in ("auto", "get"):

@@ -18,6 +18,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
 )
 
@@ -32,7 +33,6 @@ from tests.support import (
     free_port,
     one_file_per_instance,
     received_files,
-    sample_index,
     sop_instance_uid,
     storescu,
     transfer_syntax,
@@ -181,6 +181,10 @@ def test_retrieve_into_a_running_node(
     assert archive_data_sets(node.data_dir) == orthanc_data_sets(orthanc, STUDY_RG3, tmp_path)
 
 
+def us1_files() -> list[Path]:
+    return sorted(sample_files(STUDY_US1).values())
+
+
 class MoveOnlyPeer:
     """A real pynetdicom Q/R SCP that offers C-FIND and C-MOVE but no C-GET."""
 
@@ -200,11 +204,19 @@ class MoveOnlyPeer:
         return f"MOVEONLY@127.0.0.1:{self.port}"
 
     def on_find(self, event):
-        study = dcmread(self.files[0], stop_before_pixels=True)
+        """Without SOPClassesInStudy, as many PACS: `retrieve` asks at IMAGE level."""
+        if event.identifier.QueryRetrieveLevel == "IMAGE":
+            for path in self.files:
+                header = dcmread(path, stop_before_pixels=True)
+                ds = Dataset()
+                ds.QueryRetrieveLevel = "IMAGE"
+                ds.SOPClassUID = header.SOPClassUID
+                ds.SOPInstanceUID = header.SOPInstanceUID
+                yield 0xFF00, ds
+            return
         ds = Dataset()
         ds.QueryRetrieveLevel = "STUDY"
-        ds.StudyInstanceUID = study.StudyInstanceUID
-        ds.NumberOfStudyRelatedInstances = len(self.files)
+        ds.StudyInstanceUID = dcmread(self.files[0], stop_before_pixels=True).StudyInstanceUID
         yield 0xFF00, ds
 
     def on_move(self, event):
@@ -213,8 +225,7 @@ class MoveOnlyPeer:
             yield None, None
             return
         # The files' own syntaxes, so the compressed ones can go too.
-        contexts = move_contexts(Outgoing(p, "", str(dcmread(p).SOPClassUID), transfer_syntax(p))
-                                 for p in self.files)
+        contexts = move_contexts(_outgoing(self.files))
         yield (*destination, {"contexts": contexts})
         yield len(self.files)
         for path in self.files:
@@ -225,10 +236,8 @@ class MoveOnlyPeer:
 
 
 def test_peer_without_cget_moves_to_the_running_node(make_node, tmp_path: Path) -> None:
-    files = sorted(sample_index()[sop_instance_uid(p)][0] for p in one_file_per_instance()
-                   if str(dcmread(p, stop_before_pixels=True).StudyInstanceUID) == STUDY_US1)
     node = running_puller(make_node)
-    peer = MoveOnlyPeer(files, {"PULLER": ("127.0.0.1", node.dicom_port)})
+    peer = MoveOnlyPeer(us1_files(), {"PULLER": ("127.0.0.1", node.dicom_port)})
     try:
         result = pacsmesh("retrieve", "--from", peer.remote, "--data-dir", str(node.data_dir),
                           "--study", STUDY_US1, tmp_path=tmp_path)
@@ -238,6 +247,52 @@ def test_peer_without_cget_moves_to_the_running_node(make_node, tmp_path: Path) 
     assert "by C-MOVE" in result.stdout
     assert result.stdout.splitlines()[-1] == "completed 3, failed 0, warning 0"
     assert node.status()["instances"] == 3
+
+
+class FlakyGetPeer:
+    """A real pynetdicom C-GET SCP whose first C-GET fails one sub-operation."""
+
+    def __init__(self, files: list[Path]) -> None:
+        self.files = files
+        self.gets = 0
+        self.port = free_port()
+        ae = AE("FLAKYGET")
+        ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
+        ae.add_supported_context(StudyRootQueryRetrieveInformationModelGet)
+        for cx in move_contexts(_outgoing(self.files)):
+            ae.add_supported_context(cx.abstract_syntax, cx.transfer_syntax,
+                                     scu_role=True, scp_role=True)
+        self.server = ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=[
+            (evt.EVT_C_FIND, MoveOnlyPeer.on_find.__get__(self)),
+            (evt.EVT_C_GET, self.on_get)])
+
+    def on_get(self, event):
+        self.gets += 1
+        yield len(self.files)
+        for n, path in enumerate(self.files):
+            if self.gets == 1 and n == 0:
+                unsendable = Dataset()  # no context for it: pynetdicom counts a failure
+                unsendable.SOPClassUID = "1.2.3.4"
+                unsendable.SOPInstanceUID = "1.2.3.4.5"
+                yield 0xFF00, unsendable
+            else:
+                yield 0xFF00, dcmread(path)
+
+
+def _outgoing(files: list[Path]) -> list[Outgoing]:
+    return [Outgoing(p, "", str(dcmread(p).SOPClassUID), transfer_syntax(p)) for p in files]
+
+
+def test_retrieve_retries_failed_sub_operations(tmp_path: Path) -> None:
+    peer = FlakyGetPeer(us1_files())
+    try:
+        result = pacsmesh("retrieve", "--from", f"FLAKYGET@127.0.0.1:{peer.port}", "--study",
+                          STUDY_US1, "--data-dir", str(tmp_path / "data"), tmp_path=tmp_path)
+    finally:
+        peer.server.shutdown()
+    assert result.returncode == 0, result.stderr
+    assert peer.gets == 2
+    assert result.stdout.splitlines()[-1] == "completed 3, failed 0, warning 0"
 
 
 # --- send ----------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from pydicom.uid import (
     RLELossless,
 )
 from pynetdicom import ALL_TRANSFER_SYNTAXES, build_context, build_role, evt
+from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelFind,
@@ -93,22 +94,47 @@ def find_studies(remote: RemoteAE, calling_aet: str, selector: Selector,
     query.NumberOfStudyRelatedInstances = ""
     query.SOPClassesInStudy = ""
     assoc = associate(ae, remote)
-    studies: list[Study] = []
     try:
         if not any(cx.abstract_syntax == FIND for cx in assoc.accepted_contexts):
             raise RetrieveError(f"{remote} does not answer C-FIND (Study Root)")
-        for status, identifier in assoc.send_c_find(query, FIND):
-            code = int(status.Status) if "Status" in status else None
-            if code is None:
-                raise AssociationFailed(f"{remote} broke off the C-FIND")
-            if code in (0xFF00, 0xFF01) and identifier is not None:
-                studies.append(_study(identifier))
-            elif code != 0x0000:
-                raise RetrieveError(f"{remote} refused the C-FIND: status 0x{code:04X}")
+        studies = [_study(found) for found in _find(assoc, remote, query)]
+        return [s if s.sop_classes else _with_classes(assoc, remote, s)
+                for s in studies if s.uid]
     finally:
         if assoc.is_established:
             assoc.release()
-    return [s for s in studies if s.uid]
+
+
+def _find(assoc: Association, remote: RemoteAE, query: Dataset) -> list[Dataset]:
+    matches = []
+    for status, identifier in assoc.send_c_find(query, FIND):
+        code = int(status.Status) if "Status" in status else None
+        if code is None:
+            raise AssociationFailed(f"{remote} broke off the C-FIND")
+        if code in (0xFF00, 0xFF01) and identifier is not None:
+            matches.append(identifier)
+        elif code != 0x0000:
+            raise RetrieveError(f"{remote} refused the C-FIND: status 0x{code:04X}")
+    return matches
+
+
+def _with_classes(assoc: Association, remote: RemoteAE, study: Study) -> Study:
+    """The study's SOP classes from an IMAGE-level query, for a peer that does not
+    answer SOPClassesInStudy. A strictly hierarchical peer refuses it (no series UID):
+    then the classes stay unknown and the C-GET asks for every common one."""
+    query = Dataset()
+    query.QueryRetrieveLevel = "IMAGE"
+    query.StudyInstanceUID = study.uid
+    query.SeriesInstanceUID = ""
+    query.SOPInstanceUID = ""
+    query.SOPClassUID = ""
+    try:
+        found = _find(assoc, remote, query)
+    except RetrieveError as exc:
+        log.info("no SOP classes from an IMAGE-level query: %s", exc)
+        return study
+    classes = tuple(dict.fromkeys(str(f.SOPClassUID) for f in found if f.get("SOPClassUID")))
+    return Study(study.uid, study.instances or len(found) or None, classes)
 
 
 def _study(identifier: Dataset) -> Study:

@@ -117,6 +117,10 @@ def _send_one(sender: _Sender, item: Outgoing, delays: tuple[float, ...]) -> int
             raise  # the peer is not there at all: one error, not one per instance
         log.warning("instance %s not sent: %s", item.sop_uid, exc)
         return -1
+    except OSError as exc:
+        # The stored file went missing or unreadable (scrub may have quarantined it).
+        log.warning("instance %s cannot be read: %s", item.sop_uid, exc)
+        return -1
     if status != 0x0000 and status not in WARNING_STATUSES:
         log.warning("instance %s refused by %s: status 0x%04X",
                     item.sop_uid, sender.remote, status)
