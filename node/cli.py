@@ -42,7 +42,7 @@ from node.http.api import study_json
 from node.identity import IdentityError, load_or_create_identity, normalize_node_id
 from node.index import Index
 from node.pull import METHODS, ProgressHooks, PullRequest, pull
-from node.query import parse_identifier
+from node.query import QueryError, parse_identifier
 from node.storage import Storage, StorageError
 from replication import spool
 from replication.tombstone import TombstoneError, is_admin_key, make_tombstone
@@ -519,7 +519,11 @@ def send_(data_dir: Path | None, destination: str, study_uid: str, aet: str | No
     config = _config(data_dir=data_dir, aet=aet)
     if not (config.data_dir / INDEX_FILE).exists():
         _fail(f"no archive in {config.data_dir} (start a node or import files first)")
-    items = asyncio.run(_study_files(config.data_dir, study_uid))
+    try:
+        items = asyncio.run(_study_files(config.data_dir, study_uid))
+    except QueryError as exc:
+        _fail(f"--study {study_uid!r}: {exc}")
+        return
     if not items:
         _fail(f"no study {study_uid} in {config.data_dir}")
     configure_pynetdicom(debug=False)
@@ -559,11 +563,7 @@ def _study_key(study_uid: str) -> Dataset:
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait.")
 def echo_(remote: str, calling: str | None, timeout: float) -> None:
     """Send a C-ECHO (DICOM ping)."""
-    try:
-        peer = parse_remote_ae(remote)
-    except ConfigError as exc:
-        _fail(str(exc))
-        return
+    peer = _remote(remote)
     calling_aet = calling or _config().aet
     start = time.monotonic()
     try:
