@@ -64,6 +64,17 @@ def _lock_data_dir(data_dir: Path) -> IO[str]:
     return fh
 
 
+def data_dir_in_use(data_dir: Path) -> bool:
+    """Whether a node (or an import) holds ``data_dir`` right now."""
+    try:
+        _lock_data_dir(data_dir).close()
+    except StartupError as exc:
+        if "in use" in str(exc):
+            return True
+        raise
+    return False
+
+
 async def open_archive(data_dir: Path) -> tuple[Archive, ReconcileReport]:
     """Open (creating if needed) and reconcile the archive in ``data_dir``."""
     storage = Storage(data_dir)

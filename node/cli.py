@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from pydicom.dataset import Dataset
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -31,13 +32,18 @@ from discovery.membership import (
 from discovery.roster import RosterError
 from node import __version__
 from node.app import INDEX_FILE, StartupError, _lock_data_dir, open_archive, run_node
-from node.config import ConfigError, NodeConfig, load_config, parse_remote_ae
+from node.config import ConfigError, NodeConfig, RemoteAE, load_config, parse_remote_ae
+from node.dicom.retrieve_scu import RetrieveError, Selector
+from node.dicom.scp import configure_pynetdicom
 from node.dicom.scu import AssociationFailed, echo
+from node.dicom.send_scu import Counts, Outgoing, send
 from node.dicom_header import InvalidDataset
 from node.http.api import study_json
 from node.identity import IdentityError, load_or_create_identity, normalize_node_id
 from node.index import Index
-from node.storage import StorageError
+from node.pull import METHODS, ProgressHooks, PullRequest, pull
+from node.query import QueryError, parse_identifier
+from node.storage import Storage, StorageError
 from replication import spool
 from replication.tombstone import TombstoneError, is_admin_key, make_tombstone
 
@@ -154,10 +160,7 @@ async def _import(data_dir: Path, files: list[Path]) -> dict[str, int]:
     try:
         archive, _ = await open_archive(data_dir)
         try:
-            progress = Progress(
-                TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                console=err, transient=True,
-            )
+            progress = _progress("importing")
             with progress:
                 task = progress.add_task("import", total=len(files))
                 for path in files:
@@ -445,17 +448,132 @@ def mesh_status(data_dir: Path | None, http_port: int | None, as_json: bool) -> 
         Console().print(f"revoked: {node_id}")
 
 
+def _progress(label: str) -> Progress:
+    # Off when stderr is not a terminal: a log or a pipe gets the counts, not bar frames.
+    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=err, transient=True, disable=not err.is_terminal)
+
+
+def _remote(text: str) -> RemoteAE:
+    try:
+        return parse_remote_ae(text)
+    except ConfigError as exc:
+        _fail(str(exc))
+        raise AssertionError("unreachable") from None
+
+
+def _print_counts(counts: Counts) -> None:
+    click.echo(str(counts))
+    if counts.failed:
+        sys.exit(1)
+
+
+@main.command()
+@data_dir_option
+@click.option("--from", "source", required=True, metavar="AET@HOST:PORT",
+              help="The PACS to pull from.")
+@click.option("--study", "study_uid", metavar="UID", help="StudyInstanceUID to pull.")
+@click.option("--patient", "patient_id", metavar="ID", help="Pull every study of this patient.")
+@click.option("--aet", help="This node's AE title (default: its config).")
+@click.option("--method", type=click.Choice(METHODS), default="auto", show_default=True,
+              help="auto: C-GET, or C-MOVE when the peer does not offer C-GET.")
+@click.option("--port", type=click.IntRange(1, 65535),
+              help="Port of a temporary storage SCP for C-MOVE when no node runs.")
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait.")
+def retrieve(data_dir: Path | None, source: str, study_uid: str | None,
+             patient_id: str | None, aet: str | None, method: str, port: int | None,
+             timeout: float) -> None:
+    """Pull studies from another PACS (C-GET, or C-MOVE) into this node's archive."""
+    if (study_uid is None) == (patient_id is None):
+        _fail("give exactly one of --study UID and --patient ID")
+    remote = _remote(source)
+    config = _config(data_dir=data_dir, aet=aet)
+    configure_pynetdicom(debug=False)
+    request = PullRequest(remote, Selector(study_uid, patient_id), method, port, timeout)
+    bar = _progress("retrieving")
+
+    def ingest(files: list[Path]) -> Counts:
+        bar.stop()
+        counts = asyncio.run(_import(config.data_dir, files))
+        return Counts(completed=counts["stored"] + counts["duplicate"],
+                      failed=counts["failed"] + counts["skipped"] + counts["tombstoned"],
+                      warning=counts["conflict"])
+
+    with bar:
+        task = bar.add_task("retrieve", total=None)
+        shown = ProgressHooks(lambda n: bar.update(task, total=n),
+                             lambda n: bar.advance(task, n))
+        try:
+            report = pull(config, request, shown, ingest)
+        except (RetrieveError, AssociationFailed, StartupError) as exc:
+            bar.stop()
+            _fail(str(exc), code=1)
+            return
+    click.echo(f"{report.studies} study(ies) from {remote} by {', '.join(sorted(report.methods))}"
+               f"; the peer reported {report.peer}")
+    _print_counts(report.counts)
+
+
+@main.command("send")
+@data_dir_option
+@click.option("--to", "destination", required=True, metavar="AET@HOST:PORT",
+              help="Where to send.")
+@click.option("--study", "study_uid", required=True, metavar="UID",
+              help="StudyInstanceUID of the study to send.")
+@click.option("--aet", help="Calling AE title (default: this node's).")
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait.")
+def send_(data_dir: Path | None, destination: str, study_uid: str, aet: str | None,
+          timeout: float) -> None:
+    """Push a study's instances to another DICOM node (C-STORE), bytes as stored."""
+    remote = _remote(destination)
+    config = _config(data_dir=data_dir, aet=aet)
+    if not (config.data_dir / INDEX_FILE).exists():
+        _fail(f"no archive in {config.data_dir} (start a node or import files first)")
+    try:
+        items = asyncio.run(_study_files(config.data_dir, study_uid))
+    except QueryError as exc:
+        _fail(f"--study {study_uid!r}: {exc}")
+        return
+    if not items:
+        _fail(f"no study {study_uid} in {config.data_dir}")
+    configure_pynetdicom(debug=False)
+    with _progress("sending") as bar:
+        task = bar.add_task("send", total=len(items))
+        try:
+            counts = send(remote, config.aet, items, lambda: bar.advance(task), timeout)
+        except AssociationFailed as exc:
+            bar.stop()
+            _fail(str(exc), code=1)
+            return
+    click.echo(f"{len(items)} instance(s) of study {study_uid} to {remote}")
+    _print_counts(counts)
+
+
+async def _study_files(data_dir: Path, study_uid: str) -> list[Outgoing]:
+    index = await Index.open(data_dir / INDEX_FILE)
+    try:
+        rows = await index.instances_for(parse_identifier(_study_key(study_uid)))
+    finally:
+        await index.close()
+    storage = Storage(data_dir)
+    return [Outgoing(storage.path(r.sha256), r.sop_uid, r.sop_class_uid, r.transfer_syntax_uid)
+            for r in rows]
+
+
+def _study_key(study_uid: str) -> Dataset:
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "STUDY"
+    ds.StudyInstanceUID = study_uid
+    return ds
+
+
 @main.command("echo")
 @click.argument("remote", metavar="AET@HOST:PORT")
 @click.option("--aet", "calling", default=None, help="Calling AE title (default: this node's).")
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait.")
 def echo_(remote: str, calling: str | None, timeout: float) -> None:
     """Send a C-ECHO (DICOM ping)."""
-    try:
-        peer = parse_remote_ae(remote)
-    except ConfigError as exc:
-        _fail(str(exc))
-        return
+    peer = _remote(remote)
     calling_aet = calling or _config().aet
     start = time.monotonic()
     try:

@@ -349,7 +349,7 @@ class DicomServer:
         log.info("C-GET from %s: %d instance(s)", source, len(instances))
         yield len(instances)
         _stream_stored_files(event.assoc)
-        accepted = _accepted_by_class(event.assoc.accepted_contexts)
+        accepted = accepted_by_class(event.assoc.accepted_contexts)
         yield from self._sub_operations(event, instances, lambda c: accepted.get(c, set()))
 
     def on_move(self, event: Event) -> Iterator[Any]:
@@ -381,7 +381,7 @@ class DicomServer:
         accepted: dict[str, set[str]] = {}
         if store_assoc:
             _stream_stored_files(store_assoc[0])
-            accepted = _accepted_by_class(store_assoc[0].accepted_contexts)
+            accepted = accepted_by_class(store_assoc[0].accepted_contexts)
         yield from self._sub_operations(event, instances, lambda c: accepted.get(c, set()))
 
 
@@ -396,7 +396,7 @@ def part10_bytes(event: Event) -> bytes:
         return b"".join((meta, received))
 
 
-def _accepted_by_class(contexts: Iterable[PresentationContext]) -> dict[str, set[str]]:
+def accepted_by_class(contexts: Iterable[PresentationContext]) -> dict[str, set[str]]:
     accepted: dict[str, set[str]] = {}
     for cx in contexts:
         if cx.as_scu and cx.transfer_syntax:
@@ -441,7 +441,12 @@ def _unsendable(inst: StoredInstance) -> Dataset:
     return ds
 
 
-def move_contexts(instances: Iterable[StoredInstance]) -> list[PresentationContext]:
+class HasSyntax(Protocol):
+    sop_class_uid: str
+    transfer_syntax_uid: str
+
+
+def move_contexts(instances: Iterable[HasSyntax]) -> list[PresentationContext]:
     """Contexts to offer a C-MOVE destination: each class in every syntax it is stored in
     (one context each, so the destination can take the stored bytes as they are), and
     in uncompressed form for destinations that accept nothing else."""
