@@ -113,10 +113,17 @@ def routes(archive: Archive, receipts: Receipts) -> list[web.RouteDef]:
         except FileNotFoundError:
             return 0
 
+    def drop_moot_part(sha: str) -> None:
+        """A part of an object stored meanwhile by another way (another sender, C-STORE)
+        would otherwise wait for the start-up sweep."""
+        storage.partial_path(sha).unlink(missing_ok=True)
+
     async def partial(request: web.Request) -> web.Response:
         sha = object_sha(request)
         if (await archive.index.sops_with_sha(sha)
                 and await asyncio.to_thread(storage.exists, sha)):
+            if sha not in receiving:
+                await asyncio.to_thread(drop_moot_part, sha)
             return web.json_response({"stored": True, "offset": 0})
         return web.json_response(
             {"stored": False, "offset": await asyncio.to_thread(part_size, sha)})
@@ -182,6 +189,8 @@ def routes(archive: Archive, receipts: Receipts) -> list[web.RouteDef]:
             raise web.HTTPGone(text="the study of this instance was deleted from the mesh")
         if result.status is IngestStatus.DUPLICATE:
             receipts.duplicate += 1
+            if size is not None and size >= RESUME_MIN:  # we hold its receiving slot
+                await asyncio.to_thread(drop_moot_part, sha)
         else:
             receipts.stored += 1
         return web.json_response({"status": result.status.value})
