@@ -29,7 +29,9 @@ _REJECT_CALLING_AET = (0x01, 0x01, 0x03)
 def requestor(assoc: Association) -> tuple[str, str]:
     """(calling AE title, IP address) of the association's peer."""
     req = assoc.requestor
-    return str(req.ae_title).strip(), str(req.address or "")
+    # Until negotiation ends the requestor's title is only in its request primitive.
+    title = req.ae_title or getattr(req.primitive, "calling_ae_title", "")
+    return str(title).strip(), str(req.address or "")
 
 
 class DicomAudit:
