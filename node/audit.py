@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 # Events queued this long are written together; short enough for `pacsmesh audit` to
 # show what just happened.
 FLUSH_INTERVAL = 0.25
+RETRY_AFTER = 5.0  # after a failed write (disk full, locked): not a tight error loop
 
 
 class Action(enum.StrEnum):
@@ -99,10 +100,11 @@ class AuditTrail:
             try:
                 await self.flush()
             except IndexFailure as exc:
-                # The rows stay queued: the next round writes them, so none is lost
+                # The rows stay queued: a later round writes them, so none is lost
                 # while the node runs; the failure is loud, not swallowed.
                 log.error("audit trail not written yet (%d event(s) waiting): %s",
                           len(self._pending), exc)
+                await asyncio.sleep(RETRY_AFTER)
 
     async def flush(self) -> None:
         """Write everything queued so far."""
@@ -123,7 +125,12 @@ class AuditTrail:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        await self.flush()
+        try:
+            await self.flush()
+        except IndexFailure as exc:
+            # Stopping goes on (the index must still close); the loss is reported.
+            log.error("%d audit event(s) could not be written at shutdown: %s",
+                      len(self._pending), exc)
 
 
 # --- reading (``pacsmesh audit``): straight from the index file, read-only -----------------

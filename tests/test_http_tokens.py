@@ -3,6 +3,7 @@ and the default for installs without tokens (loopback reads only)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import urllib.error
@@ -113,3 +114,14 @@ def test_http_access_is_audited(node: NodeProcess) -> None:
                for r in rows)
     refusals = audit_rows(node, "--action", "refusal")
     assert any(r["detail"] == "GET /api/audit: the admin role is needed" for r in refusals)
+
+
+def test_status_command_sends_the_token_from_the_environment(node: NodeProcess) -> None:
+    token = add_token(node, "reader")
+    command = [sys.executable, "-m", "node.cli", "status", "--json",
+               "--http-port", str(node.http_port)]
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "401" in refused.stderr
+    answered = subprocess.run(command, capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "PACSMESH_TOKEN": token})
+    assert answered.returncode == 0 and '"instances"' in answered.stdout, answered.stderr
