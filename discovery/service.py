@@ -95,6 +95,9 @@ class PeerStore:
         self.save = save
 
 
+JoinObserver = Callable[[bool, str, str, str, str], None]
+
+
 def _join_proof_payload(invite: Invite, node_id: str) -> bytes:
     return canonical({"join": invite.mesh_id, "token": invite.token_id, "node": node_id})
 
@@ -109,6 +112,9 @@ class Discovery:
         self.membership = membership
         self.table = PeerTable(self.node_id, clock, settings.liveness)
         self.devices: dict[str, DicomRecord] = {}  # other DICOM devices, by instance name
+        # Told of every join this node decides: (admitted, node id, AET, address, why).
+        # The composition root points it at the audit trail.
+        self.on_join: JoinObserver = lambda *_: None
         self.roster: Roster | None = None
         self.view: RosterView | None = None
         self.invite: Invite | None = None
@@ -412,11 +418,14 @@ class Discovery:
             self.roster.admit(self.node_id, self._key, cert_pem, aet, token, time.time())
         except (InviteError, RosterError) as exc:
             log.warning("mesh join from %s refused: %s", remote, exc)
+            self.on_join(False, "", "", remote or "", str(exc))
             raise web.HTTPForbidden(text=f"join refused: {exc}") from None
         except (KeyError, TypeError, ValueError, InvalidSignature) as exc:
             log.warning("mesh join from %s refused: malformed request (%s)", remote, exc)
+            self.on_join(False, "", "", remote or "", "malformed join request")
             raise web.HTTPBadRequest(text="malformed join request") from None
         await self._apply_roster(None)
+        self.on_join(True, joiner, aet, remote or "", "admitted")
         log.info("admitted node %s (%s) from %s into the mesh", joiner[:15], aet, remote)
         return web.json_response({"roster": self.roster.to_json()})
 
@@ -439,6 +448,13 @@ class Discovery:
             )
             out.append(item)
         return out
+
+    def known_aets(self) -> set[str]:
+        """AE titles of the roster's members and of DICOM devices announcing themselves."""
+        titles = {record.aet for record in self.devices.values()}
+        if self.view is not None:
+            titles |= {m.aet for nid, m in self.view.members.items() if self.view.is_member(nid)}
+        return {t for t in titles if t}
 
     def dicom_destination(self, aet: str) -> tuple[str, int] | None:
         """Where a DICOM device announcing ``aet`` can be reached, if one does."""

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -21,12 +22,14 @@ from discovery.http import routes as discovery_routes
 from discovery.membership import MembershipStore
 from discovery.service import Discovery, DiscoveryError, DiscoverySettings, PeerStore
 from node.archive import Archive
+from node.audit import Action, AuditEvent, AuditTrail, Outcome
 from node.config import NodeConfig
 from node.dicom.scp import DicomServer, configure_pynetdicom
 from node.dicom.tls import DicomTlsError, server_context
+from node.http import access_routes, auth
 from node.http.api import make_app
 from node.identity import IdentityError, NodeIdentity, load_or_create_identity
-from node.index import Index
+from node.index import Index, StudyDeletion
 from node.reconcile import ReconcileReport, reconcile
 from node.scrub import Scrubber
 from node.storage import Storage
@@ -98,6 +101,7 @@ class Node:
         self.discovery: Discovery | None = None
         self.replicator: Replicator | None = None
         self.scrubber: Scrubber | None = None
+        self.audit: AuditTrail | None = None
         self._http: web.AppRunner | None = None
         self._lock: IO[str] | None = None
 
@@ -106,8 +110,11 @@ class Node:
         self._lock = _lock_data_dir(cfg.data_dir)
         try:
             self.archive, _ = await open_archive(cfg.data_dir)
+            audit = self.audit = AuditTrail(self.archive.index)
+            audit.start()
             identity = self._identity()
             self.discovery = self._make_discovery(self.archive.index, identity)
+            self.discovery.on_join = _audit_join(audit)
             self.discovery.add_mesh_routes(feed_routes(self.archive.index))
             receipts = Receipts()
             self.discovery.add_mesh_routes(transfer_routes(self.archive, receipts))
@@ -120,6 +127,7 @@ class Node:
             replicator = self.replicator = Replicator(
                 self.archive, self.discovery, ReplicationSettings(cfg.replicas, cfg.hint_after)
             )
+            replicator.deletions.on_deleted = _audit_deletion(audit)
 
             async def replication_status() -> dict[str, Any]:
                 return {"replication": {"peers": await replicator.peers_status(),
@@ -128,8 +136,8 @@ class Node:
 
             configure_pynetdicom(debug=cfg.log_level == "DEBUG")
             self.dicom = DicomServer(cfg, self.archive, self.discovery.dicom_destination,
-                                     MeshRetrieve(self.discovery, fetcher),
-                                     tls=self._dicom_tls(identity))
+                                     MeshRetrieve(self.discovery, fetcher), audit,
+                                     self.discovery.known_aets, tls=self._dicom_tls(identity))
             try:
                 self.dicom.start()
             except OSError as exc:
@@ -139,8 +147,10 @@ class Node:
             app = make_app(
                 self.archive.index, cfg.aet, identity.node_id,
                 [*discovery_routes(self.discovery),
-                 *replication_http_routes(self.archive.index, self.discovery)],
+                 *replication_http_routes(self.archive.index, self.discovery),
+                 *access_routes.routes(self.archive, audit)],
                 [replication_status],
+                [auth.middleware(self.archive.index, cfg.http_auth, audit)],
             )
             self._http = web.AppRunner(app, access_log=None)
             await self._http.setup()
@@ -215,12 +225,34 @@ class Node:
             # Handler threads may be waiting on this loop: stop them off the loop.
             await asyncio.to_thread(self.dicom.stop)
             self.dicom = None
+        if self.audit is not None:
+            # Last before the index closes: what the services above did is all written.
+            await self.audit.stop()
+            self.audit = None
         if self.archive is not None:
             await self.archive.index.close()
             self.archive = None
         if self._lock is not None:
             self._lock.close()
             self._lock = None
+
+
+def _audit_join(audit: AuditTrail) -> Callable[[bool, str, str, str, str], None]:
+    def joined(admitted: bool, node_id: str, aet: str, address: str, why: str) -> None:
+        audit.record(AuditEvent(
+            action=Action.JOIN if admitted else Action.REFUSAL,
+            outcome=Outcome.SUCCESS if admitted else Outcome.REFUSED,
+            calling_aet=aet, node_id=node_id, address=address, detail=f"mesh join: {why}"))
+    return joined
+
+
+def _audit_deletion(audit: AuditTrail) -> Callable[[str, str, str, StudyDeletion], None]:
+    def deleted(study_uid: str, by: str, source: str, removed: StudyDeletion) -> None:
+        audit.record(AuditEvent(
+            action=Action.DELETION, node_id=by, study_uid=study_uid,
+            detail=f"tombstone from {source}: {removed.instances} instance(s), "
+                   f"{removed.bytes} bytes removed here"))
+    return deleted
 
 
 async def run_node(config: NodeConfig) -> None:

@@ -31,8 +31,10 @@ from discovery.membership import (
 )
 from discovery.roster import RosterError
 from node import __version__
+from node.access_cli import audit, token
 from node.app import INDEX_FILE, StartupError, _lock_data_dir, open_archive, run_node
-from node.config import ConfigError, NodeConfig, RemoteAE, load_config, parse_remote_ae
+from node.cli_common import _config, _fail, data_dir_option, err
+from node.config import ConfigError, RemoteAE, parse_remote_ae
 from node.dicom.retrieve_scu import RetrieveError, Selector
 from node.dicom.scp import configure_pynetdicom
 from node.dicom.scu import AssociationFailed, echo
@@ -46,28 +48,6 @@ from node.query import QueryError, parse_identifier
 from node.storage import Storage, StorageError
 from replication import spool
 from replication.tombstone import TombstoneError, is_admin_key, make_tombstone
-
-err = Console(stderr=True)
-
-
-def _fail(message: str, code: int = 2) -> None:
-    # soft_wrap: one line whatever the terminal width (Rich would fold long paths).
-    err.print(f"pacsmesh: error: {message}", markup=False, highlight=False, soft_wrap=True)
-    sys.exit(code)
-
-
-def _config(**cli: Any) -> NodeConfig:
-    try:
-        return load_config(cli)
-    except ConfigError as exc:
-        _fail(str(exc))
-        raise AssertionError("unreachable") from None
-
-
-data_dir_option = click.option(
-    "--data-dir", type=click.Path(file_okay=False, path_type=Path),
-    help="Where objects and the index live (default: the user's data dir).",
-)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -103,6 +83,12 @@ def main() -> None:
               help="PEM certificate for DICOM TLS (default: the node's own).")
 @click.option("--dicom-tls-key", type=click.Path(dir_okay=False, path_type=Path),
               help="PEM private key for DICOM TLS (default: the node's own).")
+@click.option("--access", type=click.Choice(["open", "strict"]),
+              help="DICOM: strict associates only with known AEs (default open).")
+@click.option("--allowed-aet", "allowed_aets", multiple=True, metavar="AET",
+              help="An AE allowed to retrieve (and, when strict, to associate); repeatable.")
+@click.option("--http-auth", type=click.Choice(["auto", "tokens", "none"]),
+              help="HTTP bearer tokens: auto (once one exists; default), tokens, none.")
 @click.option("--log-level", help="DEBUG, INFO, WARNING, ERROR.")
 def run(**options: Any) -> None:
     """Run a node until interrupted."""
@@ -215,8 +201,11 @@ async def _studies(index_path: Path) -> list[dict[str, Any]]:
 
 def _running_node_json(http_port: int, path: str) -> Any:
     url = f"http://127.0.0.1:{http_port}{path}"
+    request = urllib.request.Request(url)
+    if os.environ.get("PACSMESH_TOKEN"):  # a node that asks for tokens (pacsmesh token add)
+        request.add_header("Authorization", f"Bearer {os.environ['PACSMESH_TOKEN']}")
     try:
-        with urllib.request.urlopen(url, timeout=5) as rsp:
+        with urllib.request.urlopen(request, timeout=5) as rsp:
             return json.loads(rsp.read())
     except (OSError, ValueError) as exc:
         _fail(f"no running node answers at {url} ({exc}); is it started?", code=1)
@@ -587,6 +576,9 @@ def echo_(remote: str, calling: str | None, timeout: float) -> None:
     else:
         _fail(f"C-ECHO {peer}: status 0x{result.status:04X}", code=1)
 
+
+main.add_command(audit)
+main.add_command(token)
 
 if __name__ == "__main__":
     main()

@@ -25,6 +25,8 @@ DEFAULT_HTTP_PORT = 8080
 DEFAULT_MESH_PORT = 11113
 DEFAULT_CACHE_BYTES = 10 * 2**30
 QUERY_SCOPES = ("mesh", "local")
+ACCESS_MODES = ("open", "strict")
+HTTP_AUTH_MODES = ("auto", "tokens", "none")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -66,6 +68,9 @@ class NodeConfig:
     dicom_tls: bool = False  # DIMSE over TLS on the DICOM port, announced _dicom-tls._tcp
     dicom_tls_cert: Path | None = None  # PEM; default: the node's own certificate
     dicom_tls_key: Path | None = None  # PEM; default: the node's own key
+    access: str = "open"  # DICOM: "strict" associates only with known AEs
+    allowed_aets: tuple[str, ...] = ()  # AEs known besides modalities and mesh members
+    http_auth: str = "auto"  # "auto": tokens once one exists; "tokens"; "none"
 
     def modality(self, aet: str) -> RemoteAE | None:
         for remote in self.modalities:
@@ -161,11 +166,11 @@ def _cache_bytes(value: Any) -> int:
     return count
 
 
-def _query_scope(value: Any) -> str:
-    scope = str(value).strip().lower()
-    if scope not in QUERY_SCOPES:
-        raise ConfigError(f"query_scope must be one of {', '.join(QUERY_SCOPES)}, got {value!r}")
-    return scope
+def _one_of(value: Any, key: str, choices: tuple[str, ...]) -> str:
+    choice = str(value).strip().lower()
+    if choice not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
+    return choice
 
 
 def _pem_file(value: Any, what: str) -> Path | None:
@@ -211,9 +216,9 @@ _KEYS = (
     "aet", "bind", "dicom_port", "http_port", "modalities", "mdns", "log_level",
     "peers", "interfaces", "device_type", "mesh_port", "join", "replicas",
     "hint_after", "query_scope", "cache_bytes", "dicom_tls", "dicom_tls_cert",
-    "dicom_tls_key",
+    "dicom_tls_key", "access", "allowed_aets", "http_auth",
 )
-_LIST_KEYS = ("modalities", "peers", "interfaces")
+_LIST_KEYS = ("modalities", "peers", "interfaces", "allowed_aets")
 DEVICE_TYPES = ("ARCHIVE", "WSD")
 
 
@@ -297,7 +302,11 @@ def load_config(
         join=join,
         replicas=_replicas(merged.get("replicas", 2)),
         hint_after=_seconds(merged.get("hint_after", 60.0), "hint_after"),
-        query_scope=_query_scope(merged.get("query_scope", "mesh")),
+        query_scope=_one_of(merged.get("query_scope", "mesh"), "query_scope", QUERY_SCOPES),
+        access=_one_of(merged.get("access", "open"), "access", ACCESS_MODES),
+        allowed_aets=tuple(validate_aet(str(a), "allowed AE title")
+                           for a in _as_list(merged.get("allowed_aets", []), "allowed_aets")),
+        http_auth=_one_of(merged.get("http_auth", "auto"), "http_auth", HTTP_AUTH_MODES),
         cache_bytes=_cache_bytes(merged.get("cache_bytes", DEFAULT_CACHE_BYTES)),
         dicom_tls=_parse_bool(merged.get("dicom_tls", False), "dicom_tls"),
         dicom_tls_cert=_pem_file(merged.get("dicom_tls_cert"), "dicom_tls_cert"),

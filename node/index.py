@@ -268,8 +268,43 @@ MIGRATIONS: tuple[str, ...] = (
     );
     DELETE FROM state WHERE namespace = 'catalog';
     """,
+    # v8: the audit trail (append-only: the triggers refuse any change to a row, so
+    # no code path, bug or hand-typed SQL can rewrite history) and HTTP bearer tokens,
+    # kept as SHA-256 digests only.
+    """
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        action TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        user TEXT NOT NULL DEFAULT '',
+        calling_aet TEXT NOT NULL DEFAULT '',
+        node_id TEXT NOT NULL DEFAULT '',
+        address TEXT NOT NULL DEFAULT '',
+        patient_id TEXT NOT NULL DEFAULT '',
+        study_uid TEXT NOT NULL DEFAULT '',
+        detail TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX audit_at ON audit(at);
+    CREATE INDEX audit_study ON audit(study_uid);
+    CREATE INDEX audit_patient ON audit(patient_id);
+    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'audit rows are append-only'); END;
+    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'audit rows are append-only'); END;
+    CREATE TABLE http_tokens (
+        id TEXT PRIMARY KEY,
+        sha256 TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL,
+        name TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        revoked_at REAL
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+AUDIT_COLUMNS = ("at", "action", "outcome", "user", "calling_aet", "node_id", "address",
+                 "patient_id", "study_uid", "detail")
 TOMBSTONED_ERROR = "study deleted (tombstone)"  # raised by the v6 trigger
 
 
@@ -835,6 +870,56 @@ class Index:
             if _is_full(exc):
                 raise IndexFull(str(exc)) from exc
             raise IndexFailure(str(exc)) from exc
+
+    # --- audit trail and HTTP tokens ---------------------------------------------------------
+
+    async def append_audit(self, rows: list[tuple[Any, ...]]) -> None:
+        """Append audit rows (columns as in :data:`node.audit.COLUMNS`) in one statement."""
+        columns = ", ".join(AUDIT_COLUMNS)
+        marks = ",".join("?" * len(AUDIT_COLUMNS))
+        try:
+            async with self._write_lock:
+                await self._conn.executemany(
+                    f"INSERT INTO audit ({columns}) VALUES ({marks})", rows)
+        except sqlite3.Error as exc:
+            if _is_full(exc):
+                raise IndexFull(str(exc)) from exc
+            raise IndexFailure(str(exc)) from exc
+
+    async def add_token(self, token_id: str, digest: str, role: str, name: str) -> None:
+        async with self._write_lock:
+            await self._conn.execute(
+                "INSERT INTO http_tokens (id, sha256, role, name, created_at) VALUES (?,?,?,?,?)",
+                (token_id, digest, role, name, time.time()))
+
+    async def revoke_token(self, token_id: str, digest: str) -> bool:
+        """Revoke the token with this id or digest; False if no live token matched."""
+        async with self._write_lock:
+            cur = await self._conn.execute(
+                "UPDATE http_tokens SET revoked_at = ? WHERE (id = ? OR sha256 = ?)"
+                " AND revoked_at IS NULL", (time.time(), token_id, digest))
+        return cur.rowcount > 0
+
+    async def tokens(self) -> list[dict[str, Any]]:
+        return await self._fetchall(
+            "SELECT id, role, name, created_at, revoked_at FROM http_tokens ORDER BY created_at")
+
+    async def token_role(self, digest: str) -> tuple[str, str] | None:
+        """(role, name) of the live token with this digest."""
+        rows = await self._fetchall(
+            "SELECT role, name FROM http_tokens WHERE sha256 = ? AND revoked_at IS NULL",
+            (digest,))
+        return (rows[0]["role"], rows[0]["name"]) if rows else None
+
+    async def audit_rows(self, limit: int = 1000) -> list[dict[str, Any]]:
+        """The newest ``limit`` audit rows, oldest first."""
+        rows = await self._fetchall(
+            f"SELECT id, {', '.join(AUDIT_COLUMNS)} FROM audit ORDER BY id DESC LIMIT ?",
+            (max(1, min(limit, 100000)),))
+        return rows[::-1]
+
+    async def has_tokens(self) -> bool:
+        return bool(await self._fetchall("SELECT 1 FROM http_tokens LIMIT 1"))
 
     # --- tombstones (studies deleted mesh-wide) --------------------------------------------
 

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from discovery.service import Discovery
 from node.archive import Archive
-from node.index import Index, Tombstoned
+from node.index import Index, StudyDeletion, Tombstoned
 from replication import spool
 from replication.tombstone import Tombstone, TombstoneError, check_tombstone, digest, supersedes
 
@@ -58,6 +58,9 @@ class Deletions:
         self.discovery = discovery
         self._clock = clock
         self._warned: set[str] = set()
+        # Told of each tombstone applied here: (study, admin's node, learnt from, removed).
+        # The composition root points it at the audit trail.
+        self.on_deleted: Callable[[str, str, str, StudyDeletion], None] = lambda *_: None
 
     async def accept(self, documents: Iterable[Any], source: str) -> int:
         """Apply the valid tombstones among ``documents``; return how many were valid."""
@@ -93,6 +96,7 @@ class Deletions:
             removed.instances, removed.bytes, source[:15],
         )
         log.debug("tombstone reason for study %s: %s", stone.study_uid, stone.reason)
+        self.on_deleted(stone.study_uid, stone.deleted_by, source, removed)
 
     def _report_forged(self, document: Any, source: str, exc: TombstoneError) -> None:
         sig = str(document.get("sig", "")) if isinstance(document, dict) else ""

@@ -44,6 +44,9 @@ class NodeProcess:
     aet: str = "PACSMESH"
     modalities: tuple[str, ...] = ()
     extra_args: tuple[str, ...] = ()
+    # Calling AEs the tests retrieve with (DCMTK's defaults, pynetdicom requesters):
+    # by default a node serves C-GET/C-MOVE only to AEs it knows.
+    allowed_aets: tuple[str, ...] = ("GETSCU", "MOVESCU", "VIEWER", "FAULTS")
     dicom_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
     mesh_port: int = field(default_factory=free_port)
@@ -63,6 +66,8 @@ class NodeProcess:
         ]
         for m in self.modalities:
             cmd += ["--modality", m]
+        for aet in self.allowed_aets:
+            cmd += ["--allowed-aet", aet]
         return cmd
 
     def start(self, timeout: float = 30) -> NodeProcess:

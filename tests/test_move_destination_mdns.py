@@ -42,7 +42,8 @@ def test_move_follows_a_destination_whose_address_changed(
     network: Network, tmp_path: Path
 ) -> None:
     archive_host, viewer_host = network.add_host("archive"), network.add_host("viewer")
-    node = NamespacedNode(archive_host, tmp_path / "node", "ARCHIVE").start()
+    node = NamespacedNode(archive_host, tmp_path / "node", "ARCHIVE",
+                          ("--allowed-aet", "MOVESCU")).start()
     received = tmp_path / "received"
     received.mkdir()
     viewer_host.spawn(["storescp", "-aet", VIEWER, "-od", str(received), "11112"],

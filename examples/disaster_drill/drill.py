@@ -248,7 +248,8 @@ def drill(plan: Plan, work: Path) -> int:
             data_dir.mkdir(exist_ok=True)
             # Owners unreachable for 10 s get hinted copies on their stand-ins.
             (data_dir / "pacsmesh.toml").write_text("hint_after = 10\n")
-            extra = ("--replicas", str(plan.replicas), "--no-mdns", *seeds)
+            extra = ("--replicas", str(plan.replicas), "--no-mdns", "--allowed-aet", "GETSCU",
+                     *seeds)
             if name != "A-SERVER":
                 extra = (*extra, "--join", token)
             nodes[name] = NamespacedNode(hosts[name], data_dir, name.replace("-", "_"),

@@ -7,7 +7,7 @@ work=$(mktemp -d)
 trap 'kill "$node" 2>/dev/null || true; wait "$node" 2>/dev/null || true; rm -rf "$work"' EXIT
 
 "$py" -m node.cli run --data-dir "$work/data" --aet EXAMPLE --bind 127.0.0.1 \
-    --dicom-port 11199 --http-port 18099 --no-mdns &
+    --dicom-port 11199 --http-port 18099 --no-mdns --allowed-aet GETSCU &
 node=$!
 until curl -sf http://127.0.0.1:18099/api/status >/dev/null; do sleep 0.2; done
 

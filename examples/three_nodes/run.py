@@ -104,6 +104,9 @@ def start(node: Node, *extra: str) -> None:
     cmd = [sys.executable, "-m", "node.cli", "run", "--data-dir", str(node.data_dir),
            "--aet", node.aet, "--bind", HOST, "--dicom-port", str(node.dicom_port),
            "--http-port", str(node.http_port), "--mesh-port", str(node.mesh_port),
+           # C-GET and C-MOVE are for known AE titles only: DCMTK's getscu and movescu
+           # call as GETSCU and MOVESCU unless told otherwise.
+           "--allowed-aet", "GETSCU", "--allowed-aet", "MOVESCU",
            "--no-mdns", *extra]
     with node.log_path.open("ab") as log:
         # A session of its own: Ctrl-C reaches only this script, which stops the nodes

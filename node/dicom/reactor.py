@@ -24,6 +24,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, cast
 
@@ -32,7 +33,7 @@ from pynetdicom._globals import MODE_ACCEPTOR
 from pynetdicom.ae import ApplicationEntity
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
-from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dimse_primitives import C_GET, C_MOVE, C_STORE
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.pdu_primitives import P_DATA
@@ -182,8 +183,28 @@ def _store_rsp(primitive: Any) -> bytes | None:
     )
 
 
+# Asked before a C-GET or C-MOVE request is served: a status answers it at once and no
+# handler runs. pynetdicom's C-MOVE handler cannot fail a request with a status of its
+# choosing before it has associated with the destination, and a refused requester must
+# not cause any association at all.
+Refusal = Callable[[Association, Any], "int | None"]
+
+
 class WakingAssociation(Association):
     """An acceptor association whose reactor blocks on the DIMSE queue."""
+
+    def _serve_request(self, msg: Any, context_id: int) -> None:
+        refuse: Refusal | None = getattr(self._server, "refuse_retrieve", None)
+        if refuse is not None and isinstance(msg, C_GET | C_MOVE):
+            status = refuse(self, msg)
+            if status is not None:
+                rsp = type(msg)()
+                rsp.MessageIDBeingRespondedTo = msg.MessageID
+                rsp.AffectedSOPClassUID = msg.AffectedSOPClassUID
+                rsp.Status = status
+                self.dimse.send_msg(rsp, context_id)
+                return
+        super()._serve_request(msg, context_id)
 
     def _run_reactor(self) -> None:
         self._is_paused = False
@@ -343,13 +364,14 @@ class TlsServer(ThreadedAssociationServer):
 
 def start_server(
     ae: ApplicationEntity, address: tuple[str, int], handlers: list[Any],
-    ssl_context: ssl.SSLContext | None = None,
+    ssl_context: ssl.SSLContext | None = None, refuse_retrieve: Refusal | None = None,
 ) -> ThreadedAssociationServer:
     """``ae.start_server(address, block=False, ...)`` with the waking associations."""
     server = cast(ThreadedAssociationServer, ae.make_server(
         address, evt_handlers=handlers, server_class=TlsServer, ssl_context=ssl_context,
         request_handler=WakingRequestHandler,
     ))
+    server.refuse_retrieve = refuse_retrieve  # type: ignore[attr-defined]
     stamp = datetime.now().strftime("%Y%m%d%H%M%S")
     thread = threading.Thread(
         target=make_target(server.serve_forever), name=f"AcceptorServer@{stamp}", daemon=True

@@ -42,8 +42,11 @@ from pynetdicom.sop_class import (
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
-from node.archive import Archive, IngestStatus
+from node.archive import Archive, IngestResult, IngestStatus
+from node.audit import Action, AuditTrail, Outcome
 from node.config import NodeConfig
+from node.dicom.access import AccessPolicy
+from node.dicom.audit_hooks import NOT_AUTHORIZED, DicomAudit
 from node.dicom.encoding import encode_file_meta
 from node.dicom.reactor import start_server
 from node.dicom_header import InvalidDataset
@@ -61,7 +64,6 @@ CANCEL = 0xFE00
 OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC000
 PROCESSING_FAILURE = 0x0110
-NOT_AUTHORIZED = 0x0124  # PS3.7 C.5.20 "Refused: Not Authorized"
 ELEMENTS_DISCARDED = 0xB006
 IDENTIFIER_MISMATCH = 0xA900
 FIND_OUT_OF_RESOURCES = 0xA700
@@ -155,16 +157,22 @@ class MeshSource(Protocol):
 class DicomServer:
     def __init__(
         self, config: NodeConfig, archive: Archive, discovered: Resolver | None = None,
-        mesh: MeshSource | None = None, tls: ssl.SSLContext | None = None,
+        mesh: MeshSource | None = None, audit: AuditTrail | None = None,
+        mesh_aets: Callable[[], Iterable[str]] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         """``discovered`` resolves AE titles not in the configured table (e.g. mDNS);
-        ``mesh`` answers for studies held elsewhere (none: this node alone); ``tls``
+        ``mesh`` answers for studies held elsewhere (none: this node alone);
+        ``mesh_aets`` gives the AE titles of mesh members and discovered devices; ``tls``
         makes the DICOM port speak TLS."""
         self.config = config
         self.archive = archive
         self._discovered = discovered
         self.mesh = mesh
         self.tls = tls
+        policy = AccessPolicy.build(config.access, config.allowed_aets,
+                                    [m.aet for m in config.modalities], mesh_aets)
+        self.audit = DicomAudit(audit, policy)
         self.ae = self._build_ae()
         self._server: ThreadedAssociationServer | None = None
 
@@ -193,9 +201,11 @@ class DicomServer:
             (evt.EVT_C_FIND, self.on_find),
             (evt.EVT_C_GET, self.on_get),
             (evt.EVT_C_MOVE, self.on_move),
+            *self.audit.handlers(),
         ]
         self._server = start_server(
-            self.ae, (self.config.bind, self.config.dicom_port), handlers, self.tls
+            self.ae, (self.config.bind, self.config.dicom_port), handlers, self.tls,
+            self.audit.refuse_retrieve,
         )
         # Accepted sockets inherit this on Linux. Without it every response waits out the
         # peer's delayed ACK (~40 ms per C-STORE with Nagle's algorithm on both sides).
@@ -225,23 +235,40 @@ class DicomServer:
         return SUCCESS
 
     def on_store(self, event: Event) -> Dataset | int:
+        answer = self._store(event)
+        return answer if isinstance(answer, Dataset | int) else self._stored(event, answer)
+
+    def _store(self, event: Event) -> Dataset | IngestResult:
         source = _calling_aet(event)
         try:
             data = part10_bytes(event)
         except Exception as exc:
             log.warning("C-STORE from %s: unreadable data set: %s", source, exc)
-            return _status(CANNOT_UNDERSTAND, "Unreadable data set")
+            return self._store_failed(event, CANNOT_UNDERSTAND, "Unreadable data set")
         try:
-            result = self.archive.ingest(data, source)
+            return self.archive.ingest(data, source)
         except InvalidDataset as exc:
             log.warning("C-STORE from %s refused: %s", source, exc)
-            return _status(CANNOT_UNDERSTAND, str(exc))
+            return self._store_failed(event, CANNOT_UNDERSTAND, str(exc))
         except (StorageFull, IndexFull) as exc:
             log.error("C-STORE from %s refused, out of space: %s", source, exc)
-            return _status(OUT_OF_RESOURCES, "Archive storage is full")
+            return self._store_failed(event, OUT_OF_RESOURCES, "Archive storage is full")
         except (StorageError, IndexFailure) as exc:
             log.error("C-STORE from %s failed: %s", source, exc)
-            return _status(PROCESSING_FAILURE, "Archive could not record the instance")
+            return self._store_failed(event, PROCESSING_FAILURE,
+                                      "Archive could not record the instance")
+
+    def _store_failed(self, event: Event, code: int, comment: str) -> Dataset:
+        self.audit.stored(event, "", "", Outcome.SERIOUS_FAILURE)
+        return _status(code, comment)
+
+    def _stored(self, event: Event, result: IngestResult) -> Dataset | int:
+        keys = result.keys
+        patient, study = (keys.patient_id, keys.study_instance_uid) if keys else ("", "")
+        outcome = {IngestStatus.CONFLICT: Outcome.MINOR_FAILURE,
+                   IngestStatus.TOMBSTONED: Outcome.REFUSED}.get(result.status, Outcome.SUCCESS)
+        self.audit.stored(event, patient, study, outcome)
+        source = _calling_aet(event)
         if result.status is IngestStatus.CONFLICT:
             return _status(
                 ELEMENTS_DISCARDED, "Duplicate SOP Instance UID, different data: first kept"
@@ -274,6 +301,10 @@ class DicomServer:
             yield _status(CANNOT_UNDERSTAND, "Unable to process the query"), None
             return
         log.info("C-FIND from %s at %s level: %d match(es)", source, query.level, len(rows))
+        self.audit.record(event, Action.QUERY, Outcome.SUCCESS,
+                          patient_id=_exact(event.identifier, "PatientID"),
+                          study_uid=_exact(event.identifier, "StudyInstanceUID"),
+                          detail=f"{query.level} level, {len(rows)} match(es)")
         for row in rows:
             if event.is_cancelled:
                 yield CANCEL, None
@@ -337,6 +368,18 @@ class DicomServer:
             payload = _unsendable(inst)
         return payload
 
+    def _audit_retrieve(
+        self, event: Event, action: Action, instances: list[StoredInstance], what: str
+    ) -> None:
+        """One row per study retrieved (instances carry no patient: the identifier's)."""
+        per_study: dict[str, int] = {}
+        for inst in instances:
+            per_study[inst.study_uid] = per_study.get(inst.study_uid, 0) + 1
+        patient = _exact(event.identifier, "PatientID")
+        for study, count in sorted(per_study.items()) or [("", 0)]:
+            self.audit.record(event, action, Outcome.SUCCESS, patient_id=patient,
+                              study_uid=study, detail=f"{what}: {count} instance(s)")
+
     def on_get(self, event: Event) -> Iterator[Any]:
         source = _calling_aet(event)
         try:
@@ -347,6 +390,7 @@ class DicomServer:
             yield _status(IDENTIFIER_MISMATCH, str(exc)), None
             return
         log.info("C-GET from %s: %d instance(s)", source, len(instances))
+        self._audit_retrieve(event, Action.RETRIEVE, instances, "C-GET")
         yield len(instances)
         _stream_stored_files(event.assoc)
         accepted = accepted_by_class(event.assoc.accepted_contexts)
@@ -360,6 +404,8 @@ class DicomServer:
         destination = self.resolve_destination(destination_aet)
         if destination is None:
             log.warning("C-MOVE from %s refused: unknown destination %r", source, destination_aet)
+            self.audit.record(event, Action.REFUSAL, Outcome.SERIOUS_FAILURE,
+                              detail=f"C-MOVE to unknown destination {destination_aet}")
             yield None, None
             return
         try:
@@ -377,12 +423,19 @@ class DicomServer:
             "evt_handlers": [(evt.EVT_ESTABLISHED, lambda e: store_assoc.append(e.assoc))],
         }
         log.info("C-MOVE from %s to %s: %d instance(s)", source, destination_aet, len(instances))
+        self._audit_retrieve(event, Action.EXPORT, instances, f"C-MOVE to {destination_aet}")
         yield len(instances)
         accepted: dict[str, set[str]] = {}
         if store_assoc:
             _stream_stored_files(store_assoc[0])
             accepted = accepted_by_class(store_assoc[0].accepted_contexts)
         yield from self._sub_operations(event, instances, lambda c: accepted.get(c, set()))
+
+
+def _exact(identifier: Dataset, keyword: str) -> str:
+    """A key the requester asked for by value (not empty, not a wildcard), else ''."""
+    value = str(identifier.get(keyword, "") or "").strip()
+    return "" if any(c in value for c in "*?\\") else value
 
 
 def part10_bytes(event: Event) -> bytes:

@@ -62,9 +62,11 @@ def study_json(row: dict) -> dict:
 def make_app(
     index: Index, aet: str, node_id: str, extra_routes: Iterable[web.RouteDef] = (),
     status_parts: Iterable[StatusPart] = (),
+    middlewares: Iterable[Any] = (),
 ) -> web.Application:
-    """``status_parts`` add their keys to ``/api/status``."""
-    app = web.Application()
+    """``status_parts`` add their keys to ``/api/status``; ``middlewares`` guard every
+    route (node.http.auth)."""
+    app = web.Application(middlewares=list(middlewares))
     app[STATUS_PARTS_KEY] = list(status_parts)
     app[INDEX_KEY] = index
     app[AET_KEY] = aet

@@ -1,0 +1,34 @@
+"""What every ``pacsmesh`` sub-command shares: one-line errors, configuration, --data-dir."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from node.config import ConfigError, NodeConfig, load_config
+
+err = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    # soft_wrap: one line whatever the terminal width (Rich would fold long paths).
+    err.print(f"pacsmesh: error: {message}", markup=False, highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def _config(**cli: Any) -> NodeConfig:
+    try:
+        return load_config(cli)
+    except ConfigError as exc:
+        _fail(str(exc))
+        raise AssertionError("unreachable") from None
+
+
+data_dir_option = click.option(
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path),
+    help="Where objects and the index live (default: the user's data dir).",
+)

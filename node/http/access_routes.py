@@ -1,0 +1,62 @@
+"""HTTP endpoints behind the roles: upload (uploader), the audit trail and tokens (admin)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from node.archive import Archive, IngestStatus
+from node.audit import Action, AuditEvent, AuditTrail, Outcome
+from node.dicom_header import InvalidDataset
+from node.http.auth import USER_KEY
+from node.index import IndexFailure
+from node.storage import StorageError
+
+log = logging.getLogger(__name__)
+MAX_UPLOAD = 2**30  # one instance; larger ones come by C-STORE
+
+
+def routes(archive: Archive, trail: AuditTrail) -> list[web.RouteDef]:
+    async def upload(request: web.Request) -> web.Response:
+        """POST one DICOM Part 10 file as the body."""
+        data = await request.content.read(MAX_UPLOAD + 1)
+        if len(data) > MAX_UPLOAD:
+            raise web.HTTPRequestEntityTooLarge(max_size=MAX_UPLOAD, actual_size=len(data))
+        user = str(request.get(USER_KEY, ""))
+        try:
+            result = await asyncio.to_thread(archive.ingest, data, "http")
+        except InvalidDataset as exc:
+            raise web.HTTPBadRequest(text=f"not a storable DICOM file: {exc}\n") from None
+        except (StorageError, IndexFailure) as exc:
+            log.error("HTTP upload failed: %s", exc)
+            raise web.HTTPInternalServerError(text="the archive could not store it\n") from None
+        keys = result.keys
+        outcome = {IngestStatus.CONFLICT: Outcome.MINOR_FAILURE,
+                   IngestStatus.TOMBSTONED: Outcome.REFUSED}.get(result.status, Outcome.SUCCESS)
+        trail.record(AuditEvent(
+            action=Action.STORE, outcome=outcome, user=user, address=request.remote or "",
+            patient_id=keys.patient_id if keys else "",
+            study_uid=keys.study_instance_uid if keys else "", detail="HTTP upload"))
+        status = {IngestStatus.TOMBSTONED: 410, IngestStatus.CONFLICT: 409}.get(result.status,
+                                                                                  200)
+        return web.json_response({"status": result.status.value,
+                                  "SOPInstanceUID": result.sop_instance_uid}, status=status)
+
+    async def audit(request: web.Request) -> web.Response:
+        await trail.flush()  # what just happened is in the answer
+        return web.json_response(await archive.index.audit_rows(
+            int(request.query.get("limit", "1000"))))
+
+    async def list_tokens(request: web.Request) -> web.Response:
+        return web.json_response(await archive.index.tokens())
+
+    async def revoke(request: web.Request) -> web.Response:
+        token_id = request.match_info["token_id"]
+        if not await archive.index.revoke_token(token_id, token_id):
+            raise web.HTTPNotFound(text=f"no live token {token_id}\n")
+        return web.json_response({"revoked": token_id})
+
+    return [web.post("/api/instances", upload), web.get("/api/audit", audit),
+            web.get("/api/tokens", list_tokens), web.delete("/api/tokens/{token_id}", revoke)]
