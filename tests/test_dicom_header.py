@@ -14,10 +14,20 @@ from tests.support import data_store_dir
 UID_KEYWORDS = ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID")
 
 
+def _part10(path: Path) -> bool:
+    """pydicom-data holds one raw data set without a Part 10 header: no archive input."""
+    try:
+        read_header(path)
+    except ValueError:
+        return False
+    return True
+
+
 def _files() -> list[Path]:
     real = sorted(p for p in data_store_dir().iterdir() if p.suffix == ".dcm")
     charsets = [Path(p) for p in get_charset_files("*.dcm")]
-    return [*real, *charsets, Path(get_testdata_file("CT_small.dcm"))]
+    return [p for p in (*real, *charsets, Path(get_testdata_file("CT_small.dcm")))
+            if _part10(p)]
 
 
 def _decoded(path: Path) -> dict[str, str]:
@@ -28,10 +38,6 @@ def _decoded(path: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize("path", _files(), ids=lambda p: p.name)
 def test_raw_keys_match_decoded_values(path: Path) -> None:
-    try:
-        read_header(path)
-    except ValueError:
-        pytest.skip("not a Part 10 file")
     expected = _decoded(path)
     try:
         keys = read_keys(path)

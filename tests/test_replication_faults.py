@@ -102,13 +102,19 @@ def test_owner_killed_mid_transfer_gets_stand_ins_and_converges_without_duplicat
         assert _partials(node) == []
 
 
+def _second_member(make_node, a: NodeProcess) -> NodeProcess:
+    """B joins A's mesh, is alive to A and holds A's instance (by anti-entropy)."""
+    b = joiner(make_node, a, "nodeb", invite(a, "--uses", "1")).start()
+    wait_for(lambda: peer_states(a).get("NODEB") == "alive", 30)
+    wait_for(lambda: _held(b) == _held(a), 30)
+    return b
+
+
 def test_sender_restarted_mid_queue_resumes_and_resends_nothing_acknowledged(
     make_node, founder: NodeProcess, tmp_path: Path
 ) -> None:
     a = founder
-    b = joiner(make_node, a, "nodeb", invite(a, "--uses", "1")).start()
-    wait_for(lambda: peer_states(a).get("NODEB") == "alive", 30)
-    wait_for(lambda: _held(b) == _held(a), 30)  # the founder's instance, by anti-entropy
+    b = _second_member(make_node, a)
     b.stop()  # the copies queue up while the owner is away
     wait_for(lambda: peer_states(a).get("NODEB") == "dead", 30)
     files = _series(tmp_path / "study", 3, 60, side=1024)  # 2 MB each
@@ -140,9 +146,7 @@ def test_receiver_killed_mid_instance_resumes_from_its_partial_file(
     make_node, founder: NodeProcess, tmp_path: Path
 ) -> None:
     a = founder
-    b = joiner(make_node, a, "nodeb", invite(a, "--uses", "1")).start()
-    wait_for(lambda: peer_states(a).get("NODEB") == "alive", 30)
-    wait_for(lambda: _held(b) == _held(a), 30)
+    b = _second_member(make_node, a)
     big = _series(tmp_path / "study", 4, 1, side=5400)[0]  # one instance of ~58 MB
     old = _held(a)
     assert storescu(a, [big]) == []
