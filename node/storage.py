@@ -137,10 +137,16 @@ class Storage:
         returns. Split so that the caller can overlap that wait with other work."""
         final = (into / f"{sha256}.dcm") if into is not None else self.path(sha256)
         try:
-            if not final.parent.is_dir():
+            try:
+                os.replace(tmp, final)
+            except FileNotFoundError:
+                # Shards exist from prepare(); only conflicts/ or a removed shard get here,
+                # so the hot path pays no extra stat for the folder.
+                if final.parent.is_dir():
+                    raise
                 final.parent.mkdir(parents=True, exist_ok=True)
                 _fsync_dir(final.parent.parent)
-            os.replace(tmp, final)
+                os.replace(tmp, final)
         except OSError as exc:
             self.discard(tmp)
             raise storage_error(exc) from exc
