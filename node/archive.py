@@ -38,9 +38,12 @@ class IngestStatus(enum.Enum):
 @dataclass(frozen=True)
 class IngestResult:
     status: IngestStatus
-    sop_instance_uid: str
     sha256: str
-    keys: InstanceKeys | None = None  # what the audit trail records (patient, study)
+    keys: InstanceKeys  # what the audit trail records (patient, study)
+
+    @property
+    def sop_instance_uid(self) -> str:
+        return self.keys.sop_instance_uid
 
 
 class Archive:
@@ -113,7 +116,7 @@ class Archive:
             if existing is None:
                 raise
             if existing == sha:
-                return IngestResult(IngestStatus.DUPLICATE, keys.sop_instance_uid, sha, keys)
+                return IngestResult(IngestStatus.DUPLICATE, sha, keys)
             return self._conflict(keys, sha, size, existing, source_aet, keep_aside)
         syncing = _WRITERS.submit(self.storage.sync_place, placed)
         try:
@@ -129,12 +132,12 @@ class Archive:
         # the sender hears of a failure, and its resend is answered as a duplicate.
         syncing.result()
         if outcome is AddOutcome.STORED:
-            return IngestResult(IngestStatus.STORED, keys.sop_instance_uid, sha, keys)
+            return IngestResult(IngestStatus.STORED, sha, keys)
         if outcome is AddOutcome.DUPLICATE:
-            return IngestResult(IngestStatus.DUPLICATE, keys.sop_instance_uid, sha, keys)
+            return IngestResult(IngestStatus.DUPLICATE, sha, keys)
         if outcome is AddOutcome.TOMBSTONED:
             self.storage.remove(sha)
-            return IngestResult(IngestStatus.TOMBSTONED, keys.sop_instance_uid, sha, keys)
+            return IngestResult(IngestStatus.TOMBSTONED, sha, keys)
         # Different bytes were recorded first; ours are not referenced by any row.
         result = self._conflict(keys, sha, size, existing, source_aet, keep_aside)
         self.storage.remove(sha)
@@ -167,4 +170,4 @@ class Archive:
             "instance received again with different bytes (stored %s, received %s): "
             "first copy kept", stored_sha[:12], sha[:12],
         )
-        return IngestResult(IngestStatus.CONFLICT, keys.sop_instance_uid, sha, keys)
+        return IngestResult(IngestStatus.CONFLICT, sha, keys)

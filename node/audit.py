@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from node.archive import IngestStatus
 from node.index import AUDIT_COLUMNS, Index, IndexFailure
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,12 @@ class Outcome(enum.StrEnum):
     MINOR_FAILURE = "minor-failure"
     SERIOUS_FAILURE = "serious-failure"
     REFUSED = "refused"
+
+
+def store_outcome(status: IngestStatus) -> Outcome:
+    """How a store is recorded, whichever way the instance came (DIMSE, HTTP)."""
+    return {IngestStatus.CONFLICT: Outcome.MINOR_FAILURE,
+            IngestStatus.TOMBSTONED: Outcome.REFUSED}.get(status, Outcome.SUCCESS)
 
 
 @dataclass(frozen=True)

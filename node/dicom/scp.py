@@ -43,7 +43,7 @@ from pynetdicom.sop_class import (
 from pynetdicom.transport import ThreadedAssociationServer
 
 from node.archive import Archive, IngestResult, IngestStatus
-from node.audit import Action, AuditTrail, Outcome
+from node.audit import Action, AuditTrail, Outcome, store_outcome
 from node.config import NodeConfig
 from node.dicom.access import AccessPolicy
 from node.dicom.audit_hooks import NOT_AUTHORIZED, DicomAudit
@@ -264,10 +264,8 @@ class DicomServer:
 
     def _stored(self, event: Event, result: IngestResult) -> Dataset | int:
         keys = result.keys
-        patient, study = (keys.patient_id, keys.study_instance_uid) if keys else ("", "")
-        outcome = {IngestStatus.CONFLICT: Outcome.MINOR_FAILURE,
-                   IngestStatus.TOMBSTONED: Outcome.REFUSED}.get(result.status, Outcome.SUCCESS)
-        self.audit.stored(event, patient, study, outcome)
+        self.audit.stored(event, keys.patient_id, keys.study_instance_uid,
+                          store_outcome(result.status))
         source = _calling_aet(event)
         if result.status is IngestStatus.CONFLICT:
             return _status(

@@ -8,7 +8,7 @@ import logging
 from aiohttp import web
 
 from node.archive import Archive, IngestStatus
-from node.audit import Action, AuditEvent, AuditTrail, Outcome
+from node.audit import Action, AuditEvent, AuditTrail, store_outcome
 from node.dicom_header import InvalidDataset
 from node.http.auth import USER_KEY
 from node.index import IndexFailure
@@ -33,12 +33,11 @@ def routes(archive: Archive, trail: AuditTrail) -> list[web.RouteDef]:
             log.error("HTTP upload failed: %s", exc)
             raise web.HTTPInternalServerError(text="the archive could not store it\n") from None
         keys = result.keys
-        outcome = {IngestStatus.CONFLICT: Outcome.MINOR_FAILURE,
-                   IngestStatus.TOMBSTONED: Outcome.REFUSED}.get(result.status, Outcome.SUCCESS)
+        outcome = store_outcome(result.status)
         trail.record(AuditEvent(
             action=Action.STORE, outcome=outcome, user=user, address=request.remote or "",
-            patient_id=keys.patient_id if keys else "",
-            study_uid=keys.study_instance_uid if keys else "", detail="HTTP upload"))
+            patient_id=keys.patient_id, study_uid=keys.study_instance_uid,
+            detail="HTTP upload"))
         status = {IngestStatus.TOMBSTONED: 410, IngestStatus.CONFLICT: 409}.get(result.status,
                                                                                   200)
         return web.json_response({"status": result.status.value,
