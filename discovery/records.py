@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 DICOM_TYPE = "_dicom._tcp.local."
 DICOM_TLS_TYPE = "_dicom-tls._tcp.local."  # the same record for DIMSE over TLS
-DICOM_TLS_TYPE = "_dicom-tls._tcp.local."
 MESH_TYPE = "_pacsmesh._tcp.local."
 TXT_VERSION = "1"
 PROTOCOL_VERSION = 1

@@ -923,12 +923,6 @@ class Index:
 
     # --- tombstones (studies deleted mesh-wide) --------------------------------------------
 
-    async def is_tombstoned(self, study_uid: str) -> bool:
-        rows = await self._fetchall(
-            "SELECT 1 FROM tombstones WHERE study_uid = ?", (study_uid,)
-        )
-        return bool(rows)
-
     async def tombstone(self, study_uid: str) -> Tombstoned | None:
         rows = await self._fetchall(
             "SELECT * FROM tombstones WHERE study_uid = ?", (study_uid,)

@@ -25,7 +25,8 @@ from node.dicom_header import InvalidDataset
 from node.index import IndexFailure, StoredInstance
 from node.storage import StorageError
 from replication.breaker import CircuitBreaker
-from replication.incoming import Incoming, IncomingError
+from replication.incoming import BatchedFeed, Incoming, IncomingError
+from replication.outgoing import SLOWEST_RATE
 from replication.placement import owners
 from replication.transfer import OBJECTS_PATH
 
@@ -33,7 +34,6 @@ log = logging.getLogger(__name__)
 CACHE_SOURCE = "mesh:cache"  # "mesh:" keeps it out of the outbox (see replication.service)
 LOOKAHEAD = 4  # instances fetched ahead of the one being sent
 FETCH_SECONDS = 120.0
-SLOWEST_RATE = 1e6  # bytes/s: time allowed grows with size, as for sending
 
 
 class FetchFailed(RuntimeError):
@@ -121,14 +121,13 @@ class Fetcher:
         storage = self.archive.storage
         incoming = await asyncio.to_thread(Incoming, storage, inst.sha256, 0, None, None)
 
-        async def sink(chunk: bytes) -> None:
-            await asyncio.to_thread(incoming.feed, chunk)
-
+        sink = BatchedFeed(incoming)
         try:
             await self.discovery.stream_from_member(
                 node, OBJECTS_PATH.format(sha256=inst.sha256), sink,
                 FETCH_SECONDS + inst.size / SLOWEST_RATE,
             )
+            await sink.flush()
             path = await asyncio.to_thread(incoming.finish)
         except BaseException:
             await asyncio.to_thread(incoming.abandon)

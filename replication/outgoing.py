@@ -16,7 +16,7 @@ from typing import IO, Any, Protocol
 
 import zstandard
 
-from replication.incoming import RESUME_MIN
+from replication.incoming import resumable
 from replication.transfer import (
     ENCODING_HEADER,
     LEVEL,
@@ -79,7 +79,7 @@ async def send_object(
     raises, OSError when the file cannot be read, ValueError on a malformed answer."""
     size = (await asyncio.to_thread(path.stat)).st_size
     offset = 0
-    if size >= RESUME_MIN:
+    if resumable(size):
         held = await ask("GET", PARTIAL_PATH.format(sha256=sha256))
         if not isinstance(held, dict):
             raise ValueError(f"not an answer about a partial transfer: {held!r:.80}")

@@ -24,7 +24,14 @@ from node.dicom_header import InvalidDataset
 from node.index import IndexFailure, IndexFull
 from node.storage import StorageError, StorageFull, sha256_hex
 from node.transcode import UNCOMPRESSED
-from replication.incoming import RESUME_MIN, Incoming, IncomingError, OffsetMismatch
+from replication.incoming import (
+    BATCH,
+    BatchedFeed,
+    Incoming,
+    IncomingError,
+    OffsetMismatch,
+    resumable,
+)
 
 log = logging.getLogger(__name__)
 OBJECTS_PATH = "/mesh/objects/{sha256}"
@@ -37,7 +44,6 @@ ENCODING_HEADER = "X-Pacsmesh-Encoding"
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 DEFLATED = "1.2.840.10008.1.2.1.99"
 LEVEL = 3  # fast; the gain over higher levels is small for pixel data
-_BATCH = 2**20  # body bytes handed to the writer thread at a time
 
 
 def should_compress(transfer_syntax_uid: str) -> bool:
@@ -83,17 +89,10 @@ def _int_header(request: web.Request, name: str) -> int | None:
 
 
 async def _receive(request: web.Request, incoming: Incoming) -> None:
-    """Pump the body into ``incoming`` in batches, so writes stay off the loop."""
-    batch: list[bytes] = []
-    pending = 0
+    feed = BatchedFeed(incoming)
     async for chunk in request.content.iter_any():
-        batch.append(chunk)
-        pending += len(chunk)
-        if pending >= _BATCH:
-            await asyncio.to_thread(incoming.feed, b"".join(batch))
-            batch, pending = [], 0
-    if batch:
-        await asyncio.to_thread(incoming.feed, b"".join(batch))
+        await feed(chunk)
+    await feed.flush()
 
 
 def routes(archive: Archive, receipts: Receipts) -> list[web.RouteDef]:
@@ -146,7 +145,7 @@ def routes(archive: Archive, receipts: Receipts) -> list[web.RouteDef]:
         if request.headers.get(SHA_HEADER) != sha:
             raise web.HTTPBadRequest(text="object hash missing or malformed")
         size = _int_header(request, SIZE_HEADER)
-        exclusive = size is not None and size >= RESUME_MIN
+        exclusive = resumable(size)
         if exclusive:
             if sha in receiving:
                 raise web.HTTPServiceUnavailable(text="this object is being received already")
@@ -189,7 +188,7 @@ def routes(archive: Archive, receipts: Receipts) -> list[web.RouteDef]:
             raise web.HTTPGone(text="the study of this instance was deleted from the mesh")
         if result.status is IngestStatus.DUPLICATE:
             receipts.duplicate += 1
-            if size is not None and size >= RESUME_MIN:  # we hold its receiving slot
+            if resumable(size):  # then this request holds its receiving slot
                 await asyncio.to_thread(drop_moot_part, sha)
         else:
             receipts.stored += 1
@@ -208,9 +207,12 @@ def routes(archive: Archive, receipts: Receipts) -> list[web.RouteDef]:
         rsp = web.StreamResponse(headers={SHA_HEADER: sha, SIZE_HEADER: str(size)})
         rsp.content_length = size
         await rsp.prepare(request)
-        with path.open("rb") as fh:
-            while chunk := await asyncio.to_thread(fh.read, _BATCH):
+        fh = await asyncio.to_thread(path.open, "rb")
+        try:
+            while chunk := await asyncio.to_thread(fh.read, BATCH):
                 await rsp.write(chunk)
+        finally:
+            fh.close()
         await rsp.write_eof()
         return rsp
 
