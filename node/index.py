@@ -741,12 +741,18 @@ class Index:
                 (inst.sop_uid, inst.sha256, inst.study_uid, inst.size, now),
             )
 
-    async def cache_touch(self, sop_uids: list[str], now: float) -> None:
+    async def cache_touch(self, sop_uids: list[str], now: float) -> int:
+        """Mark cached instances among ``sop_uids`` used; return how many were cached."""
         async with self._write_lock:
-            await self._conn.executemany(
+            cur = await self._conn.executemany(
                 "UPDATE cache_use SET last_used = ? WHERE sop_uid = ?",
                 [(now, sop) for sop in sop_uids],
             )
+            return int(cur.rowcount)
+
+    async def cache_bytes(self) -> int:
+        rows = await self._conn.execute_fetchall("SELECT COALESCE(SUM(size), 0) FROM cache_use")
+        return int(next(iter(rows))[0])
 
     async def cache_entries(self) -> list[dict[str, Any]]:
         return await self._fetchall(

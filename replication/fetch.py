@@ -144,27 +144,25 @@ class Fetcher:
     async def used_locally(self, sop_uids: list[str]) -> None:
         """A retrieve sent these from local files: cached ones are recently used."""
         if sop_uids:
-            before = len(sop_uids)
-            cached = {e["sop_uid"] for e in await self.archive.index.cache_entries()}
-            hits = [s for s in sop_uids if s in cached]
-            await self.archive.index.cache_touch(hits, self._clock())
-            self.stats.from_cache += len(hits)
-            log.debug("%d of %d instances served from the cache", len(hits), before)
+            hits = await self.archive.index.cache_touch(sop_uids, self._clock())
+            self.stats.from_cache += hits
+            log.debug("%d of %d instances served from the cache", hits, len(sop_uids))
 
-    async def enforce_budget(self, keep: frozenset[str] = frozenset()) -> None:
+    async def enforce_budget(self, keep: Iterable[str] = ()) -> None:
         """Evict least recently used cached instances until the cache fits its budget;
-        never one of a study this node owns, nor one in ``keep`` (being sent)."""
+        never one of a study this node owns, nor one in ``keep`` (being sent, read only
+        when something must go)."""
         index = self.archive.index
+        if await index.cache_bytes() <= self.cache_bytes:
+            return
         entries = [CacheEntry(e["sop_uid"], e["study_uid"], int(e["size"]),
                               float(e["last_used"])) for e in await index.cache_entries()]
-        if sum(e.size for e in entries) <= self.cache_bytes:
-            return
         members, me, replicas = self.discovery.members(), self.discovery.node_id, self._replicas()
 
         def pinned(study_uid: str) -> bool:
             return me in owners(study_uid, members, replicas) if members else True
 
-        doomed = evictions(entries, self.cache_bytes, pinned, keep)
+        doomed = evictions(entries, self.cache_bytes, pinned, frozenset(keep))
         if not doomed:
             return
         for sha in await index.evict(doomed, self._clock()):

@@ -6,6 +6,7 @@ DICOM side depends on this small surface and not on replication's modules.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -35,5 +36,5 @@ class MeshRetrieve:
     async def used_locally(self, sop_uids: list[str]) -> None:
         await self.fetcher.used_locally(sop_uids)
 
-    async def enforce_budget(self, keep: frozenset[str] = frozenset()) -> None:
+    async def enforce_budget(self, keep: Iterable[str] = ()) -> None:
         await self.fetcher.enforce_budget(keep)

@@ -10,6 +10,7 @@ import logging
 import socket
 import ssl
 from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
 from typing import Any, Protocol
 
 from pydicom.dataset import Dataset
@@ -151,7 +152,7 @@ class MeshSource(Protocol):
 
     async def used_locally(self, sop_uids: list[str]) -> None: ...
 
-    async def enforce_budget(self, keep: frozenset[str] = frozenset()) -> None: ...
+    async def enforce_budget(self, keep: Iterable[str] = ()) -> None: ...
 
 
 class DicomServer:
@@ -345,7 +346,7 @@ class DicomServer:
                 if fetching is not None and not inst.local and self.mesh is not None:
                     # Fetched copies count against the cache now; those still to be
                     # sent in this retrieve are not evicted under it.
-                    later = frozenset(i.sop_uid for i in instances[position + 1:])
+                    later = (i.sop_uid for i in islice(instances, position + 1, None))
                     self.archive.on_loop(self.mesh.enforce_budget(later))
         finally:
             if fetching is not None:
