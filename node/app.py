@@ -53,6 +53,10 @@ class StartupError(RuntimeError):
     """The node cannot start; the message is one line saying why."""
 
 
+class DataDirInUse(StartupError):
+    """Another node (or an import) holds the data dir's lock."""
+
+
 def _lock_data_dir(data_dir: Path) -> IO[str]:
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -63,7 +67,7 @@ def _lock_data_dir(data_dir: Path) -> IO[str]:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         fh.close()
-        raise StartupError(f"data dir {data_dir} is in use by another PACSmesh process") from None
+        raise DataDirInUse(f"data dir {data_dir} is in use by another PACSmesh process") from None
     return fh
 
 
@@ -71,10 +75,8 @@ def data_dir_in_use(data_dir: Path) -> bool:
     """Whether a node (or an import) holds ``data_dir`` right now."""
     try:
         _lock_data_dir(data_dir).close()
-    except StartupError as exc:
-        if "in use" in str(exc):
-            return True
-        raise
+    except DataDirInUse:
+        return True
     return False
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from pydicom.dataset import Dataset
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -34,8 +33,15 @@ from node import __version__
 from node.access_cli import audit, token
 from node.app import INDEX_FILE, StartupError, _lock_data_dir, open_archive, run_node
 from node.cli_common import _config, _fail, data_dir_option, err
-from node.config import ConfigError, RemoteAE, parse_remote_ae
-from node.dicom.retrieve_scu import RetrieveError, Selector
+from node.config import (
+    ACCESS_MODES,
+    HTTP_AUTH_MODES,
+    QUERY_SCOPES,
+    ConfigError,
+    RemoteAE,
+    parse_remote_ae,
+)
+from node.dicom.retrieve_scu import RetrieveError, Selector, study_identifier
 from node.dicom.scp import configure_pynetdicom
 from node.dicom.scu import AssociationFailed, echo
 from node.dicom.send_scu import Counts, Outgoing, send
@@ -73,7 +79,7 @@ def main() -> None:
               help="Announce on this network interface only; repeatable (default: all).")
 @click.option("--device-type", help="ARCHIVE (site server) or WSD (workstation).")
 @click.option("--replicas", type=int, help="Keep every study on this many nodes (default 2).")
-@click.option("--query-scope", type=click.Choice(["mesh", "local"]),
+@click.option("--query-scope", type=click.Choice(QUERY_SCOPES),
               help="C-FIND answers from the mesh catalog (default) or local holdings only.")
 @click.option("--cache-bytes", type=int,
               help="Bytes of instances fetched from the mesh kept here (default 10 GiB).")
@@ -83,11 +89,11 @@ def main() -> None:
               help="PEM certificate for DICOM TLS (default: the node's own).")
 @click.option("--dicom-tls-key", type=click.Path(dir_okay=False, path_type=Path),
               help="PEM private key for DICOM TLS (default: the node's own).")
-@click.option("--access", type=click.Choice(["open", "strict"]),
+@click.option("--access", type=click.Choice(ACCESS_MODES),
               help="DICOM: strict associates only with known AEs (default open).")
 @click.option("--allowed-aet", "allowed_aets", multiple=True, metavar="AET",
               help="An AE allowed to retrieve (and, when strict, to associate); repeatable.")
-@click.option("--http-auth", type=click.Choice(["auto", "tokens", "none"]),
+@click.option("--http-auth", type=click.Choice(HTTP_AUTH_MODES),
               help="HTTP bearer tokens: auto (once one exists; default), tokens, none.")
 @click.option("--log-level", help="DEBUG, INFO, WARNING, ERROR.")
 def run(**options: Any) -> None:
@@ -541,19 +547,12 @@ def send_(data_dir: Path | None, destination: str, study_uid: str, aet: str | No
 async def _study_files(data_dir: Path, study_uid: str) -> list[Outgoing]:
     index = await Index.open(data_dir / INDEX_FILE)
     try:
-        rows = await index.instances_for(parse_identifier(_study_key(study_uid)))
+        rows = await index.instances_for(parse_identifier(study_identifier(study_uid)))
     finally:
         await index.close()
     storage = Storage(data_dir)
     return [Outgoing(storage.path(r.sha256), r.sop_uid, r.sop_class_uid, r.transfer_syntax_uid)
             for r in rows]
-
-
-def _study_key(study_uid: str) -> Dataset:
-    ds = Dataset()
-    ds.QueryRetrieveLevel = "STUDY"
-    ds.StudyInstanceUID = study_uid
-    return ds
 
 
 @main.command("echo")

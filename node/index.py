@@ -674,6 +674,10 @@ class Index:
         adds = [_catalog_row(node_id, c) for c in changes if c["kind"] == "add" and c["sha256"]]
         removes = [(node_id, c["sop_uid"]) for c in changes if c["kind"] == "remove"]
         keyed = [c for c in changes if c["kind"] == "add" and c.get("series_uid")]
+        # One row per study and per series (INSERT OR IGNORE keeps the first one seen),
+        # not one per instance of a page.
+        studies = list({c["study_uid"]: c for c in reversed(keyed)}.values())
+        series = list({c["series_uid"]: c for c in reversed(keyed)}.values())
         async with self._write_lock:
             await self._conn.execute("BEGIN IMMEDIATE")
             try:
@@ -698,12 +702,12 @@ class Index:
                 await self._conn.executemany(
                     f"INSERT OR IGNORE INTO catalog_studies ({', '.join(_STUDY_KEYS)})"
                     f" VALUES ({', '.join('?' * len(_STUDY_KEYS))})",
-                    [tuple(_text(c, k) for k in _STUDY_KEYS) for c in keyed],
+                    [tuple(_text(c, k) for k in _STUDY_KEYS) for c in studies],
                 )
                 await self._conn.executemany(
                     f"INSERT OR IGNORE INTO catalog_series ({', '.join(_SERIES_KEYS)})"
                     f" VALUES ({', '.join('?' * len(_SERIES_KEYS))})",
-                    [tuple(_text(c, k) for k in _SERIES_KEYS) for c in keyed],
+                    [tuple(_text(c, k) for k in _SERIES_KEYS) for c in series],
                 )
                 await self._conn.execute(
                     "INSERT INTO state (namespace, key, value, updated_at) VALUES (?,?,?,?)"

@@ -40,16 +40,15 @@ from pynetdicom.sop_class import (
 )
 
 from node.config import RemoteAE
+from node.dicom.scp import MAX_REQUESTED_CONTEXTS, MOVE_DESTINATION_UNKNOWN, storage_classes
 from node.dicom.scu import RETRY_DELAYS, AssociationFailed, associate, client_ae, with_retries
 from node.dicom.send_scu import Counts
-from node.dicom.spool import Spool, storage_classes
+from node.dicom.spool import Spool
 
 log = logging.getLogger(__name__)
 FIND = StudyRootQueryRetrieveInformationModelFind
 GET = StudyRootQueryRetrieveInformationModelGet
 MOVE = StudyRootQueryRetrieveInformationModelMove
-MOVE_DESTINATION_UNKNOWN = 0xA801
-_MAX_CONTEXTS = 128
 # Most likely first: a class gets as many of these as the context budget allows.
 _SYNTAXES = [
     ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless, JPEGLosslessSV1,
@@ -150,7 +149,7 @@ def _study(identifier: Dataset) -> Study:
 def get_contexts(sop_classes: tuple[str, ...]) -> list[PresentationContext]:
     """Storage contexts to request with the C-GET one: one syntax per context where the
     budget allows, else one context per class offering every syntax."""
-    budget = _MAX_CONTEXTS - 2  # the C-GET and C-FIND contexts
+    budget = MAX_REQUESTED_CONTEXTS - 2  # the C-GET and C-FIND contexts
     if not sop_classes:
         # The peer did not say which classes: ask for every common one, any syntax.
         return [build_context(uid, ALL_TRANSFER_SYNTAXES) for uid in storage_classes()][:budget]
@@ -188,7 +187,8 @@ def _final_counts(responses: Any, remote: RemoteAE, what: str,
     return counts
 
 
-def _identifier(study_uid: str) -> Dataset:
+def study_identifier(study_uid: str) -> Dataset:
+    """The identifier of a STUDY-level C-FIND, C-GET or C-MOVE for one study."""
     ds = Dataset()
     ds.QueryRetrieveLevel = "STUDY"
     ds.StudyInstanceUID = study_uid
@@ -218,7 +218,7 @@ def get_study(remote: RemoteAE, calling_aet: str, study: Study, spool: Spool,
                 raise GetUnsupported(f"{remote} does not offer C-GET")
             if not accepted - {GET, FIND}:
                 raise GetUnsupported(f"{remote} would send no storage class back over C-GET")
-            return _final_counts(assoc.send_c_get(_identifier(study.uid), GET), remote,
+            return _final_counts(assoc.send_c_get(study_identifier(study.uid), GET), remote,
                                  "C-GET", lambda _s: None)
         finally:
             if assoc.is_established:
@@ -244,7 +244,7 @@ def move_study(remote: RemoteAE, calling_aet: str, study: Study, destination_aet
                 raise RetrieveError(f"{remote} offers neither C-GET nor C-MOVE")
             try:
                 return _final_counts(
-                    assoc.send_c_move(_identifier(study.uid), destination_aet, MOVE),
+                    assoc.send_c_move(study_identifier(study.uid), destination_aet, MOVE),
                     remote, "C-MOVE", on_pending,
                 )
             except AssociationFailed as exc:

@@ -47,7 +47,7 @@ from node.archive import Archive, IngestResult, IngestStatus
 from node.audit import Action, AuditTrail, Outcome, store_outcome
 from node.config import NodeConfig
 from node.dicom.access import AccessPolicy
-from node.dicom.audit_hooks import NOT_AUTHORIZED, DicomAudit
+from node.dicom.audit_hooks import NOT_AUTHORIZED, DicomAudit, requestor
 from node.dicom.encoding import encode_file_meta
 from node.dicom.reactor import start_server
 from node.dicom_header import InvalidDataset
@@ -83,7 +83,7 @@ _QR_CLASSES = (
     PatientRootQueryRetrieveInformationModelMove,
     StudyRootQueryRetrieveInformationModelMove,
 )
-_MAX_REQUESTED_CONTEXTS = 128
+MAX_REQUESTED_CONTEXTS = 128
 # pynetdicom accepts, from a context offering several syntaxes, the first one in this
 # list. Uncompressed first: for a C-GET the same context carries every instance of the
 # class, and any instance can be sent uncompressed (decompressing if stored compressed),
@@ -100,6 +100,12 @@ RETIRED_IMAGE_STORAGE = {
     "1.2.840.10008.5.1.4.1.1.6": "UltrasoundImageStorageRetired",
     "1.2.840.10008.5.1.4.1.1.12.3": "XRayAngiographicBiPlaneImageStorageRetired",
 }
+
+
+def storage_classes() -> list[str]:
+    """Every storage SOP class this node takes: pynetdicom's, and retired image ones."""
+    return [str(cx.abstract_syntax) for cx in AllStoragePresentationContexts
+            if cx.abstract_syntax] + list(RETIRED_IMAGE_STORAGE)
 
 
 def configure_pynetdicom(debug: bool) -> None:
@@ -127,7 +133,7 @@ def _model_root(sop_class_uid: str) -> str:
 
 
 def _calling_aet(event: Event) -> str:
-    return str(event.assoc.requestor.ae_title).strip()
+    return requestor(event.assoc)[0]
 
 
 Resolver = Callable[[str], "tuple[str, int] | None"]
@@ -187,8 +193,7 @@ class DicomServer:
         ae.acse_timeout = 15
         ae.dimse_timeout = 60
         ae.add_supported_context(Verification)
-        storage = [cx.abstract_syntax for cx in AllStoragePresentationContexts]
-        for uid in [*storage, *RETIRED_IMAGE_STORAGE]:
+        for uid in storage_classes():
             # Both roles, so C-GET requesters can negotiate SCP role for sub-operations.
             ae.add_supported_context(uid, STORAGE_SYNTAXES, scu_role=True, scp_role=True)
         for uid in _QR_CLASSES:
@@ -267,7 +272,6 @@ class DicomServer:
         keys = result.keys
         self.audit.stored(event, keys.patient_id, keys.study_instance_uid,
                           store_outcome(result.status))
-        source = _calling_aet(event)
         if result.status is IngestStatus.CONFLICT:
             return _status(
                 ELEMENTS_DISCARDED, "Duplicate SOP Instance UID, different data: first kept"
@@ -275,7 +279,8 @@ class DicomServer:
         if result.status is IngestStatus.TOMBSTONED:
             # The admin deleted the study mesh-wide; taking it back here would bring it
             # back everywhere. A final failure, so the modality does not retry forever.
-            log.warning("C-STORE from %s refused: its study was deleted from the mesh", source)
+            log.warning("C-STORE from %s refused: its study was deleted from the mesh",
+                        _calling_aet(event))
             return _status(NOT_AUTHORIZED, "Study was deleted from the archive by its admin")
         return SUCCESS
 
@@ -510,8 +515,8 @@ def move_contexts(instances: Iterable[HasSyntax]) -> list[PresentationContext]:
     for sop_class, syntaxes in sorted(stored.items()):
         exact += [build_context(sop_class, [ts]) for ts in sorted(syntaxes)]
         plain.append(build_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]))
-    if len(exact) + len(plain) > _MAX_REQUESTED_CONTEXTS:
+    if len(exact) + len(plain) > MAX_REQUESTED_CONTEXTS:
         # Too many for one association: every instance can still go uncompressed.
-        return plain[:_MAX_REQUESTED_CONTEXTS]
+        return plain[:MAX_REQUESTED_CONTEXTS]
     return exact + plain
 

@@ -60,13 +60,15 @@ class _Sender:
         self.ae = client_ae(calling_aet, timeout)
         self.contexts = move_contexts(items)
         self.assoc: Association | None = None
+        self.accepted: dict[str, set[str]] = {}  # of the open association, by SOP class
         self.connected_once = False
 
     def store(self, item: Outgoing) -> int:
         if self.assoc is None or not self.assoc.is_established:
             self.assoc = associate(self.ae, self.remote, contexts=self.contexts)
+            self.accepted = accepted_by_class(self.assoc.accepted_contexts)
             self.connected_once = True
-        accepted = accepted_by_class(self.assoc.accepted_contexts).get(item.sop_class_uid, set())
+        accepted = self.accepted.get(item.sop_class_uid, set())
         payload = prepare(item.path, choose_plan(item.transfer_syntax_uid, accepted))
         rsp = self.assoc.send_c_store(payload)
         if "Status" not in rsp:

@@ -11,16 +11,20 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom import AE, evt
 from pynetdicom.events import Event
 from pynetdicom.transport import ThreadedAssociationServer
 
-from node.dicom.scp import RETIRED_IMAGE_STORAGE, STORAGE_SYNTAXES, part10_bytes
+from node.dicom.scp import (
+    OUT_OF_RESOURCES,
+    STORAGE_SYNTAXES,
+    SUCCESS,
+    part10_bytes,
+    storage_classes,
+)
 from node.dicom.send_scu import Outgoing
 
 log = logging.getLogger(__name__)
-SUCCESS = 0x0000
-OUT_OF_RESOURCES = 0xA700
 
 
 class Spool:
@@ -60,11 +64,6 @@ class Spool:
         if new:
             self.on_receive()
         return SUCCESS
-
-
-def storage_classes() -> list[str]:
-    return [cx.abstract_syntax for cx in AllStoragePresentationContexts
-            if cx.abstract_syntax] + list(RETIRED_IMAGE_STORAGE)
 
 
 class TemporarySCP:
