@@ -657,14 +657,6 @@ class Index:
         )
         return [(r["study_uid"], r["sop_uid"], r["sha256"]) for r in rows]
 
-    async def record_catalog(
-        self, node_id: str, rows: list[tuple[str, str, str]], checkpoint: int
-    ) -> None:
-        """Remember (study_uid, sop_uid, sha256) held by ``node_id`` (no C-FIND keys)."""
-        changes = [{"kind": "add", "study_uid": st, "sop_uid": sop, "sha256": sha}
-                   for st, sop, sha in rows]
-        await self.record_catalog_changes(node_id, changes, checkpoint)
-
     async def record_catalog_changes(
         self, node_id: str, changes: list[dict[str, Any]], checkpoint: int
     ) -> None:
@@ -945,6 +937,11 @@ class Index:
         for row in rows:
             row["document"] = json.loads(row["document"])
         return rows
+
+    async def tombstone_sigs(self) -> list[str]:
+        """The signatures of the tombstones held here: all a gossip digest needs."""
+        rows = await self._conn.execute_fetchall("SELECT sig FROM tombstones")
+        return [str(r[0]) for r in rows]
 
     async def delete_study(
         self, stone: Tombstoned, received_from: str, now: float

@@ -41,10 +41,10 @@ def _as_tombstone(mesh_id: str, row: Tombstoned) -> Tombstone:
 
 def routes(index: Index) -> list[web.RouteDef]:
     async def tombstones(request: web.Request) -> web.Response:
-        rows = await index.tombstones()
-        ours = digest(r["sig"] for r in rows)
+        ours = digest(await index.tombstone_sigs())
         if request.query.get("digest") == ours:
             return web.json_response({"digest": ours, "same": True})
+        rows = await index.tombstones()
         return web.json_response({"digest": ours, "tombstones": [r["document"] for r in rows]})
 
     return [web.get(TOMBSTONES_PATH, tombstones)]
@@ -116,9 +116,9 @@ class Deletions:
 
     async def pull(self, peer: str) -> None:
         """Learn the tombstones ``peer`` holds that we lack. Raises ProbeFailed."""
-        rows = await self.archive.index.tombstones()
+        ours = digest(await self.archive.index.tombstone_sigs())
         answer = await self.discovery.ask_member(
-            peer, "GET", TOMBSTONES_PATH, params={"digest": digest(r["sig"] for r in rows)}
+            peer, "GET", TOMBSTONES_PATH, params={"digest": ours}
         )
         if answer.get("same"):
             return

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 
@@ -76,15 +77,13 @@ class Fetcher:
         self.cache_bytes = cache_bytes
         self._replicas = replicas
         self._clock = clock
-        self._breakers: dict[str, CircuitBreaker] = {}
+        self._breakers: defaultdict[str, CircuitBreaker] = defaultdict(
+            lambda: CircuitBreaker(self._clock))
         self._failures: dict[str, int] = {}
         self.stats = FetchStats()
 
     def _breaker(self, node_id: str) -> CircuitBreaker:
-        breaker = self._breakers.get(node_id)
-        if breaker is None:
-            breaker = self._breakers[node_id] = CircuitBreaker(self._clock)
-        return breaker
+        return self._breakers[node_id]
 
     def ranked(self, holders: Iterable[str]) -> list[str]:
         """Other members among ``holders`` worth asking, best first."""

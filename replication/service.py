@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -62,7 +63,8 @@ class Replicator:
         self.discovery = discovery
         self.settings = settings
         self._clock = clock
-        self._breakers: dict[str, CircuitBreaker] = {}
+        self._breakers: defaultdict[str, CircuitBreaker] = defaultdict(
+            lambda: CircuitBreaker(self._clock))
         self._task: asyncio.Task[None] | None = None
         self._sending: set[tuple[str, str]] = set()
         self._next_repair: dict[str, float] = {}  # per peer; a peer back alive goes first
@@ -70,7 +72,8 @@ class Replicator:
         self._next_catalog: dict[str, float] = {}
         self._next_tombstones: dict[str, float] = {}
         self.deletions = Deletions(archive, discovery, clock)
-        self._rates: dict[str, RateWindow] = {}
+        self._rates: defaultdict[str, RateWindow] = defaultdict(
+            lambda: RateWindow(self._clock))
         self._backlogs: dict[str, Backlog] = {}
         self._delivered_at: dict[tuple[str, str], float] = {}
 
@@ -227,10 +230,7 @@ class Replicator:
             log.info("%d hinted copies queued for stand-ins of unreachable owners", added)
 
     def _breaker(self, node_id: str) -> CircuitBreaker:
-        breaker = self._breakers.get(node_id)
-        if breaker is None:
-            breaker = self._breakers[node_id] = CircuitBreaker(self._clock)
-        return breaker
+        return self._breakers[node_id]
 
     async def _send_due(self) -> None:
         due = await self.archive.index.due(self._clock(), 200)
@@ -281,10 +281,7 @@ class Replicator:
                                   if now - t < DELIVERY_MEMORY}
 
     def _rate(self, target: str) -> RateWindow:
-        window = self._rates.get(target)
-        if window is None:
-            window = self._rates[target] = RateWindow(self._clock)
-        return window
+        return self._rates[target]
 
     async def _transfer(self, row: dict[str, Any]) -> None:
         path = self.archive.path(row["sha256"])

@@ -8,6 +8,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from discovery.invite import public_key_text
+from node.dicom_header import InstanceKeys
 from node.index import AddOutcome, Index, Tombstoned
 from node.reconcile import ReconcileReport, reconcile
 from node.storage import Storage
@@ -34,6 +35,11 @@ def admin() -> Ed25519PrivateKey:
 def _key(admin: Ed25519PrivateKey) -> str:
     return public_key_text(admin.public_key())
 
+
+
+def _held_by_peer(study: str, keys: InstanceKeys, sha: str) -> dict[str, str]:
+    """One entry of a peer's change feed: it holds this instance."""
+    return {"kind": "add", "study_uid": study, "sop_uid": keys.sop_instance_uid, "sha256": sha}
 
 def test_tombstone_survives_json_and_verifies(admin: Ed25519PrivateKey) -> None:
     stone = make_tombstone(admin, MESH, STUDY, "NODE-A", NOW, reason="wrong patient")
@@ -103,7 +109,7 @@ async def test_deleting_a_study_drops_it_and_refuses_it_afterwards(
     await index.add_to_outbox([(doomed_keys.sop_instance_uid, "PEER", study, doomed_sha),
                                (kept_keys.sop_instance_uid, "PEER", kept_keys.study_instance_uid,
                                 kept_sha)])
-    await index.record_catalog("PEER", [(study, doomed_keys.sop_instance_uid, doomed_sha)], 1)
+    await index.record_catalog_changes("PEER", [_held_by_peer(study, doomed_keys, doomed_sha)], 1)
 
     stone = make_tombstone(admin, MESH, study, "A", NOW)
     removed = await index.delete_study(_record(stone), "admin command", NOW + 1)
@@ -120,7 +126,7 @@ async def test_deleting_a_study_drops_it_and_refuses_it_afterwards(
     assert outcome is AddOutcome.TOMBSTONED
     assert await index.add_to_outbox([(doomed_keys.sop_instance_uid, "P2", study,
                                        doomed_sha)]) == 0
-    await index.record_catalog("PEER", [(study, doomed_keys.sop_instance_uid, doomed_sha)], 2)
+    await index.record_catalog_changes("PEER", [_held_by_peer(study, doomed_keys, doomed_sha)], 2)
     assert await index.study_holders(study) == {}
     [audit] = await index.tombstones()
     assert audit["instances_removed"] == 1 and audit["received_from"] == "admin command"
