@@ -60,3 +60,26 @@ def place(
         if owner in unreachable and spares:
             stand_ins[owner] = spares.pop(0)
     return Placement(tuple(chosen), stand_ins)
+
+
+def stand_ins_to_fill(
+    study_uid: str,
+    members: Iterable[str],
+    me: str,
+    replicas: int = DEFAULT_REPLICAS,
+    unreachable: Set[str] = frozenset(),
+) -> list[str]:
+    """Stand-ins that this node, holding the study, should copy it to.
+
+    An owner that died holding its copy leaves the study one replica short even though
+    nothing is owed to it any more. One live node restores the count: a live owner
+    (which holds the study, or is owed it), or, with every owner unreachable, each
+    holder, since no one else is sure to have it.
+    """
+    placement = place(study_uid, members, replicas, unreachable)
+    if not placement.stand_ins:
+        return []
+    live_owners = [o for o in placement.owners if o not in unreachable]
+    if live_owners and me not in live_owners:
+        return []
+    return [s for s in placement.stand_ins.values() if s != me]

@@ -29,7 +29,7 @@ from replication.breaker import CircuitBreaker
 from replication.deletion import Deletions
 from replication.feed import CHANGES_PATH
 from replication.outgoing import send_object
-from replication.placement import DEFAULT_REPLICAS, owners, place
+from replication.placement import DEFAULT_REPLICAS, owners, stand_ins_to_fill
 from replication.progress import Backlog, RateWindow, catch_up
 from replication.retry import outbox_wait, quick_retries
 
@@ -69,6 +69,10 @@ class Replicator:
         self._sending: set[tuple[str, str]] = set()
         self._next_repair: dict[str, float] = {}  # per peer; a peer back alive goes first
         self._down_since: dict[str, float] = {}
+        # Holdings are scanned for stand-in duties when the set of long-down owners
+        # changes, then on anti-entropy's rhythm: a scan reads every instance's row.
+        self._scanned_for: frozenset[str] = frozenset()
+        self._next_holdings_scan = 0.0
         self._next_catalog: dict[str, float] = {}
         self._next_tombstones: dict[str, float] = {}
         self.deletions = Deletions(archive, discovery, clock)
@@ -205,19 +209,33 @@ class Replicator:
         return down
 
     async def _hint_round(self) -> None:
-        """Copies owed to long-unreachable owners also go to their stand-ins."""
+        """Studies with a long-unreachable owner get a copy on its stand-in, whether the
+        owner was still owed them or died holding them: else they stay a replica short.
+
+        One node sends each: a live owner from what it holds (checked on anti-entropy's
+        rhythm), or, with every owner down, each node holding or owing copies.
+        """
         down = self._long_down()
         if not down:
+            self._scanned_for = frozenset()
             return
         index, me = self.archive.index, self.discovery.node_id
         members = self.discovery.members()
+        candidates = [(r["study_uid"], r["sop_uid"], r["sha256"])
+                      for r in await index.owed_to(sorted(down))]
+        now = self._clock()
+        if down != self._scanned_for or now >= self._next_holdings_scan:
+            self._scanned_for = frozenset(down)
+            self._next_holdings_scan = now + ANTI_ENTROPY_INTERVAL
+            candidates += await index.holdings()
+        duties: dict[str, list[str]] = {}
         hints: dict[str, list[tuple[str, str, str, str]]] = {}
-        for row in await index.owed_to(sorted(down)):
-            placement = place(row["study_uid"], members, self.settings.replicas, down)
-            stand_in = placement.stand_ins.get(row["target"])
-            if stand_in is not None and stand_in != me:
-                hints.setdefault(stand_in, []).append(
-                    (row["sop_uid"], stand_in, row["study_uid"], row["sha256"]))
+        for study, sop, sha in candidates:
+            if study not in duties:
+                duties[study] = stand_ins_to_fill(study, members, me, self.settings.replicas,
+                                                  down)
+            for stand_in in duties[study]:
+                hints.setdefault(stand_in, []).append((sop, stand_in, study, sha))
         # The owner's rows stay until it returns: a stand-in that has its hinted copy
         # (delivered lately, or in its change feed) must not be sent it every round.
         fresh = []

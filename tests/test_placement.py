@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from replication.placement import owners, place, rendezvous_order
+from replication.placement import owners, place, rendezvous_order, stand_ins_to_fill
 
 MEMBERS = [f"NODE{i:02d}-XXXXXXX" for i in range(8)]
 STUDIES = [f"1.2.826.0.1.3680043.8.498.{i}" for i in range(4000)]
@@ -54,3 +54,18 @@ def test_unreachable_owner_gets_a_stand_in_next_in_order() -> None:
     # Two owners down: two different stand-ins, skipping unreachable spares.
     both = place(study, MEMBERS, 2, unreachable={order[0], order[1], order[2]})
     assert both.stand_ins == {order[0]: order[3], order[1]: order[4]}
+
+
+def test_a_live_owner_fills_the_stand_in_of_an_owner_that_died_holding_its_copy() -> None:
+    study = STUDIES[7]
+    order = rendezvous_order(study, MEMBERS)
+    dead = {order[0]}
+    # The surviving owner restores the second copy; nobody else sends it too.
+    assert stand_ins_to_fill(study, MEMBERS, order[1], 2, dead) == [order[2]]
+    assert stand_ins_to_fill(study, MEMBERS, order[3], 2, dead) == []
+    assert stand_ins_to_fill(study, MEMBERS, order[2], 2, dead) == []  # it is the stand-in
+    # Every owner gone: each holder sends, since none knows who else still has it.
+    both = {order[0], order[1]}
+    assert stand_ins_to_fill(study, MEMBERS, order[4], 2, both) == [order[2], order[3]]
+    assert stand_ins_to_fill(study, MEMBERS, order[2], 2, both) == [order[3]]
+    assert stand_ins_to_fill(study, MEMBERS, order[1], 2, set()) == []

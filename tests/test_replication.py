@@ -158,6 +158,40 @@ def test_corrupt_replica_is_detected_and_repaired(make_node, founder: NodeProces
     assert _held(founder) == _held(b)
 
 
+def test_owner_that_dies_holding_its_copies_is_replaced_by_a_stand_in(make_node) -> None:
+    """Nothing is owed to an owner that had all its copies when it died, yet its studies
+    are one replica short: the surviving owner copies them to the next node in order."""
+    env = {**os.environ, "PACSMESH_HINT_AFTER": "2"}
+    a = start_founder(make_node, env=env)
+    token = invite(a, "--uses", "2")
+    b, c = (joiner(make_node, a, n, token, env=env).start() for n in ("nodeb", "nodec"))
+    nodes = [a, b, c]
+    wait_for(lambda: all(len(mesh_view(n)["members"]) == 3 for n in nodes), 40)
+    wait_for(lambda: set(peer_states(a).values()) == {"alive"} and len(peer_states(a)) == 2, 40)
+    ids = {mesh_view(n)["node_id"]: n for n in nodes}
+    assert storescu(a, one_file_per_instance()) == []
+    study_of = {p.stem: str(dcmread(p, stop_before_pixels=True).StudyInstanceUID)
+                for p in (a.data_dir / "objects").rglob("*.dcm")}
+    placed = {sha: [ids[o] for o in owners(study, list(ids), 2)] for sha, study in study_of.items()}
+    wait_for(lambda: all(sha in _held(n) for sha, held_by in placed.items() for n in held_by), 90)
+
+    # The victim: the member sharing the most studies with A, all its copies on disk.
+    def shared(node: NodeProcess) -> int:
+        pair = {a.aet, node.aet}
+        return sum(1 for held_by in placed.values() if pair == {n.aet for n in held_by})
+
+    victim, survivor = (b, c) if shared(b) >= shared(c) else (c, b)
+    assert shared(victim) > 0
+    victim.kill()
+    wait_for(lambda: peer_states(a).get(victim.aet) == "dead", 30)
+
+    # Two live copies of everything again: A still has all it received, and the
+    # survivor, the stand-in for the studies A and the victim owned, gets those too.
+    wait_for(lambda: set(study_of) <= _held(survivor), 60)
+    assert set(study_of) <= _held(a)
+    assert survivor.status()["instances"] == len(_held(survivor))
+
+
 def test_killed_owner_gets_a_stand_in_and_the_mesh_converges_when_it_returns(
     make_node,
 ) -> None:
