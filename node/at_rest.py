@@ -74,6 +74,15 @@ def plaintext_size(header: bytes, sealed_size: int) -> int:
     return body - chunks * TAG_LEN
 
 
+def part_plaintext(header: bytes, sealed_size: int) -> int:
+    """Plaintext held in the complete chunks of a file still being written."""
+    try:
+        chunk = chunk_size(header)
+    except Tampered:
+        return 0
+    return max(0, (sealed_size - HEADER_LEN) // (chunk + TAG_LEN)) * chunk
+
+
 class ObjectKey:
     """The master key. Never logged, never written anywhere but the key file."""
 

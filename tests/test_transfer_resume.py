@@ -119,7 +119,8 @@ async def send(receiver: Receiver, path: Path, stop_after: int | None = None) ->
     # The receiver may still be closing the broken body: it then answers 503, busy.
     for _ in range(50):
         try:
-            status = await send_object(receiver.ask, path, sha_of(path), syntax, count)
+            status = await send_object(receiver.ask, lambda: path.open("rb"), sha_of(path), syntax,
+                                       count)
             return status, sent
         except Refused as exc:
             if exc.status != 503:
