@@ -127,8 +127,9 @@ class Incoming:
                     for block in read_full_chunks(key, fh, done):
                         self._hash.update(block)
             except Tampered:
-                os.ftruncate(self._fd, 0)  # damaged, or another key's: the sender restarts
-                raise OffsetMismatch(0) from None
+                # Damaged, or another key's: as with a plain part, start from nothing.
+                self.path.unlink(missing_ok=True)
+                raise IncomingError("the part held here is damaged") from None
             os.lseek(self._fd, 0, os.SEEK_END)
             self._sealer = Sealer(cipher, index=done)
             return
