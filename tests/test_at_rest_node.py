@@ -6,12 +6,14 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from pydicom import dcmread
 
+from node.app import INDEX_FILE
 from node.at_rest import is_sealed
 from node.at_rest_keys import KEY_FILE, KEYS_DIR, load_key
 from node.storage import Storage
@@ -93,6 +95,16 @@ def retrieve_bit_exact(node: NodeProcess, out: Path) -> None:
         assert dataset_bytes(received) == stored_dataset(node, name, out)
 
 
+def integrity_audit(node: NodeProcess) -> str:
+    """The details of the audit trail's integrity rows (read-only, beside the node)."""
+    db = sqlite3.connect(f"file:{node.data_dir / INDEX_FILE}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT detail FROM audit WHERE action = 'integrity'").fetchall()
+    finally:
+        db.close()
+    return " ".join(r[0] for r in rows)
+
+
 @pytest.fixture
 def sealed_node(make_node: Callable[..., NodeProcess]) -> NodeProcess:
     node = make_node(extra_args=ENCRYPT).start()
@@ -138,6 +150,7 @@ def test_tampered_object_fails_its_retrieve_and_is_set_aside(
     log = node.log()
     assert f"object {victim.stem[:12]} is damaged" in log
     assert "Lestrade" not in log and "CompressedSamples" not in log
+    wait_for(lambda: victim.stem in integrity_audit(node), 10)
     # The others are untouched and still come back.
     uid = sop_instance_uid(sample("SC_rgb.dcm"))
     received = getscu_instance(node, tmp_path / "sc", uid)
