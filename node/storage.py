@@ -32,6 +32,7 @@ from node.at_rest import (
     HEADER_LEN,
     ObjectKey,
     SealedReader,
+    Sealer,
     is_sealed,
     part_plaintext,
     seal,
@@ -298,11 +299,37 @@ class Storage:
             return is_sealed(fh.read(HEADER_LEN))
 
     def reseal(self, sha256: str) -> bool:
-        """Seal a plaintext object stored before encryption was turned on (its hash
-        checked by the caller); False if there was nothing to do."""
-        if not self.seal_new or self.is_sealed_file(self.path(sha256)):
+        """Seal a plaintext object stored before encryption was turned on, streaming
+        (objects may be larger than memory); False if there was nothing to do, or if
+        its bytes no longer match its name (scrub's next pass sets it aside)."""
+        path = self.path(sha256)
+        if not self.seal_new or self.is_sealed_file(path):
             return False
-        self.commit(self.write_temp(self.path(sha256).read_bytes()), sha256)
+        assert self.key is not None
+        header = self.key.new_header()
+        sealer = Sealer(self.key.file_cipher(header))
+        digest = hashlib.sha256()
+        tmp = self.tmp / f"{uuid.uuid4().hex}.part"
+        try:
+            with path.open("rb") as src, open(tmp, "xb") as dst:
+                os.fchmod(dst.fileno(), 0o640)
+                dst.write(header)
+                while block := src.read(_COPY):
+                    digest.update(block)
+                    dst.write(sealer.update(block))
+                dst.write(sealer.finish())
+                dst.flush()
+                os.fdatasync(dst.fileno())
+        except FileNotFoundError:
+            self.discard(tmp)
+            raise
+        except OSError as exc:
+            self.discard(tmp)
+            raise storage_error(exc) from exc
+        if digest.hexdigest() != sha256:
+            self.discard(tmp)
+            return False
+        self.commit(tmp, sha256)
         return True
 
     def remove(self, sha256: str) -> None:
