@@ -19,7 +19,6 @@ from __future__ import annotations
 import errno
 import functools
 import hashlib
-import io
 import os
 import time
 import uuid
@@ -266,13 +265,6 @@ class Storage:
             fh.close()
             raise
 
-    def size(self, sha256: str) -> int:
-        """The object's plaintext size."""
-        if self.key is None:
-            return self.path(sha256).stat().st_size
-        with self.open_object(sha256) as fh:
-            return fh.seek(0, io.SEEK_END)
-
     def plain_file(self, sha256: str) -> PlainFile:
         """A path for libraries that open files themselves. A plaintext object is its
         own file (no read, no copy); a sealed one is unsealed whole into memory first,
@@ -294,24 +286,32 @@ class Storage:
                 raise
         return PlainFile(Path(f"/proc/self/fd/{holder.fileno()}"), holder)
 
-    def is_sealed_file(self, path: Path) -> bool:
-        with path.open("rb") as fh:
-            return is_sealed(fh.read(HEADER_LEN))
-
     def reseal(self, sha256: str) -> bool:
         """Seal a plaintext object stored before encryption was turned on, streaming
         (objects may be larger than memory); False if there was nothing to do, or if
         its bytes no longer match its name (scrub's next pass sets it aside)."""
-        path = self.path(sha256)
-        if not self.seal_new or self.is_sealed_file(path):
+        if not self.seal_new:
             return False
         assert self.key is not None
         header = self.key.new_header()
         sealer = Sealer(self.key.file_cipher(header))
         digest = hashlib.sha256()
         tmp = self.tmp / f"{uuid.uuid4().hex}.part"
+        with self.path(sha256).open("rb") as src:
+            if is_sealed(src.read(HEADER_LEN)):
+                return False
+            src.seek(0)
+            self._seal_copy(src, tmp, header, sealer, digest)
+        if digest.hexdigest() != sha256:
+            self.discard(tmp)
+            return False
+        self.commit(tmp, sha256)
+        return True
+
+    def _seal_copy(self, src: BinaryIO, tmp: Path, header: bytes, sealer: Sealer,
+                   digest: hashlib._Hash) -> None:
         try:
-            with path.open("rb") as src, open(tmp, "xb") as dst:
+            with open(tmp, "xb") as dst:
                 os.fchmod(dst.fileno(), 0o640)
                 dst.write(header)
                 while block := src.read(_COPY):
@@ -320,17 +320,9 @@ class Storage:
                 dst.write(sealer.finish())
                 dst.flush()
                 os.fdatasync(dst.fileno())
-        except FileNotFoundError:
-            self.discard(tmp)
-            raise
         except OSError as exc:
             self.discard(tmp)
             raise storage_error(exc) from exc
-        if digest.hexdigest() != sha256:
-            self.discard(tmp)
-            return False
-        self.commit(tmp, sha256)
-        return True
 
     def remove(self, sha256: str) -> None:
         self.path(sha256).unlink(missing_ok=True)
