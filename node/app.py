@@ -22,6 +22,8 @@ from discovery.http import routes as discovery_routes
 from discovery.membership import MembershipStore
 from discovery.service import Discovery, DiscoveryError, DiscoverySettings, PeerStore
 from node.archive import Archive
+from node.at_rest import ObjectKey
+from node.at_rest_keys import AtRestKeyError, load_key
 from node.audit import Action, AuditEvent, AuditTrail, Outcome
 from node.config import NodeConfig
 from node.dicom.scp import DicomServer, configure_pynetdicom
@@ -80,9 +82,23 @@ def data_dir_in_use(data_dir: Path) -> bool:
     return False
 
 
-async def open_archive(data_dir: Path) -> tuple[Archive, ReconcileReport]:
+def at_rest_key(config: NodeConfig) -> ObjectKey | None:
+    """The data dir's at-rest key (created if encryption is asked for the first time)."""
+    try:
+        return load_key(config.data_dir, config.encrypt_at_rest, config.at_rest_passphrase)
+    except AtRestKeyError as exc:
+        raise StartupError(str(exc)) from None
+
+
+def open_storage(config: NodeConfig) -> Storage:
+    return Storage(config.data_dir, at_rest_key(config), seal_new=config.encrypt_at_rest)
+
+
+async def open_archive(
+    data_dir: Path, storage: Storage | None = None
+) -> tuple[Archive, ReconcileReport]:
     """Open (creating if needed) and reconcile the archive in ``data_dir``."""
-    storage = Storage(data_dir)
+    storage = storage or Storage(data_dir)
     try:
         index = await Index.open(data_dir / INDEX_FILE)
     except Exception as exc:
@@ -111,9 +127,10 @@ class Node:
         cfg = self.config
         self._lock = _lock_data_dir(cfg.data_dir)
         try:
-            self.archive, _ = await open_archive(cfg.data_dir)
+            self.archive, _ = await open_archive(cfg.data_dir, open_storage(cfg))
             audit = self.audit = AuditTrail(self.archive.index)
             audit.start()
+            self.archive.on_damaged = _audit_damage(audit)
             identity = self._identity()
             self.discovery = self._make_discovery(self.archive.index, identity)
             self.discovery.on_join = _audit_join(audit)
@@ -167,7 +184,8 @@ class Node:
             except DiscoveryError as exc:
                 raise StartupError(str(exc)) from None
             await self.replicator.start()
-            self.scrubber = Scrubber(self.archive.storage, self.archive.index)
+            self.scrubber = Scrubber(self.archive.storage, self.archive.index,
+                                     on_damaged=self.archive.on_damaged)
             await self.scrubber.start()
         except BaseException:
             await self.stop()
@@ -246,6 +264,14 @@ def _audit_join(audit: AuditTrail) -> Callable[[bool, str, str, str, str], None]
             outcome=Outcome.SUCCESS if admitted else Outcome.REFUSED,
             calling_aet=aet, node_id=node_id, address=address, detail=f"mesh join: {why}"))
     return joined
+
+
+def _audit_damage(audit: AuditTrail) -> Callable[[str], None]:
+    def damaged(sha256: str) -> None:
+        audit.record(AuditEvent(
+            action=Action.INTEGRITY, outcome=Outcome.SERIOUS_FAILURE,
+            detail=f"object {sha256} failed its check: quarantined, to be fetched again"))
+    return damaged
 
 
 def _audit_deletion(audit: AuditTrail) -> Callable[[str, str, str, StudyDeletion], None]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import io
 import logging
 import threading
 from collections.abc import Callable, Coroutine
@@ -20,7 +21,8 @@ from typing import Any, TypeVar
 
 from node.dicom_header import InstanceKeys, read_keys
 from node.index import AddOutcome, Index
-from node.storage import Storage, StorageError, sha256_hex
+from node.scrub import set_aside
+from node.storage import Storage, StorageError, TamperedObject, sha256_hex
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -53,6 +55,8 @@ class Archive:
         self.index = index
         self.loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
+        # Told the SHA-256 of each object set aside as damaged (the audit trail listens).
+        self.on_damaged: Callable[[str], None] | None = None
 
     def on_loop(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the index's loop and wait for it (from another thread)."""
@@ -63,6 +67,13 @@ class Archive:
 
     def path(self, sha256: str) -> Path:
         return self.storage.path(sha256)
+
+    async def set_aside(self, damaged: TamperedObject) -> None:
+        """A read found ``damaged``: quarantine it and forget it here, so that the
+        mesh's anti-entropy sends a good copy back (scrub's repair path)."""
+        await set_aside(self.storage, self.index, damaged.sha256, str(damaged))
+        if self.on_damaged is not None:
+            self.on_damaged(damaged.sha256)
 
     def ingest(self, data: bytes, source_aet: str = "") -> IngestResult:
         """Store one Part 10 object. Raises InvalidDataset, StorageError or IndexFailure."""
@@ -90,8 +101,9 @@ class Archive:
         the caller has checked; it is moved into place, never read whole into memory.
         Only the header is parsed. Raises like :meth:`ingest`; ``tmp`` is gone after."""
         try:
-            keys = read_keys(tmp)
-            size = tmp.stat().st_size
+            with self.storage.open_file(tmp, sha) as fh:
+                keys = read_keys(fh)
+                size = fh.seek(0, io.SEEK_END)  # the plaintext's, for a sealed file too
         except BaseException:
             self.storage.discard(tmp)
             raise

@@ -42,6 +42,7 @@ class Action(enum.StrEnum):
     JOIN = "join"
     REFUSAL = "refusal"
     DELETION = "deletion"
+    INTEGRITY = "integrity"  # a stored object failed its check and was set aside
 
 
 class Outcome(enum.StrEnum):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -31,13 +32,21 @@ from discovery.membership import (
 from discovery.roster import RosterError
 from node import __version__
 from node.access_cli import audit, token
-from node.app import INDEX_FILE, StartupError, _lock_data_dir, open_archive, run_node
+from node.app import (
+    INDEX_FILE,
+    StartupError,
+    _lock_data_dir,
+    open_archive,
+    open_storage,
+    run_node,
+)
 from node.cli_common import _config, _fail, data_dir_option, err
 from node.config import (
     ACCESS_MODES,
     HTTP_AUTH_MODES,
     QUERY_SCOPES,
     ConfigError,
+    NodeConfig,
     RemoteAE,
     parse_remote_ae,
 )
@@ -51,7 +60,7 @@ from node.identity import IdentityError, load_or_create_identity, normalize_node
 from node.index import Index
 from node.pull import METHODS, ProgressHooks, PullRequest, pull
 from node.query import QueryError, parse_identifier
-from node.storage import Storage, StorageError
+from node.storage import StorageError
 from replication import spool
 from replication.tombstone import TombstoneError, is_admin_key, make_tombstone
 
@@ -95,6 +104,10 @@ def main() -> None:
               help="An AE allowed to retrieve (and, when strict, to associate); repeatable.")
 @click.option("--http-auth", type=click.Choice(HTTP_AUTH_MODES),
               help="HTTP bearer tokens: auto (once one exists; default), tokens, none.")
+@click.option("--encrypt-at-rest/--no-encrypt-at-rest", default=None,
+              help="Seal stored objects with AES-256-GCM (key in <data-dir>/keys).")
+@click.option("--at-rest-passphrase-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Derive the at-rest key from the passphrase in this file instead.")
 @click.option("--log-level", help="DEBUG, INFO, WARNING, ERROR.")
 def run(**options: Any) -> None:
     """Run a node until interrupted."""
@@ -131,7 +144,7 @@ def import_(data_dir: Path | None, paths: tuple[Path, ...]) -> None:
     config = _config(data_dir=data_dir)
     files = list(_walk(paths))
     try:
-        counts = asyncio.run(_import(config.data_dir, files))
+        counts = asyncio.run(_import(config, files))
     except StartupError as exc:
         _fail(str(exc))
         return
@@ -145,12 +158,12 @@ def import_(data_dir: Path | None, paths: tuple[Path, ...]) -> None:
         sys.exit(1)
 
 
-async def _import(data_dir: Path, files: list[Path]) -> dict[str, int]:
-    lock = _lock_data_dir(data_dir)
+async def _import(config: NodeConfig, files: list[Path]) -> dict[str, int]:
+    lock = _lock_data_dir(config.data_dir)
     counts = {"stored": 0, "duplicate": 0, "conflict": 0, "skipped": 0, "failed": 0,
               "tombstoned": 0}
     try:
-        archive, _ = await open_archive(data_dir)
+        archive, _ = await open_archive(config.data_dir, open_storage(config))
         try:
             progress = _progress("importing")
             with progress:
@@ -489,7 +502,7 @@ def retrieve(data_dir: Path | None, source: str, study_uid: str | None,
 
     def ingest(files: list[Path]) -> Counts:
         bar.stop()
-        counts = asyncio.run(_import(config.data_dir, files))
+        counts = asyncio.run(_import(config, files))
         return Counts(completed=counts["stored"] + counts["duplicate"],
                       failed=counts["failed"] + counts["skipped"] + counts["tombstoned"],
                       warning=counts["conflict"])
@@ -525,9 +538,12 @@ def send_(data_dir: Path | None, destination: str, study_uid: str, aet: str | No
     if not (config.data_dir / INDEX_FILE).exists():
         _fail(f"no archive in {config.data_dir} (start a node or import files first)")
     try:
-        items = asyncio.run(_study_files(config.data_dir, study_uid))
+        items = asyncio.run(_study_files(config, study_uid))
     except QueryError as exc:
         _fail(f"--study {study_uid!r}: {exc}")
+        return
+    except StartupError as exc:
+        _fail(str(exc))
         return
     if not items:
         _fail(f"no study {study_uid} in {config.data_dir}")
@@ -544,14 +560,16 @@ def send_(data_dir: Path | None, destination: str, study_uid: str, aet: str | No
     _print_counts(counts)
 
 
-async def _study_files(data_dir: Path, study_uid: str) -> list[Outgoing]:
+async def _study_files(config: NodeConfig, study_uid: str) -> list[Outgoing]:
+    data_dir = config.data_dir
     index = await Index.open(data_dir / INDEX_FILE)
     try:
         rows = await index.instances_for(parse_identifier(study_identifier(study_uid)))
     finally:
         await index.close()
-    storage = Storage(data_dir)
-    return [Outgoing(storage.path(r.sha256), r.sop_uid, r.sop_class_uid, r.transfer_syntax_uid)
+    storage = open_storage(config)
+    return [Outgoing(storage.path(r.sha256), r.sop_uid, r.sop_class_uid, r.transfer_syntax_uid,
+                     functools.partial(storage.plain_file, r.sha256))
             for r in rows]
 
 

@@ -71,6 +71,9 @@ class NodeConfig:
     access: str = "open"  # DICOM: "strict" associates only with known AEs
     allowed_aets: tuple[str, ...] = ()  # AEs known besides modalities and mesh members
     http_auth: str = "auto"  # "auto": tokens once one exists; "tokens"; "none"
+    encrypt_at_rest: bool = False  # seal new objects (node/at_rest.py)
+    # Derives the at-rest key instead of a key file. Never shown, never in pacsmesh.toml.
+    at_rest_passphrase: bytes | None = field(default=None, repr=False)
 
     def modality(self, aet: str) -> RemoteAE | None:
         for remote in self.modalities:
@@ -199,6 +202,21 @@ def _parse_bool(value: Any, what: str) -> bool:
     raise ConfigError(f"{what} must be true or false, got {value!r}")
 
 
+def _passphrase(file: Any, env: Mapping[str, str]) -> bytes | None:
+    if file:
+        path = Path(str(file)).expanduser()
+        try:
+            text = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the at-rest passphrase file {path}: "
+                              f"{exc.strerror}") from None
+        # A trailing newline is what editors and `echo` leave, not part of the secret.
+        passphrase = text.rstrip(b"\r\n")
+    else:
+        passphrase = env.get(PASSPHRASE_ENV, "").encode()
+    return passphrase or None
+
+
 def _validate_bind(value: Any) -> str:
     try:
         return str(ipaddress.ip_address(str(value)))
@@ -216,8 +234,11 @@ _KEYS = (
     "aet", "bind", "dicom_port", "http_port", "modalities", "mdns", "log_level",
     "peers", "interfaces", "device_type", "mesh_port", "join", "replicas",
     "hint_after", "query_scope", "cache_bytes", "dicom_tls", "dicom_tls_cert",
-    "dicom_tls_key", "access", "allowed_aets", "http_auth",
+    "dicom_tls_key", "access", "allowed_aets", "http_auth", "encrypt_at_rest",
+    "at_rest_passphrase_file",
 )
+# The passphrase itself comes only from the environment (or the file named above).
+PASSPHRASE_ENV = ENV_PREFIX + "AT_REST_PASSPHRASE"
 _LIST_KEYS = ("modalities", "peers", "interfaces", "allowed_aets")
 DEVICE_TYPES = ("ARCHIVE", "WSD")
 
@@ -311,6 +332,8 @@ def load_config(
         dicom_tls=_parse_bool(merged.get("dicom_tls", False), "dicom_tls"),
         dicom_tls_cert=_pem_file(merged.get("dicom_tls_cert"), "dicom_tls_cert"),
         dicom_tls_key=_pem_file(merged.get("dicom_tls_key"), "dicom_tls_key"),
+        encrypt_at_rest=_parse_bool(merged.get("encrypt_at_rest", False), "encrypt_at_rest"),
+        at_rest_passphrase=_passphrase(merged.get("at_rest_passphrase_file"), env),
     )
     if (config.dicom_tls_cert is None) != (config.dicom_tls_key is None):
         raise ConfigError("dicom_tls_cert and dicom_tls_key go together: give both or neither")

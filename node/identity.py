@@ -58,7 +58,7 @@ class NodeIdentity:
         return key
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.write(fd, data)
@@ -93,11 +93,11 @@ def load_or_create_identity(data_dir: Path, common_name: str = "pacsmesh node") 
         os.chmod(directory, 0o700)
         key = ec.generate_private_key(ec.SECP256R1())
         cert = _make_certificate(key, common_name)
-        _write_private(key_path, key.private_bytes(
+        write_private(key_path, key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         ))
-        _write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+        write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     try:
         cert_pem = cert_path.read_bytes()
         cert = x509.load_pem_x509_certificate(cert_pem)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from node.dicom_header import InstanceKeys, InvalidDataset, read_keys
 from node.index import AddOutcome, Index
-from node.storage import Storage, sha256_hex
+from node.storage import Storage, TamperedObject, sha256_hex
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +38,13 @@ async def reconcile(storage: Storage, index: Index) -> ReconcileReport:
     for sha, path in on_disk.items():
         if sha in indexed:
             continue
-        keys = await asyncio.to_thread(_verified_keys, path, sha)
-        if keys is None:
+        verified = await asyncio.to_thread(_verified_keys, storage, path, sha)
+        if verified is None:
             await asyncio.to_thread(storage.move_to_quarantine, path)
             quarantined += 1
             continue
-        outcome, _ = await index.add_instance(keys, sha, path.stat().st_size, "reconcile")
+        keys, size = verified
+        outcome, _ = await index.add_instance(keys, sha, size, "reconcile")
         if outcome is AddOutcome.CONFLICT:
             await asyncio.to_thread(os.replace, path, storage.conflicts / path.name)
         elif outcome is AddOutcome.TOMBSTONED:
@@ -66,13 +67,19 @@ async def reconcile(storage: Storage, index: Index) -> ReconcileReport:
     return report
 
 
-def _verified_keys(path: Path, sha: str) -> InstanceKeys | None:
-    data = path.read_bytes()
+def _verified_keys(storage: Storage, path: Path, sha: str) -> tuple[InstanceKeys, int] | None:
+    """The keys and plaintext size of a sound object; None for a damaged one."""
+    try:
+        with storage.open_file(path, sha) as fh:
+            data = fh.read()
+    except TamperedObject as exc:
+        log.error("%s; quarantined", exc)
+        return None
     if sha256_hex(data) != sha:
         log.error("object %s does not match its hash; quarantined", path.name)
         return None
     try:
-        return read_keys(data)
+        return read_keys(data), len(data)
     except InvalidDataset as exc:
         log.error("object %s is not a storable instance (%s); quarantined", path.name, exc)
         return None

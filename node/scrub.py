@@ -3,6 +3,9 @@
 A file whose bytes no longer match its SHA-256 name (bit rot, a bad sector, a stray
 write) is moved to ``quarantine/`` (never deleted) and its index row dropped, so the
 instance counts as missing here and the mesh's anti-entropy sends a good copy back.
+Sealed objects (encryption at rest) are unsealed and their plaintext hashed: one that
+fails authentication takes the same way. With sealing on, a plaintext object stored
+before it was turned on is sealed as scrub passes it.
 """
 
 from __future__ import annotations
@@ -11,11 +14,12 @@ import asyncio
 import hashlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from node.index import Index
-from node.storage import Storage
+from node.storage import Storage, TamperedObject
 from node.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -27,6 +31,7 @@ class Scrubber:
     index: Index
     files_per_round: int = 10  # gentle: a full pass over 100k objects takes ~3 h
     interval: float = 1.0
+    on_damaged: Callable[[str], None] | None = None  # told each damaged object's name
     _shard: int = 0
     _after: str = ""
     _task: asyncio.Task[None] | None = None
@@ -50,10 +55,22 @@ class Scrubber:
         """Check the next few objects; return the SHA-256 names found damaged."""
         damaged = []
         for name, path in await asyncio.to_thread(self._next_batch):
-            if not await asyncio.to_thread(_matches, path, name):
-                damaged.append(name)
-                await self._set_aside(name, path)
+            why = await asyncio.to_thread(_damage, self.storage, path, name)
+            if why is None:
+                await asyncio.to_thread(self._reseal, name)
+                continue
+            damaged.append(name)
+            await set_aside(self.storage, self.index, name, why)
+            if self.on_damaged is not None:
+                self.on_damaged(name)
         return damaged
+
+    def _reseal(self, name: str) -> None:
+        try:
+            if self.storage.reseal(name):
+                log.debug("object %s sealed at rest", name[:12])
+        except FileNotFoundError:
+            pass  # removed meanwhile: nothing left to seal
 
     def _next_batch(self) -> list[tuple[str, Path]]:
         batch: list[tuple[str, Path]] = []
@@ -73,26 +90,34 @@ class Scrubber:
                 break
         return batch
 
-    async def _set_aside(self, name: str, path: Path) -> None:
-        holders = await self.index.sops_with_sha(name)
-        try:
-            await asyncio.to_thread(self.storage.move_to_quarantine, path)
-        except FileNotFoundError:
-            return  # replaced or removed meanwhile
-        if holders:
-            await self.index.remove_instances(holders)
-        log.error(
-            "object %s no longer matches its hash: moved to quarantine; %d instance(s) will be"
-            " fetched again from the mesh", name[:12], len(holders),
-        )
 
 
-def _matches(path: Path, name: str) -> bool:
+async def set_aside(storage: Storage, index: Index, name: str, why: str) -> None:
+    """Quarantine the damaged object ``name`` and drop its index rows, so the instance
+    counts as missing here and anti-entropy fetches it again from a replica."""
+    holders = await index.sops_with_sha(name)
+    try:
+        await asyncio.to_thread(storage.move_to_quarantine, storage.path(name))
+    except FileNotFoundError:
+        return  # replaced or removed meanwhile
+    if holders:
+        await index.remove_instances(holders)
+    log.error(
+        "object %s set aside (%s): moved to quarantine; %d instance(s) will be fetched"
+        " again from the mesh", name[:12], why, len(holders),
+    )
+
+
+def _damage(storage: Storage, path: Path, name: str) -> str | None:
+    """Why the object at ``path`` is damaged, or None when its plaintext hashes to its
+    name (or it is gone meanwhile, replaced by a good copy: nothing to set aside)."""
     digest = hashlib.sha256()
     try:
-        with path.open("rb") as fh:
+        with storage.open_file(path, name) as fh:
             while chunk := fh.read(1 << 20):
                 digest.update(chunk)
     except FileNotFoundError:
-        return True  # gone meanwhile (replaced by a good copy): nothing to set aside
-    return digest.hexdigest() == name
+        return None
+    except TamperedObject as exc:
+        return str(exc)
+    return None if digest.hexdigest() == name else "no longer matches its hash"

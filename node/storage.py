@@ -6,17 +6,36 @@ file or only a temporary file, which :meth:`Storage.prepare` removes at start-up
 Replication's resumable transfers keep ``partial/<sha>.part`` files, which are never
 objects: they are kept across restarts, and removed once complete, moot or stale.
 Blocking I/O: call from worker threads, never from the event loop.
+
+With an at-rest key (``node/at_rest.py``), new objects are written sealed, still named by
+the SHA-256 of their plaintext; objects stored before stay as they are, and both kinds
+read the same way: nothing outside this module opens an object file itself, and every
+reader sees plaintext (:meth:`Storage.open_object`, :meth:`Storage.read`,
+:meth:`Storage.plain_file`). Without a key, nothing is peeked at or copied.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import os
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
+
+from node.at_rest import (
+    HEADER_LEN,
+    ObjectKey,
+    SealedReader,
+    Sealer,
+    is_sealed,
+    part_plaintext,
+    seal,
+)
 
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 # A partial transfer nobody resumed for this long is given up: its sender has long since
@@ -25,11 +44,39 @@ PARTIAL_MAX_AGE = 24 * 3600.0
 
 
 class StorageError(OSError):
-    """Writing an object failed; nothing was stored."""
+    """Writing (or reading) an object failed; nothing was stored."""
 
 
 class StorageFull(StorageError):
     """No space left (or over quota) on the data dir's file system."""
+
+
+class TamperedObject(StorageError):
+    """A sealed object fails authentication (damaged, truncated, not sealed with this
+    data dir's key): its plaintext cannot be trusted, and nothing of it is returned."""
+
+    def __init__(self, sha256: str, reason: str) -> None:
+        super().__init__(errno.EIO, f"object {sha256[:12]} is damaged: {reason}")
+        self.sha256 = sha256
+
+
+# Sealed objects handed to pynetdicom or pydicom, which open files by path, are
+# unsealed into anonymous memory (Linux memfd): plaintext never touches the disk.
+_COPY = 2**20
+
+
+@dataclass
+class PlainFile:
+    """A path at which an object's plaintext can be opened: the stored file itself, or,
+    for a sealed object, an in-memory copy that lives until :meth:`close`."""
+
+    path: Path
+    holder: BinaryIO | None = field(default=None, repr=False)
+
+    def close(self) -> None:
+        if self.holder is not None:
+            self.holder.close()
+            self.holder = None
 
 
 def sha256_hex(data: bytes | memoryview) -> str:
@@ -51,8 +98,13 @@ def _fsync_dir(path: Path) -> None:
 
 
 class Storage:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, key: ObjectKey | None = None, seal_new: bool = False) -> None:
+        """``key`` reads sealed objects; with ``seal_new`` it also seals what is written."""
+        if seal_new and key is None:
+            raise ValueError("sealing new objects needs a key")
         self.root = root
+        self.key = key
+        self.seal_new = seal_new
         self.objects = root / "objects"
         self.tmp = root / "tmp"
         self.conflicts = root / "conflicts"
@@ -79,6 +131,21 @@ class Storage:
 
     def partial_path(self, sha256: str) -> Path:
         return self.partial / f"{sha256}.part"
+
+    def partial_held(self, sha256: str) -> int:
+        """Plaintext bytes a resumed transfer of ``sha256`` may keep: all of a plain part,
+        the complete chunks of a sealed one; 0 for a part in the other format."""
+        try:
+            with self.partial_path(sha256).open("rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                if self.key is None:
+                    return size
+                head = fh.read(HEADER_LEN)
+        except FileNotFoundError:
+            return 0
+        if not self.seal_new:
+            return 0 if is_sealed(head) else size
+        return part_plaintext(head, size) if is_sealed(head) else 0
 
     def sweep_partials(self, max_age: float = PARTIAL_MAX_AGE) -> int:
         """Delete partial transfers that are stale, or whose object is stored already."""
@@ -109,7 +176,11 @@ class Storage:
         return self.commit(self.write_temp(data), sha256, into)
 
     def write_temp(self, data: bytes | memoryview) -> Path:
-        """Write ``data`` to a durable temporary file, before its hash need be known."""
+        """Write ``data`` (plaintext) to a durable temporary file, sealed if new objects
+        are, before its hash need be known."""
+        if self.seal_new:
+            assert self.key is not None
+            data = seal(self.key, data)
         tmp = self.tmp / f"{uuid.uuid4().hex}.part"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
@@ -166,7 +237,92 @@ class Storage:
             pass  # the temp dir is cleaned at next start-up anyway
 
     def read(self, sha256: str) -> bytes:
-        return self.path(sha256).read_bytes()
+        """The object's plaintext; raises TamperedObject, or OSError if unreadable."""
+        if self.key is None:
+            return self.path(sha256).read_bytes()
+        with self.open_object(sha256) as fh:
+            return fh.read()
+
+    def open_object(self, sha256: str) -> BinaryIO:
+        """The object's plaintext as a seekable file; reads raise TamperedObject where
+        a sealed object fails authentication."""
+        return self.open_file(self.path(sha256), sha256)
+
+    def open_file(self, path: Path, sha256: str) -> BinaryIO:
+        """:meth:`open_object` for an object file elsewhere (a temporary file, a part
+        of a transfer, a conflicting copy) whose plaintext is named ``sha256``."""
+        fh = path.open("rb")
+        if self.key is None:
+            return fh
+        try:
+            head = fh.read(HEADER_LEN)
+            if not is_sealed(head):
+                fh.seek(0)
+                return fh
+            return SealedReader(self.key, fh, os.fstat(fh.fileno()).st_size,
+                                error=functools.partial(TamperedObject, sha256))
+        except BaseException:
+            fh.close()
+            raise
+
+    def plain_file(self, sha256: str) -> PlainFile:
+        """A path for libraries that open files themselves. A plaintext object is its
+        own file (no read, no copy); a sealed one is unsealed whole into memory first,
+        so a damaged one raises TamperedObject here, before anything is sent."""
+        path = self.path(sha256)
+        if self.key is None:
+            return PlainFile(path)
+        with self.open_object(sha256) as fh:
+            if not isinstance(fh, SealedReader):
+                return PlainFile(path)
+            holder = os.fdopen(os.memfd_create(f"pacsmesh-{sha256[:12]}", os.MFD_CLOEXEC),
+                               "w+b")
+            try:
+                while block := fh.read(_COPY):
+                    holder.write(block)
+                holder.flush()
+            except BaseException:
+                holder.close()
+                raise
+        return PlainFile(Path(f"/proc/self/fd/{holder.fileno()}"), holder)
+
+    def reseal(self, sha256: str) -> bool:
+        """Seal a plaintext object stored before encryption was turned on, streaming
+        (objects may be larger than memory); False if there was nothing to do, or if
+        its bytes no longer match its name (scrub's next pass sets it aside)."""
+        if not self.seal_new:
+            return False
+        assert self.key is not None
+        header = self.key.new_header()
+        sealer = Sealer(self.key.file_cipher(header))
+        digest = hashlib.sha256()
+        tmp = self.tmp / f"{uuid.uuid4().hex}.part"
+        with self.path(sha256).open("rb") as src:
+            if is_sealed(src.read(HEADER_LEN)):
+                return False
+            src.seek(0)
+            self._seal_copy(src, tmp, header, sealer, digest)
+        if digest.hexdigest() != sha256:
+            self.discard(tmp)
+            return False
+        self.commit(tmp, sha256)
+        return True
+
+    def _seal_copy(self, src: BinaryIO, tmp: Path, header: bytes, sealer: Sealer,
+                   digest: hashlib._Hash) -> None:
+        try:
+            with open(tmp, "xb") as dst:
+                os.fchmod(dst.fileno(), 0o640)
+                dst.write(header)
+                while block := src.read(_COPY):
+                    digest.update(block)
+                    dst.write(sealer.update(block))
+                dst.write(sealer.finish())
+                dst.flush()
+                os.fdatasync(dst.fileno())
+        except OSError as exc:
+            self.discard(tmp)
+            raise storage_error(exc) from exc
 
     def remove(self, sha256: str) -> None:
         self.path(sha256).unlink(missing_ok=True)

@@ -5,6 +5,10 @@ Blocking I/O: every method runs on a worker thread. An instance of at least
 connection or a crash, so the sender can continue from its size; smaller ones go to a
 fresh temporary file that a failed transfer deletes. Neither is ever indexed: only a
 finished file whose SHA-256 matches its name is handed to ingest.
+
+When the node seals objects at rest, the body is sealed as it arrives, a chunk at a time
+(``node/at_rest.py``): no plaintext reaches the disk, and a part resumes from its last
+complete chunk.
 """
 
 from __future__ import annotations
@@ -17,6 +21,16 @@ from pathlib import Path
 
 import zstandard
 
+from node.at_rest import (
+    HEADER_LEN,
+    TAG_LEN,
+    Sealer,
+    Tampered,
+    chunk_size,
+    is_sealed,
+    part_plaintext,
+    read_full_chunks,
+)
 from node.storage import Storage, storage_error
 
 # Smaller instances are cheaper to resend than to resume (a round trip, and a re-hash
@@ -56,6 +70,8 @@ class Incoming:
             zstandard.ZstdDecompressor().decompressobj() if encoding == "zstd" else None
         )
         self._hash = hashlib.sha256()
+        self._storage = storage
+        self._sealer: Sealer | None = None
         self.path = (storage.partial_path(sha256) if self.resumable
                      else storage.tmp / f"{uuid.uuid4().hex}.part")
         flags = os.O_RDWR | os.O_CREAT | (0 if self.resumable else os.O_EXCL)
@@ -64,11 +80,14 @@ class Incoming:
         except OSError as exc:
             raise storage_error(exc) from exc
         try:
-            held = os.fstat(self._fd).st_size
-            if offset > held:
-                raise OffsetMismatch(held)
-            os.ftruncate(self._fd, offset)  # a sender may choose to redo a tail
-            self._rehash(offset)
+            if storage.seal_new:
+                self._resume_sealed(offset)
+            else:
+                held = os.fstat(self._fd).st_size
+                if offset > held:
+                    raise OffsetMismatch(held)
+                os.ftruncate(self._fd, offset)  # a sender may choose to redo a tail
+                self._rehash(offset)
         except BaseException:
             os.close(self._fd)
             raise
@@ -86,6 +105,48 @@ class Incoming:
             done += len(block)
         os.lseek(self._fd, upto, os.SEEK_SET)
 
+    def _resume_sealed(self, offset: int) -> None:
+        """Keep the part's complete chunks up to ``offset`` (a chunk boundary), or start
+        a new sealed file; a part in the other format, or under another key, starts over."""
+        key = self._storage.key
+        assert key is not None
+        held_size = os.fstat(self._fd).st_size
+        header = os.pread(self._fd, HEADER_LEN, 0)
+        held = part_plaintext(header, held_size) if is_sealed(header) else 0
+        if offset > held:
+            raise OffsetMismatch(held)
+        if offset:
+            chunk = chunk_size(header)
+            if offset % chunk:
+                raise OffsetMismatch(offset - offset % chunk)
+            done = offset // chunk
+            cipher = key.file_cipher(header)
+            os.ftruncate(self._fd, HEADER_LEN + done * (chunk + TAG_LEN))
+            try:
+                with open(self._fd, "rb", closefd=False) as fh:
+                    for block in read_full_chunks(key, fh, done):
+                        self._hash.update(block)
+            except Tampered:
+                # Damaged, or another key's: as with a plain part, start from nothing.
+                self.path.unlink(missing_ok=True)
+                raise IncomingError("the part held here is damaged") from None
+            os.lseek(self._fd, 0, os.SEEK_END)
+            self._sealer = Sealer(cipher, index=done)
+            return
+        header = key.new_header()
+        os.ftruncate(self._fd, 0)
+        os.lseek(self._fd, 0, os.SEEK_SET)
+        self._write(header)
+        self._sealer = Sealer(key.file_cipher(header))
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self._fd, view):]
+        except OSError as exc:
+            raise storage_error(exc) from exc
+
     def feed(self, chunk: bytes) -> None:
         if self._decoder is not None:
             try:
@@ -95,12 +156,7 @@ class Incoming:
         if self.size is not None and self.offset + self.written + len(chunk) > self.size:
             raise IncomingError("body longer than the announced size")
         self._hash.update(chunk)
-        view = memoryview(chunk)
-        try:
-            while view:
-                view = view[os.write(self._fd, view):]
-        except OSError as exc:
-            raise storage_error(exc) from exc
+        self._write(chunk if self._sealer is None else self._sealer.update(chunk))
         self.written += len(chunk)
 
     def finish(self) -> Path:
@@ -113,6 +169,8 @@ class Incoming:
         if self.size is not None and total != self.size:
             raise IncomingError(f"body ended at {total} of {self.size} bytes")
         try:
+            if self._sealer is not None:
+                self._write(self._sealer.finish())
             os.fdatasync(self._fd)
         except OSError as exc:
             raise storage_error(exc) from exc

@@ -1,21 +1,22 @@
 """Sending one stored instance to a member: streamed from its file, resumed where it broke.
 
-The file is read a chunk at a time and, when its transfer syntax is uncompressed,
-zstd-compressed as it goes (one frame per request), so no instance is ever whole in
-memory. For an instance large enough to resume, the receiver is first asked how much of
-it it already holds, and the body starts there: the offset is in raw bytes, and the
-compressed frame covers only the rest.
+The object's plaintext is read through storage a chunk at a time and, when its transfer
+syntax is uncompressed, zstd-compressed as it goes (one frame per request), so no
+instance is ever whole in memory. For an instance large enough to resume, the receiver
+is first asked how much of it it already holds, and the body starts there: the offset is
+in raw bytes, and the compressed frame covers only the rest.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import IO, Any, Protocol
 
 import zstandard
 
+from node.storage import TamperedObject
 from replication.incoming import resumable
 from replication.transfer import (
     ENCODING_HEADER,
@@ -53,31 +54,45 @@ def _read_chunk(fh: IO[bytes], compressor: Any) -> tuple[int, bytes]:
 
 
 async def _body(
-    path: Path, offset: int, compress: bool, on_bytes: Callable[[int], None]
+    fh: IO[bytes], offset: int, compress: bool, on_bytes: Callable[[int], None],
+    damage: list[TamperedObject],
 ) -> AsyncIterator[bytes]:
-    fh = await asyncio.to_thread(path.open, "rb")
-    try:
-        fh.seek(offset)
-        compressor = zstandard.ZstdCompressor(level=LEVEL).compressobj() if compress else None
-        while True:
+    fh.seek(offset)
+    compressor = zstandard.ZstdCompressor(level=LEVEL).compressobj() if compress else None
+    while True:
+        try:
             raw, out = await asyncio.to_thread(_read_chunk, fh, compressor)
-            if out:
-                yield out
-            if not raw:
-                return
-            on_bytes(raw)
+        except TamperedObject as exc:
+            # The HTTP client may wrap what a body raises: the caller re-raises this.
+            damage.append(exc)
+            raise
+        if out:
+            yield out
+        if not raw:
+            return
+        on_bytes(raw)
+
+
+async def send_object(
+    ask: Ask, open_object: Callable[[], IO[bytes]], sha256: str, transfer_syntax_uid: str,
+    on_bytes: Callable[[int], None] = lambda n: None,
+) -> str:
+    """Deliver the object ``open_object`` reads (its plaintext: ``Storage.open_object``);
+    returns the receiver's status ("stored", "duplicate", or "held" when it had the whole
+    object already). Raises what ``ask`` raises, TamperedObject when the stored object
+    fails its check, OSError when it cannot be read, ValueError on a malformed answer."""
+    fh = await asyncio.to_thread(open_object)
+    try:
+        return await _send(ask, fh, sha256, transfer_syntax_uid, on_bytes)
     finally:
         fh.close()
 
 
-async def send_object(
-    ask: Ask, path: Path, sha256: str, transfer_syntax_uid: str,
-    on_bytes: Callable[[int], None] = lambda n: None,
+async def _send(
+    ask: Ask, fh: IO[bytes], sha256: str, transfer_syntax_uid: str,
+    on_bytes: Callable[[int], None],
 ) -> str:
-    """Deliver the object stored at ``path``; returns the receiver's status ("stored",
-    "duplicate", or "held" when it had the whole object already). Raises what ``ask``
-    raises, OSError when the file cannot be read, ValueError on a malformed answer."""
-    size = (await asyncio.to_thread(path.stat)).st_size
+    size = await asyncio.to_thread(fh.seek, 0, io.SEEK_END)
     offset = 0
     if resumable(size):
         held = await ask("GET", PARTIAL_PATH.format(sha256=sha256))
@@ -90,9 +105,15 @@ async def send_object(
     headers = {SHA_HEADER: sha256, SIZE_HEADER: str(size), OFFSET_HEADER: str(offset)}
     if compress:
         headers[ENCODING_HEADER] = "zstd"
-    answer = await ask(
-        "PUT", OBJECTS_PATH.format(sha256=sha256),
-        data=_body(path, offset, compress, on_bytes), headers=headers,
-        seconds=SEND_SECONDS + (size - offset) / SLOWEST_RATE,
-    )
+    damage: list[TamperedObject] = []
+    try:
+        answer = await ask(
+            "PUT", OBJECTS_PATH.format(sha256=sha256),
+            data=_body(fh, offset, compress, on_bytes, damage), headers=headers,
+            seconds=SEND_SECONDS + (size - offset) / SLOWEST_RATE,
+        )
+    except Exception:
+        if damage:
+            raise damage[0] from None
+        raise
     return str(answer.get("status", "")) if isinstance(answer, dict) else ""

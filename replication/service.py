@@ -23,6 +23,7 @@ from typing import Any
 from discovery.probe import ProbeFailed, Refused
 from discovery.service import Discovery
 from node.archive import Archive
+from node.storage import TamperedObject
 from node.tasks import cancel_and_wait
 from replication.antientropy import missing_at
 from replication.breaker import CircuitBreaker
@@ -302,13 +303,19 @@ class Replicator:
         return self._rates[target]
 
     async def _transfer(self, row: dict[str, Any]) -> None:
-        path = self.archive.path(row["sha256"])
+        sha = row["sha256"]
         syntax = await self.archive.index.transfer_syntax(row["sop_uid"]) or ""
-        async for attempt in quick_retries():
-            with attempt:
-                # A retry resumes: large objects ask the receiver how much it holds.
-                await send_object(partial(self.discovery.ask_member, row["target"]), path,
-                                  row["sha256"], syntax, self._rate(row["target"]).add)
+        try:
+            async for attempt in quick_retries():
+                with attempt:
+                    # A retry resumes: large objects ask the receiver how much it holds.
+                    await send_object(partial(self.discovery.ask_member, row["target"]),
+                                      partial(self.archive.storage.open_object, sha),
+                                      sha, syntax, self._rate(row["target"]).add)
+        except TamperedObject as exc:
+            log.error("copy of %s not sent: %s", sha[:12], exc)
+            await self.archive.set_aside(exc)
+            raise
 
     async def _observe_backlogs(self) -> None:
         if not any(b.delivered for b in self._backlogs.values()):

@@ -11,9 +11,11 @@ Large instances resume: ``GET .../partial`` says how much of one is held here.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import re
 from dataclasses import asdict, dataclass
+from typing import NoReturn
 
 import zstandard
 from aiohttp import web
@@ -22,7 +24,7 @@ from aiohttp.http_exceptions import PayloadEncodingError
 from node.archive import Archive, IngestStatus
 from node.dicom_header import InvalidDataset
 from node.index import IndexFailure, IndexFull
-from node.storage import StorageError, StorageFull, sha256_hex
+from node.storage import StorageError, StorageFull, TamperedObject, sha256_hex
 from node.transcode import UNCOMPRESSED
 from replication.incoming import (
     BATCH,
@@ -106,11 +108,6 @@ def routes(archive: Archive, receipts: Receipts) -> list[web.RouteDef]:
             raise web.HTTPBadRequest(text="object hash malformed")
         return sha
 
-    def part_size(sha: str) -> int:
-        try:
-            return storage.partial_path(sha).stat().st_size
-        except FileNotFoundError:
-            return 0
 
     def drop_moot_part(sha: str) -> None:
         """A part of an object stored meanwhile by another way (another sender, C-STORE)
@@ -125,7 +122,7 @@ def routes(archive: Archive, receipts: Receipts) -> list[web.RouteDef]:
                 await asyncio.to_thread(drop_moot_part, sha)
             return web.json_response({"stored": True, "offset": 0})
         return web.json_response(
-            {"stored": False, "offset": await asyncio.to_thread(part_size, sha)})
+            {"stored": False, "offset": await asyncio.to_thread(storage.partial_held, sha)})
 
     async def take_body(request: web.Request, incoming: Incoming) -> None:
         finished = False
@@ -199,22 +196,41 @@ def routes(archive: Archive, receipts: Receipts) -> list[web.RouteDef]:
         sha = object_sha(request)
         if not await archive.index.sops_with_sha(sha):
             raise web.HTTPNotFound(text="no such object here")
-        path = archive.path(sha)
         try:
-            size = (await asyncio.to_thread(path.stat)).st_size
+            fh = await asyncio.to_thread(storage.open_object, sha)
         except FileNotFoundError:
             raise web.HTTPNotFound(text="no such object here") from None
-        rsp = web.StreamResponse(headers={SHA_HEADER: sha, SIZE_HEADER: str(size)})
-        rsp.content_length = size
-        await rsp.prepare(request)
-        fh = await asyncio.to_thread(path.open, "rb")
+        except TamperedObject as exc:
+            await set_aside(exc)
         try:
-            while chunk := await asyncio.to_thread(fh.read, BATCH):
+            size = await asyncio.to_thread(fh.seek, 0, io.SEEK_END)
+            fh.seek(0)
+            try:
+                # Most objects fit in the first read: their damage is still an answer.
+                chunk = await asyncio.to_thread(fh.read, BATCH)
+            except TamperedObject as exc:
+                await set_aside(exc)
+            rsp = web.StreamResponse(headers={SHA_HEADER: sha, SIZE_HEADER: str(size)})
+            rsp.content_length = size
+            await rsp.prepare(request)
+            while chunk:
                 await rsp.write(chunk)
+                try:
+                    chunk = await asyncio.to_thread(fh.read, BATCH)
+                except TamperedObject as exc:
+                    # Too late for a status: the peer sees the body break off and
+                    # fetches from another holder.
+                    await archive.set_aside(exc)
+                    raise
         finally:
             fh.close()
         await rsp.write_eof()
         return rsp
+
+    async def set_aside(damaged: TamperedObject) -> NoReturn:
+        log.error("object %s not served: %s", damaged.sha256[:12], damaged)
+        await archive.set_aside(damaged)
+        raise web.HTTPInternalServerError(text="object damaged here; ask another holder")
 
     return [web.put(OBJECTS_PATH, put_object), web.get(OBJECTS_PATH, get_object),
             web.get(PARTIAL_PATH, partial)]

@@ -220,3 +220,25 @@ def storescu(node: Any, files: list[Path], *extra: str) -> list[str]:
         if result.returncode != 0 and not failed:
             failed.append(result.stderr.strip() or f"storescu exit {result.returncode}")
     return failed
+
+
+def getscu_run(node: Any, out: Path, sop_uid: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    """C-GET one instance with DCMTK getscu into ``out``, bit for bit as it arrives."""
+    out.mkdir(parents=True, exist_ok=True)
+    return dcmtk(
+        # +B: write what arrived, bit for bit (else getscu re-encodes group lengths).
+        "getscu", "-S", "+B", "-aec", node.aet, "-od", str(out), *extra,
+        "-k", "QueryRetrieveLevel=IMAGE", "-k", f"SOPInstanceUID={sop_uid}",
+        # Study Root needs the study and series keys above IMAGE level: universal match.
+        "-k", "StudyInstanceUID", "-k", "SeriesInstanceUID",
+        *node.address,
+    )
+
+
+def getscu_instance(node: Any, out: Path, sop_uid: str, *extra: str) -> Path:
+    """:func:`getscu_run` that must succeed; returns the file received."""
+    result = getscu_run(node, out, sop_uid, *extra)
+    assert result.returncode == 0, result.stderr
+    files = received_files(out)
+    assert list(files) == [sop_uid], result.stderr
+    return files[sop_uid]

@@ -23,6 +23,7 @@ from tests.support import (
     dataset_bytes,
     dcmtk,
     free_port,
+    getscu_instance,
     one_file_per_instance,
     received_files,
     sop_instance_uid,
@@ -157,22 +158,6 @@ def test_find_study_level_lists_every_study(loaded: NodeProcess, tmp_path: Path)
     assert sum(int(r.NumberOfStudyRelatedInstances) for r in responses) == len(SAMPLES)
 
 
-def _getscu(node: NodeProcess, out: Path, sop_uid: str, *extra: str) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    result = dcmtk(
-        # +B: write what arrived, bit for bit (else getscu re-encodes group lengths).
-        "getscu", "-S", "+B", "-aec", node.aet, "-od", str(out), *extra,
-        "-k", "QueryRetrieveLevel=IMAGE", "-k", f"SOPInstanceUID={sop_uid}",
-        # Study Root needs the study and series keys above IMAGE level: universal match.
-        "-k", "StudyInstanceUID", "-k", "SeriesInstanceUID",
-        *node.address,
-    )
-    assert result.returncode == 0, result.stderr
-    files = received_files(out)
-    assert list(files) == [sop_uid], result.stderr
-    return files[sop_uid]
-
-
 EXPLICIT = "1.2.840.10008.1.2.1"
 
 
@@ -185,7 +170,7 @@ def test_getscu_in_stored_syntax_is_bit_exact(
     loaded: NodeProcess, tmp_path: Path, sample: Path
 ) -> None:
     uid = sop_instance_uid(sample)
-    received = _getscu(loaded, tmp_path, uid)
+    received = getscu_instance(loaded, tmp_path, uid)
     assert transfer_syntax(received) == transfer_syntax(sample)
     assert dataset_bytes(received) == dataset_bytes(_stored(loaded)[uid])
 
@@ -236,7 +221,7 @@ COMPRESSED = [p for p in SAMPLES if transfer_syntax(p) not in UNCOMPRESSED]
 def test_get_by_uncompressed_only_viewer_is_pixel_identical(
     loaded: NodeProcess, tmp_path: Path, sample: Path
 ) -> None:
-    received = _getscu(loaded, tmp_path, sop_instance_uid(sample))  # DCMTK default: plain
+    received = getscu_instance(loaded, tmp_path, sop_instance_uid(sample))  # DCMTK default: plain
     assert transfer_syntax(received) in UNCOMPRESSED
     original, copy = dcmread(sample), dcmread(received)
     assert np.array_equal(original.pixel_array, copy.pixel_array)

@@ -53,7 +53,7 @@ from node.dicom.reactor import start_server
 from node.dicom_header import InvalidDataset
 from node.index import IndexFailure, IndexFull, StoredInstance
 from node.query import Query, QueryError, parse_identifier, response_identifier
-from node.storage import StorageError, StorageFull
+from node.storage import PlainFile, StorageError, StorageFull, TamperedObject
 from node.transcode import TranscodeError, choose_plan, prepare
 
 log = logging.getLogger(__name__)
@@ -361,15 +361,24 @@ class DicomServer:
 
     def _payload(self, inst: StoredInstance, accepted_for: Callable[[str], set[str]]) -> Any:
         plan = choose_plan(inst.transfer_syntax_uid, accepted_for(inst.sop_class_uid))
+        plain: PlainFile | None = None
         try:
-            payload: Any = prepare(self.archive.path(inst.sha256), plan)
+            plain = self.archive.storage.plain_file(inst.sha256)
+            payload: Any = prepare(plain.path, plan)
             if isinstance(payload, str):
-                payload = StoredFile(payload, inst)
+                payload, plain = StoredFile(payload, inst, plain), None  # it closes plain
+        except TamperedObject as exc:
+            log.error("instance %s not sent: %s", inst.sha256[:12], exc)
+            self.archive.on_loop(self.archive.set_aside(exc))
+            payload = _unsendable(inst)
         except (TranscodeError, OSError) as exc:
             log.warning(
                 "instance %s cannot be sent (%s): %s", inst.sha256[:12], plan.value, exc
             )
             payload = _unsendable(inst)
+        finally:
+            if plain is not None:
+                plain.close()
         return payload
 
     def _audit_retrieve(
@@ -469,11 +478,13 @@ class StoredFile(Dataset):
     the path through, and :func:`_stream_stored_files` hands it to ``send_c_store``.
     """
 
-    def __init__(self, path: str, inst: StoredInstance) -> None:
+    def __init__(self, path: str, inst: StoredInstance, plain: PlainFile) -> None:
         super().__init__()
         self.SOPClassUID = inst.sop_class_uid
         self.SOPInstanceUID = inst.sop_uid
         object.__setattr__(self, "stored_path", path)
+        # Keeps an unsealed in-memory copy alive until it is sent.
+        object.__setattr__(self, "plain", plain)
 
 
 def _stream_stored_files(assoc: Any) -> None:
@@ -483,7 +494,10 @@ def _stream_stored_files(assoc: Any) -> None:
 
     def send_c_store(dataset: Any, *args: Any, **kwargs: Any) -> Dataset:
         if isinstance(dataset, StoredFile):
-            dataset = dataset.stored_path
+            try:
+                return original(dataset.stored_path, *args, **kwargs)
+            finally:
+                dataset.plain.close()
         return original(dataset, *args, **kwargs)
 
     send_c_store.streams_stored_files = True  # type: ignore[attr-defined]

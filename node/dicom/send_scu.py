@@ -18,6 +18,7 @@ from pynetdicom.association import Association
 from node.config import RemoteAE
 from node.dicom.scp import accepted_by_class, move_contexts
 from node.dicom.scu import RETRY_DELAYS, AssociationFailed, associate, client_ae, with_retries
+from node.storage import PlainFile, TamperedObject
 from node.transcode import TranscodeError, choose_plan, prepare
 
 log = logging.getLogger(__name__)
@@ -27,12 +28,17 @@ WARNING_STATUSES = frozenset({0x0001, 0xB000, 0xB006, 0xB007})
 
 @dataclass(frozen=True)
 class Outgoing:
-    """One Part 10 file to send."""
+    """One Part 10 file to send: a plain file at ``path``, or, with ``opener``, a stored
+    object read through storage (which may be sealed at rest)."""
 
     path: Path
     sop_uid: str
     sop_class_uid: str
     transfer_syntax_uid: str
+    opener: Callable[[], PlainFile] | None = None
+
+    def open(self) -> PlainFile:
+        return self.opener() if self.opener is not None else PlainFile(self.path)
 
 
 @dataclass
@@ -69,8 +75,12 @@ class _Sender:
             self.accepted = accepted_by_class(self.assoc.accepted_contexts)
             self.connected_once = True
         accepted = self.accepted.get(item.sop_class_uid, set())
-        payload = prepare(item.path, choose_plan(item.transfer_syntax_uid, accepted))
-        rsp = self.assoc.send_c_store(payload)
+        plain = item.open()
+        try:
+            payload = prepare(plain.path, choose_plan(item.transfer_syntax_uid, accepted))
+            rsp = self.assoc.send_c_store(payload)
+        finally:
+            plain.close()
         if "Status" not in rsp:
             self.close(abort=True)
             raise AssociationFailed(f"{self.remote} did not answer a C-STORE")
@@ -118,6 +128,10 @@ def _send_one(sender: _Sender, item: Outgoing, delays: tuple[float, ...]) -> int
         if not sender.connected_once:
             raise  # the peer is not there at all: one error, not one per instance
         log.warning("instance %s not sent: %s", item.sop_uid, exc)
+        return -1
+    except TamperedObject as exc:
+        # Scrub, or the node's next read, sets it aside for repair from a replica.
+        log.error("instance %s cannot be sent: %s", item.sop_uid, exc)
         return -1
     except OSError as exc:
         # The stored file went missing or unreadable (scrub may have quarantined it).
