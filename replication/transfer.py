@@ -218,10 +218,12 @@ def routes(archive: Archive, receipts: Receipts) -> list[web.RouteDef]:
                 try:
                     chunk = await asyncio.to_thread(fh.read, BATCH)
                 except TamperedObject as exc:
-                    # Too late for a status: the peer sees the body break off and
-                    # fetches from another holder.
+                    # Too late for a status: the body stops short of its length, so the
+                    # peer sees it break off and fetches from another holder.
+                    log.error("object %s not served whole: %s", sha[:12], exc)
                     await archive.set_aside(exc)
-                    raise
+                    rsp.force_close()
+                    return rsp
         finally:
             fh.close()
         await rsp.write_eof()
