@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -266,6 +266,7 @@ class Run:
     count: int
     mesh_port: bool  # whether the node takes --mesh-port
     work: Path  # an empty folder for this run only
+    node_args: tuple[str, ...] = ()  # extra `pacsmesh run` options
 
 
 def node_takes_mesh_port() -> bool:
@@ -312,7 +313,7 @@ def run_pacsmesh(run: Run) -> float:
     dicom_port, http_port, mesh_port = free_ports(3)
     log_path = run.work / "server.log"
     cmd = pacsmesh_cmd(run.work / "data", dicom_port, http_port,
-                       mesh_port if run.mesh_port else None)
+                       mesh_port if run.mesh_port else None) + list(run.node_args)
     with server("PACSmesh", cmd, log_path, cwd=REPO_ROOT) as proc:
         wait_ready("PACSmesh", proc, log_path,
                    lambda: bool(http_get_json(http_port, "/api/status")))
@@ -355,11 +356,16 @@ def run_storescp(run: Run) -> float:
     return elapsed
 
 
+def run_pacsmesh_sealed(run: Run) -> float:
+    return run_pacsmesh(replace(run, node_args=(*run.node_args, "--encrypt-at-rest")))
+
+
 TARGETS: dict[str, Callable[[Run], float]] = {
     "PACSmesh": run_pacsmesh,
     "Orthanc": run_orthanc,
     "storescp": run_storescp,
 }
+SEALED = "PACSmesh+at-rest"  # a target only with --encrypt-at-rest
 AETS = {"PACSmesh": PACSMESH_AET, "Orthanc": ORTHANC_AET, "storescp": STORESCP_AET}
 
 
@@ -368,13 +374,13 @@ AETS = {"PACSmesh": PACSMESH_AET, "Orthanc": ORTHANC_AET, "storescp": STORESCP_A
 
 def report(times: dict[str, list[float]], count: int, mbytes: float, rounds: int) -> None:
     """Per-target rates and medians; after an interrupt, whatever runs were completed."""
-    names = list(TARGETS)
+    names = list(times)
     cols = max(len(times[n]) for n in names)
     print()
     print(f"{count} instances ({mbytes:.1f} MB) per run, one association; "
           f"instances/s = {count} / wall time of storescu; {rounds} rounds")
     round_cols = "".join(f"{'round ' + str(i + 1):>10}" for i in range(cols))
-    header = f"{'target':<10}{round_cols}{'median/s':>11}{'MB/s':>8}{'median s':>10}"
+    header = f"{'target':<17}{round_cols}{'median/s':>11}{'MB/s':>8}{'median s':>10}"
     print(header)
     print("-" * len(header))
     medians: dict[str, float] = {}
@@ -385,11 +391,14 @@ def report(times: dict[str, list[float]], count: int, mbytes: float, rounds: int
         med = statistics.median(rates)
         medians[name] = med
         cells = "".join(f"{r:>10.1f}" for r in rates) + " " * 10 * (cols - len(rates))
-        print(f"{name:<10}{cells}{med:>11.1f}{med * mbytes / count:>8.1f}"
+        print(f"{name:<17}{cells}{med:>11.1f}{med * mbytes / count:>8.1f}"
               f"{count / med:>10.2f}")
     if "PACSmesh" not in medians:
         return
     print()
+    if SEALED in medians:
+        print(f"{SEALED}/PACSmesh {medians[SEALED] / medians['PACSmesh']:5.2f}"
+              "  (ingest rate with encryption at rest, relative to without)")
     for other in ("Orthanc", "storescp"):
         if other not in medians:
             continue
@@ -418,6 +427,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="where the temporary files and archives go (default: the "
                         "system temp dir); it decides which disk, and so the fsync cost")
     parser.add_argument("--seed", type=int, default=1, help="pixel noise seed (default: 1)")
+    parser.add_argument("--encrypt-at-rest", action="store_true",
+                        help=f"also run a node with encryption at rest, as '{SEALED}'")
     args = parser.parse_args(argv)
     if args.count < 1:
         parser.error("--count must be at least 1")
@@ -425,7 +436,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--rounds must be at least 1")
 
     signal.signal(signal.SIGTERM, _interrupt)
-    times: dict[str, list[float]] = {name: [] for name in TARGETS}
+    targets = dict(TARGETS)
+    if args.encrypt_at_rest:
+        targets[SEALED] = run_pacsmesh_sealed
+    times: dict[str, list[float]] = {name: [] for name in targets}
     mbytes = 0.0
     try:
         tools = Tools(find_dcmtk("storescu"), find_dcmtk("storescp"), find_dcmtk("echoscu"),
@@ -455,7 +469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   " (env TCP_NODELAY=1)")
             print("RUN is a fresh folder per run and target; PORT, HTTP, MESH fresh free ports")
             os.sync()
-            names = list(TARGETS)
+            names = list(targets)
             for rnd in range(args.rounds):
                 # Rotate the order so no target always runs first (cold caches) or right
                 # after another one's disk writes.
@@ -464,14 +478,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     work = root / f"round{rnd + 1}-{name}"
                     work.mkdir()
                     try:
-                        elapsed = TARGETS[name](Run(tools, files_dir, args.count, mesh_port, work))
+                        elapsed = targets[name](Run(tools, files_dir, args.count, mesh_port, work))
                     finally:
                         shutil.rmtree(work, ignore_errors=True)
                         # storescp never fsyncs: flush its (and the deletion's) dirty
                         # pages now, not during the next target's timed run.
                         os.sync()
                     times[name].append(elapsed)
-                    print(f"round {rnd + 1}: {name:<9} {elapsed:6.2f} s  "
+                    print(f"round {rnd + 1}: {name:<16} {elapsed:6.2f} s  "
                           f"{args.count / elapsed:7.1f} instances/s", flush=True)
     except KeyboardInterrupt:
         print("\ninterrupted: servers stopped, temporary files removed", file=sys.stderr)
