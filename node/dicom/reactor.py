@@ -45,6 +45,7 @@ from pynetdicom.transport import (
 from pynetdicom.utils import make_target
 
 from node.dicom.encoding import encode_store_rsp
+from node.dicom.uid_checks import memoize_uid_checks
 
 log = logging.getLogger(__name__)
 # The longest either thread blocks before re-checking timers and kill flags; pynetdicom
@@ -367,6 +368,7 @@ def start_server(
     ssl_context: ssl.SSLContext | None = None, refuse_retrieve: Refusal | None = None,
 ) -> ThreadedAssociationServer:
     """``ae.start_server(address, block=False, ...)`` with the waking associations."""
+    memoize_uid_checks()
     server = cast(ThreadedAssociationServer, ae.make_server(
         address, evt_handlers=handlers, server_class=TlsServer, ssl_context=ssl_context,
         request_handler=WakingRequestHandler,
