@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydicom.uid import UID
 from pynetdicom import pdu_items
 from pynetdicom.pdu_items import TransferSyntaxSubItem
 
@@ -19,6 +20,8 @@ def test_memoized_uid_checks_answer_as_before_and_still_refuse_bad_values() -> N
     item.transfer_syntax_name = b"1.2.840.10008.1.2.1"
     assert item.transfer_syntax_name == "1.2.840.10008.1.2.1"
     assert item.transfer_syntax_name.is_valid
+    assert not UID("1.02.3").is_valid and not UID("1.2." + "3" * 70).is_valid
+    assert UID("1.2.840.10008.1.2.4.50").is_valid
     for _ in range(2):  # a failure is not cached as an answer
         with pytest.raises(ValueError, match="Transfer Syntax Name"):
             item.transfer_syntax_name = "1.2.840.10008.1.2.1" + ".1" * 40  # > 64 chars
