@@ -136,6 +136,8 @@ class Discovery:
         self._join_candidates: dict[str, tuple[tuple[str, ...], int]] = {}
         self._warned: set[str] = set()
         self._roster_mtime = 0.0
+        # One roster write at a time: concurrent admissions each persist their entry.
+        self._persisting = asyncio.Lock()
         self._wake = asyncio.Event()  # a new hint: act now rather than at the next tick
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -326,11 +328,24 @@ class Discovery:
         if not view.is_member(self.node_id):
             log.error("this node has been revoked from the mesh; it now works alone")
         if persist:
+            await self._persist_roster()
+
+    async def _persist_roster(self) -> None:
+        """Write our roster's entries to the file, and take in those only the file has (the
+        CLI may have added some). The in-memory roster is merged into, never replaced:
+        entries admitted while the file was being written must not be lost from memory."""
+        assert self.roster is not None
+        async with self._persisting:
+            snapshot = Roster(self.roster.mesh_id, self.roster.admin_key,
+                              list(self.roster.entries))
             try:
-                self.roster = await asyncio.to_thread(self.membership.merge, self.roster)
+                on_disk = await asyncio.to_thread(self.membership.merge, snapshot)
                 self._roster_mtime = self.membership.mtime()
             except (OSError, MembershipError) as exc:
                 log.warning("could not save the roster: %s", exc)
+                return
+        if self.roster.merge(on_disk.entries):
+            await self._apply_roster(None, persist=False)
 
     def _report_rejected(self, view: RosterView) -> None:
         for sig, reason in view.rejected:

@@ -411,11 +411,26 @@ def free_pages(mount: Path) -> int:
     return st.f_bavail
 
 
+def settled_free_pages(mount: Path, quiet: float = 1.0, timeout: float = 20.0) -> int:
+    """Free pages once the node has stopped writing: the audit trail of what a test just
+    did reaches the index a moment later (batched), and takes pages when it does."""
+    deadline = time.monotonic() + timeout
+    last, since = free_pages(mount), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = free_pages(mount)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return now
+    raise TimeoutError("the node kept writing to its data dir")
+
+
 def leave_free(mount: Path, pages: int) -> None:
     """Fill the file system with a filler file so exactly ``pages`` pages stay free."""
     filler = mount / "filler"
     filler.unlink(missing_ok=True)
-    fill = free_pages(mount) - pages
+    fill = settled_free_pages(mount) - pages
     assert fill >= 0
     with filler.open("wb") as fh:
         fh.write(bytes(fill * PAGE))

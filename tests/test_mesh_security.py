@@ -8,6 +8,7 @@ import socket
 import ssl
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,25 @@ def test_join_through_one_static_peer_only(make_node, founder: NodeProcess) -> N
     assert entry["first_seen"] <= entry["last_seen"] and entry["last_seen"].endswith("+00:00")
     assert entry["mesh_port"] == b.mesh_port and entry["dicom_port"] == b.dicom_port
     assert mesh_view(b)["mesh"] == mesh_view(founder)["mesh"]
+
+
+def test_nodes_joining_at_once_are_all_members_everywhere(
+    make_node, founder: NodeProcess
+) -> None:
+    """Admissions that overlap (a site powering up together) are all kept: none is lost
+    from the admitting node's roster while another is being written to its disk."""
+    token = invite(founder, "--uses", "6")
+    names = [f"node{c}" for c in "bcdefg"]
+    joiners = [joiner(make_node, founder, n, token) for n in names]
+    with ThreadPoolExecutor(len(joiners)) as pool:
+        list(pool.map(lambda n: n.start(timeout=60), joiners))
+    everyone = {"NODEA", *(n.upper() for n in names)}
+    for node in (founder, *joiners):
+        wait_for(lambda node=node: {m["aet"] for m in mesh_view(node)["members"]} == everyone,
+                 60)
+    wait_for(lambda: set(peer_states(founder).values()) == {"alive"}
+             and len(peer_states(founder)) == len(joiners), 60)
+    assert "not a member" not in founder.log()
 
 
 def test_single_use_token_admits_one_node_only(make_node, founder: NodeProcess) -> None:
