@@ -74,6 +74,10 @@ class Replicator:
         # changes, then on anti-entropy's rhythm: a scan reads every instance's row.
         self._scanned_for: frozenset[str] = frozenset()
         self._next_holdings_scan = 0.0
+        # Each study's stand-ins to fill, for one (members, long-down) pair: placement
+        # hashes every member per study, and the scan repeats every few seconds.
+        self._duties: dict[str, list[str]] = {}
+        self._duties_for: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
         self._next_catalog: dict[str, float] = {}
         self._next_tombstones: dict[str, float] = {}
         self.deletions = Deletions(archive, discovery, clock)
@@ -218,7 +222,7 @@ class Replicator:
         """
         down = self._long_down()
         if not down:
-            self._scanned_for = frozenset()
+            self._scanned_for, self._duties = frozenset(), {}
             return
         index, me = self.archive.index, self.discovery.node_id
         members = self.discovery.members()
@@ -229,7 +233,9 @@ class Replicator:
             self._scanned_for = frozenset(down)
             self._next_holdings_scan = now + ANTI_ENTROPY_INTERVAL
             candidates += await index.holdings()
-        duties: dict[str, list[str]] = {}
+        if self._duties_for != (frozenset(members), frozenset(down)):
+            self._duties, self._duties_for = {}, (frozenset(members), frozenset(down))
+        duties = self._duties
         hints: dict[str, list[tuple[str, str, str, str]]] = {}
         for study, sop, sha in candidates:
             if study not in duties:
