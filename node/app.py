@@ -184,8 +184,7 @@ class Node:
             except DiscoveryError as exc:
                 raise StartupError(str(exc)) from None
             await self.replicator.start()
-            self.scrubber = Scrubber(self.archive.storage, self.archive.index,
-                                     on_damaged=self.archive.on_damaged)
+            self.scrubber = Scrubber(self.archive)
             await self.scrubber.start()
         except BaseException:
             await self.stop()

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from node.dicom_header import InstanceKeys, read_keys
 from node.index import AddOutcome, Index
 from node.scrub import set_aside
-from node.storage import Storage, StorageError, TamperedObject, sha256_hex
+from node.storage import Storage, StorageError, sha256_hex
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -68,12 +68,13 @@ class Archive:
     def path(self, sha256: str) -> Path:
         return self.storage.path(sha256)
 
-    async def set_aside(self, damaged: TamperedObject) -> None:
-        """A read found ``damaged``: quarantine it and forget it here, so that the
-        mesh's anti-entropy sends a good copy back (scrub's repair path)."""
-        await set_aside(self.storage, self.index, damaged.sha256, str(damaged))
+    async def set_aside(self, sha256: str, why: str) -> None:
+        """A read (or scrub) found object ``sha256`` damaged: quarantine it and forget it
+        here, so that the mesh's anti-entropy sends a good copy back, and tell the audit
+        trail."""
+        await set_aside(self.storage, self.index, sha256, why)
         if self.on_damaged is not None:
-            self.on_damaged(damaged.sha256)
+            self.on_damaged(sha256)
 
     def ingest(self, data: bytes, source_aet: str = "") -> IngestResult:
         """Store one Part 10 object. Raises InvalidDataset, StorageError or IndexFailure."""

@@ -14,24 +14,25 @@ import asyncio
 import hashlib
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from node.index import Index
 from node.storage import Storage, TamperedObject
 from node.tasks import cancel_and_wait
+
+if TYPE_CHECKING:  # the archive uses this module's set_aside
+    from node.archive import Archive
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Scrubber:
-    storage: Storage
-    index: Index
+    archive: Archive
     files_per_round: int = 10  # gentle: a full pass over 100k objects takes ~3 h
     interval: float = 1.0
-    on_damaged: Callable[[str], None] | None = None  # told each damaged object's name
     _shard: int = 0
     _after: str = ""
     _task: asyncio.Task[None] | None = None
@@ -60,10 +61,12 @@ class Scrubber:
                 await asyncio.to_thread(self._reseal, name)
                 continue
             damaged.append(name)
-            await set_aside(self.storage, self.index, name, why)
-            if self.on_damaged is not None:
-                self.on_damaged(name)
+            await self.archive.set_aside(name, why)
         return damaged
+
+    @property
+    def storage(self) -> Storage:
+        return self.archive.storage
 
     def _reseal(self, name: str) -> None:
         try:

@@ -286,7 +286,13 @@ class Replicator:
                             FINAL_REFUSALS[exc.status])
                 await self.archive.index.delivered(sop_uid, target)
                 return
-            self._breaker(target).failed()
+            if isinstance(exc, TamperedObject):
+                # Our copy is damaged, not the peer: set it aside (anti-entropy brings a
+                # good one back) and let the row wait, without counting it against the peer.
+                log.error("copy of %s not sent: %s", exc.sha256[:12], exc)
+                await self.archive.set_aside(exc.sha256, str(exc))
+            else:
+                self._breaker(target).failed()
             wait = outbox_wait(int(row["attempts"]))
             await self.archive.index.postpone(sop_uid, target, self._clock() + wait, str(exc))
             log.info("copy to %s failed (retry in %.1f s): %s", target[:15], wait, exc)
@@ -311,17 +317,12 @@ class Replicator:
     async def _transfer(self, row: dict[str, Any]) -> None:
         sha = row["sha256"]
         syntax = await self.archive.index.transfer_syntax(row["sop_uid"]) or ""
-        try:
-            async for attempt in quick_retries():
-                with attempt:
-                    # A retry resumes: large objects ask the receiver how much it holds.
-                    await send_object(partial(self.discovery.ask_member, row["target"]),
-                                      partial(self.archive.storage.open_object, sha),
-                                      sha, syntax, self._rate(row["target"]).add)
-        except TamperedObject as exc:
-            log.error("copy of %s not sent: %s", sha[:12], exc)
-            await self.archive.set_aside(exc)
-            raise
+        async for attempt in quick_retries():
+            with attempt:
+                # A retry resumes: large objects ask the receiver how much it holds.
+                await send_object(partial(self.discovery.ask_member, row["target"]),
+                                  partial(self.archive.storage.open_object, sha),
+                                  sha, syntax, self._rate(row["target"]).add)
 
     async def _observe_backlogs(self) -> None:
         if not any(b.delivered for b in self._backlogs.values()):

@@ -221,7 +221,7 @@ def routes(archive: Archive, receipts: Receipts) -> list[web.RouteDef]:
                     # Too late for a status: the body stops short of its length, so the
                     # peer sees it break off and fetches from another holder.
                     log.error("object %s not served whole: %s", sha[:12], exc)
-                    await archive.set_aside(exc)
+                    await archive.set_aside(exc.sha256, str(exc))
                     rsp.force_close()
                     return rsp
         finally:
@@ -231,7 +231,7 @@ def routes(archive: Archive, receipts: Receipts) -> list[web.RouteDef]:
 
     async def set_aside(damaged: TamperedObject) -> NoReturn:
         log.error("object %s not served: %s", damaged.sha256[:12], damaged)
-        await archive.set_aside(damaged)
+        await archive.set_aside(damaged.sha256, str(damaged))
         raise web.HTTPInternalServerError(text="object damaged here; ask another holder")
 
     return [web.put(OBJECTS_PATH, put_object), web.get(OBJECTS_PATH, get_object),

@@ -369,7 +369,7 @@ class DicomServer:
                 payload, plain = StoredFile(payload, inst, plain), None  # it closes plain
         except TamperedObject as exc:
             log.error("instance %s not sent: %s", inst.sha256[:12], exc)
-            self.archive.on_loop(self.archive.set_aside(exc))
+            self.archive.on_loop(self.archive.set_aside(exc.sha256, str(exc)))
             payload = _unsendable(inst)
         except (TranscodeError, OSError) as exc:
             log.warning(
