@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from node.at_rest import KEY_LEN, ObjectKey
 from node.identity import write_private
+from node.storage import fsync_dir
 
 KEYS_DIR = "keys"
 KEY_FILE = "at-rest.key"
@@ -124,9 +125,5 @@ def _create(keys: Path, params_path: Path, passphrase: bytes | None) -> ObjectKe
     # Written last: its presence means the key is complete.
     write_private(params_path, json.dumps(params).encode())
     # Objects sealed under a key whose file a power loss took away would be lost.
-    fd = os.open(keys, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(keys)
     return ObjectKey(key)

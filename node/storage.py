@@ -89,7 +89,7 @@ def storage_error(exc: OSError) -> StorageError:
     return StorageError(exc.errno, f"cannot write object: {exc}")
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -121,7 +121,7 @@ class Storage:
         for shard in missing:
             shard.mkdir()
         if missing:
-            _fsync_dir(self.objects)
+            fsync_dir(self.objects)
         removed = 0
         for entry in os.scandir(self.tmp):
             os.unlink(entry.path)
@@ -216,7 +216,7 @@ class Storage:
                 if final.parent.is_dir():
                     raise
                 final.parent.mkdir(parents=True, exist_ok=True)
-                _fsync_dir(final.parent.parent)
+                fsync_dir(final.parent.parent)
                 os.replace(tmp, final)
         except OSError as exc:
             self.discard(tmp)
@@ -226,7 +226,7 @@ class Storage:
     def sync_place(self, final: Path) -> None:
         """Make the rename that put ``final`` in place survive a power loss."""
         try:
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
         except OSError as exc:
             raise storage_error(exc) from exc
 
