@@ -636,6 +636,14 @@ class Index:
             (now, limit),
         )
 
+    async def due_to(self, target: str, now: float, limit: int) -> list[dict[str, Any]]:
+        """Due rows for one target, oldest first: each target is read on its own, so rows
+        owed to a member that cannot take them never crowd out another's."""
+        return await self._fetchall(
+            "SELECT * FROM outbox WHERE target = ? AND next_try <= ?"
+            " ORDER BY next_try, sop_uid LIMIT ?", (target, now, limit),
+        )
+
     async def delivered(self, sop_uid: str, target: str) -> None:
         async with self._write_lock:
             await self._conn.execute(

@@ -7,6 +7,12 @@
    tenacity's jittered exponential wait (replication/retry.py), and a peer that keeps
    failing is circuit-broken. Connection drops within one send are retried at once.
 Instances received from the mesh are not forwarded again: their sender owns that job.
+
+Each kind of work runs as its own task (one asyncio TaskGroup): local bookkeeping, the
+send dispatcher, and per-peer catalog pulls, tombstone pulls and anti-entropy, each peer
+on its own schedule and under its own time-out. A link that hangs (a WAN cut: no reset,
+just silence) holds up only the work for the peers behind it. What to do is decided in
+``replication.planner`` (pure); this module does the I/O.
 """
 
 from __future__ import annotations
@@ -14,8 +20,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
-from collections.abc import Callable
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -30,7 +36,21 @@ from replication.breaker import CircuitBreaker
 from replication.deletion import Deletions
 from replication.feed import CHANGES_PATH
 from replication.outgoing import send_object
-from replication.placement import DEFAULT_REPLICAS, owners, stand_ins_to_fill
+from replication.placement import DEFAULT_REPLICAS
+from replication.planner import (
+    Change,
+    Copy,
+    DownSince,
+    Held,
+    PeerSchedule,
+    Queued,
+    RepairSenders,
+    StandInDuties,
+    copies_for_changes,
+    hinted_copies,
+    not_yet_held,
+    startable,
+)
 from replication.progress import Backlog, RateWindow, catch_up
 from replication.retry import outbox_wait, quick_retries
 
@@ -38,9 +58,13 @@ log = logging.getLogger(__name__)
 STATE = ("replication", "local_seq")
 LOOP_INTERVAL = 0.5
 ANTI_ENTROPY_INTERVAL = 10.0
-CATALOG_INTERVAL = 2.0
+CATALOG_INTERVAL = 1.0
 TOMBSTONE_INTERVAL = 2.0
-PARALLEL_SENDS = 4
+PARALLEL_SENDS = 4  # per target
+# Bounds on one peer's work of each kind: past them it is abandoned until its next turn.
+CATALOG_SECONDS = 30.0
+TOMBSTONE_SECONDS = 30.0
+REPAIR_SECONDS = 60.0
 FINAL_REFUSALS = {409: "it holds another version of the instance",
                   410: "the study was deleted from the mesh"}
 # How long a delivery is remembered, to drop a repair's stale verdict that it is missing.
@@ -67,19 +91,22 @@ class Replicator:
         self._breakers: defaultdict[str, CircuitBreaker] = defaultdict(
             lambda: CircuitBreaker(self._clock))
         self._task: asyncio.Task[None] | None = None
+        self._group: asyncio.TaskGroup | None = None
         self._sending: set[tuple[str, str]] = set()
-        self._next_repair: dict[str, float] = {}  # per peer; a peer back alive goes first
-        self._down_since: dict[str, float] = {}
+        self._busy: Counter[str] = Counter()  # sends under way, per target
+        self._running: defaultdict[str, set[str]] = defaultdict(set)  # kind -> peers
+        self._repair = PeerSchedule(clock, ANTI_ENTROPY_INTERVAL)
+        self._catalog = PeerSchedule(clock, CATALOG_INTERVAL)
+        self._tombstones = PeerSchedule(clock, TOMBSTONE_INTERVAL)
+        # Peers whose tombstones were read since they were last seen alive (see _repair).
+        self._tombstones_read: set[str] = set()
+        self._repair_senders = RepairSenders(clock)
+        self._down = DownSince(clock, settings.hint_after)
         # Holdings are scanned for stand-in duties when the set of long-down owners
         # changes, then on anti-entropy's rhythm: a scan reads every instance's row.
         self._scanned_for: frozenset[str] = frozenset()
         self._next_holdings_scan = 0.0
-        # Each study's stand-ins to fill, for one (members, long-down) pair: placement
-        # hashes every member per study, and the scan repeats every few seconds.
-        self._duties: dict[str, list[str]] = {}
-        self._duties_for: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
-        self._next_catalog: dict[str, float] = {}
-        self._next_tombstones: dict[str, float] = {}
+        self._duties: StandInDuties | None = None
         self.deletions = Deletions(archive, discovery, clock)
         self._rates: defaultdict[str, RateWindow] = defaultdict(
             lambda: RateWindow(self._clock))
@@ -93,22 +120,63 @@ class Replicator:
         await cancel_and_wait(self._task)
         self._task = None
 
+    def _alive(self) -> set[str]:
+        return {m for m in self.discovery.members() if self.discovery.is_alive(m)}
+
     async def _run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            self._group = group
+            for name, work in (("local", self._local_round), ("sends", self._dispatch_sends),
+                               ("peers", self._dispatch_peers)):
+                group.create_task(self._forever(name, work), name=f"replication-{name}")
+
+    async def _forever(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
         while True:
             try:
                 if self.discovery.is_member:
-                    # Deletions first: nothing below may copy a study deleted meanwhile.
-                    await self.deletions.pick_up()
-                    await self._tombstone_round()
-                    await self._enqueue_local_changes()
-                    await self._repair_round()
-                    await self._hint_round()
-                    await self._send_due()
-                    await self._observe_backlogs()
-                    await self._catalog_round()
+                    await work()
             except Exception as exc:  # one bad round must not end replication
-                log.exception("replication round failed: %s", exc)
+                log.exception("replication %s round failed: %s", name, exc)
             await asyncio.sleep(LOOP_INTERVAL)
+
+    async def _local_round(self) -> None:
+        # Deletions first: nothing below may queue a study deleted meanwhile.
+        await self.deletions.pick_up()
+        await self._enqueue_local_changes()
+        await self._hint_round()
+        await self._observe_backlogs()
+
+    async def _dispatch_peers(self) -> None:
+        """Start each peer's due work of each kind, unless that peer's is still running."""
+        members, alive, me = self.discovery.members(), self._alive(), self.discovery.node_id
+        # A peer seen down must give its tombstones again before anti-entropy with it.
+        self._tombstones_read &= alive
+        for kind, schedule, work, seconds in (
+            ("tombstones", self._tombstones, self._pull_tombstones, TOMBSTONE_SECONDS),
+            ("catalog", self._catalog, self._pull_catalog, CATALOG_SECONDS),
+            ("anti-entropy", self._repair, self._repair_with, REPAIR_SECONDS),
+        ):
+            running = self._running[kind]
+            for peer in schedule.due(members, alive, me, running):
+                running.add(peer)
+                self._spawn(self._peer_work(kind, peer, work, seconds))
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        assert self._group is not None
+        self._group.create_task(work)  # type: ignore[arg-type]
+
+    async def _peer_work(
+        self, kind: str, peer: str, work: Callable[[str], Awaitable[None]], seconds: float
+    ) -> None:
+        try:
+            async with asyncio.timeout(seconds):
+                await work(peer)
+        except TimeoutError:
+            log.info("%s with %s timed out after %.0f s", kind, peer[:15], seconds)
+        except Exception as exc:  # one peer's failure must not end the others' work
+            log.exception("%s with %s failed: %s", kind, peer[:15], exc)
+        finally:
+            self._running[kind].discard(peer)
 
     async def _enqueue_local_changes(self) -> None:
         index = self.archive.index
@@ -117,101 +185,85 @@ class Replicator:
         changes = await index.changes_since(checkpoint, 500)
         if not changes:
             return
-        members = self.discovery.members()
-        me = self.discovery.node_id
-        rows = []
-        for change in changes:
-            if change["kind"] != "add" or not change["sha256"]:
-                continue
-            if str(change["source_aet"] or "").startswith("mesh:"):
-                continue
-            for target in owners(change["study_uid"], members, self.settings.replicas):
-                if target != me:
-                    rows.append((change["sop_uid"], target, change["study_uid"],
-                                 change["sha256"]))
-        await index.enqueue(rows, (STATE[0], STATE[1], changes[-1]["seq"]))
-        if rows:
-            log.info("%d copies queued for %d owners", len(rows), len({r[1] for r in rows}))
+        copies = copies_for_changes((Change.from_feed(c) for c in changes),
+                                    self.discovery.members(), self.discovery.node_id,
+                                    self.settings.replicas)
+        await index.enqueue([c.as_row() for c in copies],
+                            (STATE[0], STATE[1], changes[-1]["seq"]))
+        if copies:
+            log.info("%d copies queued for %d owners", len(copies),
+                     len({c.target for c in copies}))
 
-    async def _repair_round(self) -> None:
-        """Anti-entropy with each live member, periodically and as soon as it is back."""
+    async def _repair_with(self, peer: str) -> None:
+        """Anti-entropy with one live member, periodically and as soon as it is back."""
         # A peer's tombstones are asked for before anything is compared with it, each
         # time it comes back: a node returning from an outage otherwise offers deleted
         # studies (refused, but for nothing) before it learns they are deleted.
-        for peer in self._due(self._next_repair, ANTI_ENTROPY_INTERVAL):
-            if peer not in self._next_tombstones:
-                self._next_repair.pop(peer, None)  # its turn comes again next round
-                continue
-            started = self._clock()
-            try:
-                rows = await missing_at(self.archive.index, self.discovery, peer,
-                                        self.settings.replicas)
-            except (ProbeFailed, ValueError, TypeError, AttributeError) as exc:
-                log.info("anti-entropy with %s failed: %s", peer[:15], exc)
-                continue
-            # A copy delivered while the peer's lists were being read is not missing:
-            # queueing it again would send it twice.
-            rows = [r for r in rows if self._delivered_at.get((r[0], r[1]), -1.0) < started]
-            added = await self.archive.index.add_to_outbox(rows) if rows else 0
-            if added:
-                log.info("anti-entropy: %d copies owed to %s queued", added, peer[:15])
-
-    def _due(self, schedule: dict[str, float], interval: float) -> list[str]:
-        """Live members whose turn has come in ``schedule``, which moves on by
-        ``interval``. A member that is down loses its turn, so it goes first when back."""
-        now, due = self._clock(), []
-        for peer in self.discovery.members():
-            if peer == self.discovery.node_id:
-                continue
-            if not self.discovery.is_alive(peer):
-                schedule.pop(peer, None)
-                continue
-            if now >= schedule.get(peer, 0.0):
-                schedule[peer] = now + interval
-                due.append(peer)
-        return due
-
-    async def _tombstone_round(self) -> None:
-        """Pull tombstones from each live member; one back from an outage goes first,
-        before anti-entropy could offer it (or take from it) a deleted study."""
-        for peer in self._due(self._next_tombstones, TOMBSTONE_INTERVAL):
-            try:
-                await self.deletions.pull(peer)
-            except (ProbeFailed, KeyError, TypeError, AttributeError) as exc:
-                log.info("tombstone pull from %s failed: %s", peer[:15], exc)
-
-    async def _catalog_round(self) -> None:
-        """Read each live member's change feed from where we stopped: the catalog."""
-        index = self.archive.index
-        due = self._due(self._next_catalog, CATALOG_INTERVAL)
-        if not due:
+        if peer not in self._tombstones_read:
+            self._repair.again(peer)  # its turn comes again next round
             return
-        checkpoints = await index.load_state("catalog")
-        for peer in due:
-            since = int(checkpoints.get(peer, 0))
-            try:
-                while True:
-                    page = await self.discovery.ask_member(
-                        peer, "GET", CHANGES_PATH, params={"since": str(since)}
-                    )
-                    since = int(page["next"])
-                    await index.record_catalog_changes(peer, page["changes"], since)
-                    if not page["more"]:
-                        break
-            except (ProbeFailed, KeyError, TypeError, ValueError) as exc:
-                log.info("catalog pull from %s failed: %s", peer[:15], exc)
+        started = self._clock()
+        try:
+            rows = await missing_at(self.archive.index, self.discovery, peer,
+                                    self.settings.replicas)
+        except (ProbeFailed, ValueError, TypeError, AttributeError) as exc:
+            log.info("anti-entropy with %s failed: %s", peer[:15], exc)
+            return
+        # A copy delivered while the peer's lists were being read is not missing:
+        # queueing it again would send it twice.
+        missing = [Copy(*r) for r in rows
+                   if self._delivered_at.get((r[0], r[1]), -1.0) < started]
+        copies = self._repair_senders.plan(
+            peer, missing, await self._holders(missing, peer), self.discovery.members(),
+            self._alive(), self.discovery.node_id)
+        added = await self.archive.index.add_to_outbox([c.as_row() for c in copies]) \
+            if copies else 0
+        if added:
+            log.info("anti-entropy: %d copies owed to %s queued", added, peer[:15])
 
-    def _long_down(self) -> set[str]:
-        now = self._clock()
-        down = set()
-        for peer in self.discovery.members():
-            if peer == self.discovery.node_id or self.discovery.is_alive(peer):
-                self._down_since.pop(peer, None)
+    async def _holders(self, copies: list[Copy], peer: str) -> dict[str, set[str]]:
+        """sop_uid -> the other members known to hold those bytes: from their change
+        feeds (the catalog), and from this node's own deliveries."""
+        holders: dict[str, set[str]] = defaultdict(set)
+        if not copies:
+            return holders
+        sha = {c.sop_uid: c.sha256 for c in copies}
+        for member in self.discovery.members():
+            if member in (peer, self.discovery.node_id):
                 continue
-            since = self._down_since.setdefault(peer, now)
-            if now - since >= self.settings.hint_after:
-                down.add(peer)
-        return down
+            for sop, held in (await self.archive.index.catalog_holds(member, list(sha))).items():
+                if held == sha[sop]:
+                    holders[sop].add(member)
+            for sop in sha:
+                if (sop, member) in self._delivered_at:
+                    holders[sop].add(member)
+        return holders
+
+    async def _pull_tombstones(self, peer: str) -> None:
+        """Pull one live member's tombstones; one back from an outage goes first, before
+        anti-entropy could offer it (or take from it) a deleted study."""
+        try:
+            await self.deletions.pull(peer)
+        except (ProbeFailed, KeyError, TypeError, AttributeError) as exc:
+            log.info("tombstone pull from %s failed: %s", peer[:15], exc)
+            return
+        self._tombstones_read.add(peer)
+
+    async def _pull_catalog(self, peer: str) -> None:
+        """Read one live member's change feed from where we stopped: the catalog."""
+        index = self.archive.index
+        since = int((await index.load_state("catalog")).get(peer, 0))
+        try:
+            while True:
+                page = await self.discovery.ask_member(
+                    peer, "GET", CHANGES_PATH, params={"since": str(since)}
+                )
+                since = int(page["next"])
+                await index.record_catalog_changes(peer, page["changes"], since)
+                if not page["more"]:
+                    break
+        except (ProbeFailed, KeyError, TypeError, ValueError) as exc:
+            log.info("catalog pull from %s failed: %s", peer[:15], exc)
 
     async def _hint_round(self) -> None:
         """Studies with a long-unreachable owner get a copy on its stand-in, whether the
@@ -220,63 +272,62 @@ class Replicator:
         One node sends each: a live owner from what it holds (checked on anti-entropy's
         rhythm), or, with every owner down, each node holding or owing copies.
         """
-        down = self._long_down()
+        members, me = self.discovery.members(), self.discovery.node_id
+        down = self._down.long_down(members, self._alive(), me)
         if not down:
-            self._scanned_for, self._duties = frozenset(), {}
+            self._scanned_for, self._duties = frozenset(), None
             return
-        index, me = self.archive.index, self.discovery.node_id
-        members = self.discovery.members()
-        candidates = [(r["study_uid"], r["sop_uid"], r["sha256"])
+        index = self.archive.index
+        candidates = [Held(r["study_uid"], r["sop_uid"], r["sha256"])
                       for r in await index.owed_to(sorted(down))]
         now = self._clock()
         if down != self._scanned_for or now >= self._next_holdings_scan:
             self._scanned_for = frozenset(down)
             self._next_holdings_scan = now + ANTI_ENTROPY_INTERVAL
-            candidates += await index.holdings()
-        if self._duties_for != (frozenset(members), frozenset(down)):
-            self._duties, self._duties_for = {}, (frozenset(members), frozenset(down))
-        duties = self._duties
-        hints: dict[str, list[tuple[str, str, str, str]]] = {}
-        for study, sop, sha in candidates:
-            if study not in duties:
-                duties[study] = stand_ins_to_fill(study, members, me, self.settings.replicas,
-                                                  down)
-            for stand_in in duties[study]:
-                hints.setdefault(stand_in, []).append((sop, stand_in, study, sha))
+            candidates += [Held(*h) for h in await index.holdings()]
+        if self._duties is None:
+            self._duties = StandInDuties(me, self.settings.replicas)
+        duties = partial(self._duties.of, members=members, down=down)
+        hints = hinted_copies(candidates, duties)
         # The owner's rows stay until it returns: a stand-in that has its hinted copy
         # (delivered lately, or in its change feed) must not be sent it every round.
-        fresh = []
-        for stand_in, rows in hints.items():
-            held = await index.catalog_holds(stand_in, [r[0] for r in rows])
-            fresh += [r for r in rows if held.get(r[0]) != r[3]
-                      and (r[0], stand_in) not in self._delivered_at]
-        added = await index.add_to_outbox(fresh) if fresh else 0
+        held = {t: await index.catalog_holds(t, [c.sop_uid for c in hints if c.target == t])
+                for t in {c.target for c in hints}}
+        fresh = not_yet_held(hints, held, self._delivered_at.keys())
+        added = await index.add_to_outbox([c.as_row() for c in fresh]) if fresh else 0
         if added:
             log.info("%d hinted copies queued for stand-ins of unreachable owners", added)
 
     def _breaker(self, node_id: str) -> CircuitBreaker:
         return self._breakers[node_id]
 
-    async def _send_due(self) -> None:
-        due = await self.archive.index.due(self._clock(), 200)
-        slots = asyncio.Semaphore(PARALLEL_SENDS)
-        tasks = []
-        for row in due:
-            key = (row["sop_uid"], row["target"])
-            if key in self._sending or not self.discovery.is_alive(row["target"]):
+    async def _dispatch_sends(self) -> None:
+        """Start the due copies each reachable target has free slots for. Each target's
+        rows are read on their own: a member that cannot take copies (down, or its link
+        hanging) never keeps another's rows from being read or sent."""
+        now, alive = self._clock(), self._alive()
+        for target in sorted(alive):
+            if self._busy[target] >= PARALLEL_SENDS:
                 continue
-            if not self._breaker(row["target"]).allow():
-                continue
-            self._sending.add(key)
-            tasks.append(asyncio.create_task(self._send(row, slots)))
-        if tasks:
-            await asyncio.gather(*tasks)
+            rows = [Queued.from_row(r) for r in await self.archive.index.due_to(
+                target, now, 2 * PARALLEL_SENDS)]
+            for row in startable(rows, now, alive, self._sending,
+                                 lambda t: self._breaker(t).allow(), self._busy,
+                                 PARALLEL_SENDS):
+                self._sending.add(row.copy.key)
+                self._busy[target] += 1
+                self._spawn(self._send(row))
 
-    async def _send(self, row: dict[str, Any], slots: asyncio.Semaphore) -> None:
-        sop_uid, target = row["sop_uid"], row["target"]
+    async def _send(self, row: Queued) -> None:
         try:
-            async with slots:
-                await self._transfer(row)
+            await self._send_one(row)
+        except Exception as exc:  # a task of the group: its failure would end the others
+            log.exception("copy to %s failed: %s", row.copy.target[:15], exc)
+
+    async def _send_one(self, row: Queued) -> None:
+        sop_uid, target = row.copy.sop_uid, row.copy.target
+        try:
+            await self._transfer(row.copy)
         except (ProbeFailed, OSError, ValueError) as exc:
             if isinstance(exc, Refused) and exc.status in FINAL_REFUSALS:
                 # 409: the owner holds other bytes under this UID and keeps its first copy,
@@ -293,7 +344,7 @@ class Replicator:
                 await self.archive.set_aside(exc.sha256, str(exc))
             else:
                 self._breaker(target).failed()
-            wait = outbox_wait(int(row["attempts"]))
+            wait = outbox_wait(row.attempts)
             await self.archive.index.postpone(sop_uid, target, self._clock() + wait, str(exc))
             log.info("copy to %s failed (retry in %.1f s): %s", target[:15], wait, exc)
         else:
@@ -302,6 +353,7 @@ class Replicator:
             self._record_delivery(sop_uid, target)
         finally:
             self._sending.discard((sop_uid, target))
+            self._busy[target] -= 1
 
     def _record_delivery(self, sop_uid: str, target: str) -> None:
         now = self._clock()
@@ -314,15 +366,15 @@ class Replicator:
     def _rate(self, target: str) -> RateWindow:
         return self._rates[target]
 
-    async def _transfer(self, row: dict[str, Any]) -> None:
-        sha = row["sha256"]
-        syntax = await self.archive.index.transfer_syntax(row["sop_uid"]) or ""
+    async def _transfer(self, copy: Copy) -> None:
+        sha = copy.sha256
+        syntax = await self.archive.index.transfer_syntax(copy.sop_uid) or ""
         async for attempt in quick_retries():
             with attempt:
                 # A retry resumes: large objects ask the receiver how much it holds.
-                await send_object(partial(self.discovery.ask_member, row["target"]),
+                await send_object(partial(self.discovery.ask_member, copy.target),
                                   partial(self.archive.storage.open_object, sha),
-                                  sha, syntax, self._rate(row["target"]).add)
+                                  sha, syntax, self._rate(copy.target).add)
 
     async def _observe_backlogs(self) -> None:
         if not any(b.delivered for b in self._backlogs.values()):
