@@ -644,6 +644,18 @@ class Index:
             " ORDER BY next_try, sop_uid LIMIT ?", (target, now, limit),
         )
 
+    async def sources(self, sop_uids: list[str]) -> dict[str, str]:
+        """sop_uid -> where the instance held here came from (its ``source_aet``)."""
+        found: dict[str, str] = {}
+        for start in range(0, len(sop_uids), 500):  # SQLite's limit on parameters
+            part = sop_uids[start:start + 500]
+            rows = await self._fetchall(
+                f"SELECT sop_uid, source_aet FROM instances"
+                f" WHERE sop_uid IN ({', '.join('?' * len(part))})", part,
+            )
+            found.update((r["sop_uid"], r["source_aet"]) for r in rows)
+        return found
+
     async def delivered(self, sop_uid: str, target: str) -> None:
         async with self._write_lock:
             await self._conn.execute(

@@ -126,13 +126,32 @@ def not_yet_held(
             if held.get(c.target, {}).get(c.sop_uid) != c.sha256 and c.key not in delivered]
 
 
+def upstream_of(source_aet: str, members: Iterable[str]) -> str | None:
+    """The member an instance came from (``mesh:<node id>``, as ingest records it), ""
+    when it came from outside the mesh (this node is where its copies start), or None
+    when it came from a node that is no member now."""
+    if not source_aet.startswith("mesh:"):
+        return ""
+    prefix = source_aet[len("mesh:"):]
+    return next((m for m in members if prefix and m.startswith(prefix)), None)
+
+
 def repair_sender(
     study_uid: str, target: str, holders: Set[str], members: Iterable[str], alive: Set[str],
-    me: str,
+    me: str, upstream: str | None = None,
 ) -> str | None:
-    """The member that sends ``target`` a copy it lacks: the first in the study's
-    rendezvous order that holds it and is reachable (this node counts as reachable).
-    Every holder computes the same answer from what it knows, so one copy travels."""
+    """The member that sends ``target`` a copy it lacks, as this node sees it.
+
+    Copies are traced back the way they came: the node that took the instance in from
+    outside sends it (its outbox may owe the copy already); a node that got its copy from
+    a reachable member leaves the job to that member. Otherwise (``upstream`` None: not
+    known, or gone) the first holder in the study's rendezvous order that is reachable
+    (this node counts as reachable) sends; holders that know the same agree on it.
+    """
+    if upstream == "":
+        return me
+    if upstream is not None and upstream != target and upstream in alive:
+        return upstream
     for node in rendezvous_order(study_uid, members):
         if node != target and node in holders and (node == me or node in alive):
             return node
@@ -143,10 +162,11 @@ class RepairSenders:
     """Which of the copies anti-entropy found missing at a peer this node sends.
 
     Several members may hold what a peer lacks (a member that joined, or came back, owns
-    studies the others all hold); if each sent, the peer would receive each copy several
-    times. Only the chosen sender (``repair_sender``) queues a copy at once; another holder
-    queues it only when it is still missing ``patience`` seconds after it first saw it
-    missing, so a chosen sender that is gone or lost its copy cannot leave it missing.
+    studies that others hold, and the node that stored them may still owe them in its
+    outbox); if each sent, the peer would receive each copy several times. Only the
+    chosen sender (``repair_sender``) queues a copy at once; another holder queues it
+    only when it is still missing ``patience`` seconds after it first saw it missing, so
+    a chosen sender that is gone or lost its copy cannot leave it missing for good.
     """
 
     def __init__(self, clock: Callable[[], float], patience: float = REPAIR_PATIENCE) -> None:
@@ -157,16 +177,18 @@ class RepairSenders:
     def plan(
         self, peer: str, missing: Iterable[Copy], holders: Mapping[str, Set[str]],
         members: Iterable[str], alive: Set[str], me: str,
+        upstream: Mapping[str, str | None] | None = None,
     ) -> list[Copy]:
         """``missing``: every copy ``peer`` lacks that we hold (one comparison with it);
-        ``holders``: sop_uid -> other members known to hold those bytes."""
-        now, members = self._clock(), list(members)
+        ``holders``: sop_uid -> other members known to hold those bytes; ``upstream``:
+        sop_uid -> where our copy came from (``upstream_of``; absent: not known)."""
+        now, members, upstream = self._clock(), list(members), upstream or {}
         send, seen = [], set()
         for copy in missing:
             seen.add(copy.key)
             since = self._missing_since.setdefault(copy.key, now)
             sender = repair_sender(copy.study_uid, peer, set(holders.get(copy.sop_uid, ()))
-                                   | {me}, members, alive, me)
+                                   | {me}, members, alive, me, upstream.get(copy.sop_uid))
             if sender == me or now - since >= self.patience:
                 send.append(copy)
         # What the peer no longer lacks is forgotten: it starts afresh if lost again.

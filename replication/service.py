@@ -50,6 +50,7 @@ from replication.planner import (
     hinted_copies,
     not_yet_held,
     startable,
+    upstream_of,
 )
 from replication.progress import Backlog, RateWindow, catch_up
 from replication.retry import outbox_wait, quick_retries
@@ -213,9 +214,13 @@ class Replicator:
         # queueing it again would send it twice.
         missing = [Copy(*r) for r in rows
                    if self._delivered_at.get((r[0], r[1]), -1.0) < started]
+        members = self.discovery.members()
+        sources = await self.archive.index.sources([c.sop_uid for c in missing]) \
+            if missing else {}
         copies = self._repair_senders.plan(
-            peer, missing, await self._holders(missing, peer), self.discovery.members(),
-            self._alive(), self.discovery.node_id)
+            peer, missing, await self._holders(missing, peer), members, self._alive(),
+            self.discovery.node_id,
+            {sop: upstream_of(source, members) for sop, source in sources.items()})
         added = await self.archive.index.add_to_outbox([c.as_row() for c in copies]) \
             if copies else 0
         if added:

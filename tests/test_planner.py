@@ -22,6 +22,7 @@ from replication.planner import (
     not_yet_held,
     repair_sender,
     startable,
+    upstream_of,
 )
 
 A, B, C, D = "AAAAAAA-1111111", "BBBBBBB-2222222", "CCCCCCC-3333333", "DDDDDDD-4444444"
@@ -112,20 +113,42 @@ def _founder_case() -> tuple[str, list[str]]:
 
 def test_the_ci_duplicate_two_holders_of_a_study_both_repair_a_new_owner_once() -> None:
     """The CI failure of test_owner_killed_mid_transfer_...: when C joined, the founder's
-    instance was held by A (the founder) and B (its owner until then); both compared
-    holdings with C in the same second, both queued the copy, C received it twice. Now
-    the holders agree on one sender from what each knows: B knows A holds it (A's feed),
-    A knows B holds it (A delivered it there)."""
+    instance was held by A (which stored it) and B (its owner until then, which got it
+    from A); both compared holdings with C in the same second, both queued the copy, and
+    C received it twice. Now each holder plans from what it knows, and one copy goes."""
     study, members = _founder_case()
     missing = Copy("1.1", C, study, "aa" * 32)
     queued = []
-    for me, other in ((A, B), (B, A)):
+    for me, other, came_from in ((A, B, ""), (B, A, A)):
         alive = {A, B, C} - {me}
-        plan = RepairSenders(Clock()).plan(C, [missing], {"1.1": {other}}, members, alive, me)
+        plan = RepairSenders(Clock()).plan(C, [missing], {"1.1": {other}}, members, alive, me,
+                                           {"1.1": came_from})
         queued += [(me, c) for c in plan]
-    assert len(queued) == 1
-    chosen = next(n for n in rendezvous_order(study, members) if n in (A, B))
-    assert queued == [(chosen, missing)]
+    # The node that stored it sends; its outbox may owe the copy already.
+    assert queued == [(A, missing)]
+
+
+def test_copies_are_traced_back_the_way_they_came() -> None:
+    """A member back from an outage (B) lacks what A stored meanwhile (A's outbox owes
+    it), what C got from A, and what D, B's stand-in, got from C: only A sends."""
+    members = [A, B, C, D]
+    study = STUDIES[0]
+    missing = Copy("1.1", B, study, "aa" * 32)
+    everyone = {A, B, C, D}
+    plans = {me: RepairSenders(Clock()).plan(B, [missing], {"1.1": everyone - {me, B}},
+                                             members, everyone - {me}, me, {"1.1": came})
+             for me, came in ((A, ""), (C, A), (D, C))}
+    assert plans == {A: [missing], C: [], D: []}
+    # C's source gone: C and D agree on one sender by rendezvous order among holders.
+    alive = {B, C, D}
+    plans = {me: RepairSenders(Clock()).plan(B, [missing], {"1.1": {C, D} - {me}}, members,
+                                             alive - {me}, me, {"1.1": came})
+             for me, came in ((C, None), (D, None))}
+    chosen = next(n for n in rendezvous_order(study, members) if n in (C, D))
+    assert {me for me, plan in plans.items() if plan} == {chosen}
+    assert upstream_of("mesh:CCCCCCC-3333333", members) == C
+    assert upstream_of("STORESCU", members) == ""
+    assert upstream_of("mesh:GONEGON-0000000", members) is None
 
 
 def test_a_holder_that_knows_of_no_other_sends_at_once() -> None:
