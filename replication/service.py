@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -162,9 +162,9 @@ class Replicator:
                 running.add(peer)
                 self._spawn(self._peer_work(kind, peer, work, seconds))
 
-    def _spawn(self, work: Awaitable[None]) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         assert self._group is not None
-        self._group.create_task(work)  # type: ignore[arg-type]
+        self._group.create_task(work)
 
     async def _peer_work(
         self, kind: str, peer: str, work: Callable[[str], Awaitable[None]], seconds: float
@@ -251,8 +251,10 @@ class Replicator:
             await self.deletions.pull(peer)
         except (ProbeFailed, KeyError, TypeError, AttributeError) as exc:
             log.info("tombstone pull from %s failed: %s", peer[:15], exc)
-            return
-        self._tombstones_read.add(peer)
+        finally:
+            # Asked (as before this ran as its own task): a peer whose tombstones cannot
+            # be read must not be kept from anti-entropy for good.
+            self._tombstones_read.add(peer)
 
     async def _pull_catalog(self, peer: str) -> None:
         """Read one live member's change feed from where we stopped: the catalog."""
