@@ -44,6 +44,7 @@ from node.cli_common import _config, _fail, data_dir_option, err
 from node.config import (
     ACCESS_MODES,
     HTTP_AUTH_MODES,
+    HTTP_TLS_MODES,
     QUERY_SCOPES,
     ConfigError,
     NodeConfig,
@@ -104,6 +105,17 @@ def main() -> None:
               help="An AE allowed to retrieve (and, when strict, to associate); repeatable.")
 @click.option("--http-auth", type=click.Choice(HTTP_AUTH_MODES),
               help="HTTP bearer tokens: auto (once one exists; default), tokens, none.")
+@click.option("--http-tls", type=click.Choice(HTTP_TLS_MODES),
+              help="HTTPS on the HTTP port: on (with --http-tls-cert/-key), self-signed "
+                   "(the node's own certificate), off (default).")
+@click.option("--http-tls-cert", type=click.Path(dir_okay=False, path_type=Path),
+              help="PEM certificate (chain) for HTTPS; with --http-tls-key, HTTPS is on.")
+@click.option("--http-tls-key", type=click.Path(dir_okay=False, path_type=Path),
+              help="PEM private key for HTTPS.")
+@click.option("--http-header-timeout", type=float,
+              help="Seconds a client may take to send its request headers (default 10).")
+@click.option("--http-max-body", type=int,
+              help="Largest HTTP upload in bytes (default 1 GiB); larger ones get 413.")
 @click.option("--encrypt-at-rest/--no-encrypt-at-rest", default=None,
               help="Seal stored objects with AES-256-GCM (key in <data-dir>/keys).")
 @click.option("--at-rest-passphrase-file", type=click.Path(dir_okay=False, path_type=Path),

@@ -1,0 +1,49 @@
+"""How the node's HTTP server faces the network: TLS, headers on every answer, and how
+long a client may take to send its request headers.
+
+Slow request headers: aiohttp's server (3.14) arms its keep-alive timer when a
+connection opens and re-arms it only after a response; when it fires while the handler
+still waits for a complete request, the connection is closed. So ``keepalive_timeout``
+bounds both the time to send the first request's line and headers and the idle time
+between requests, and data trickling in does not extend it. A request whose headers are
+in is no longer timed by it (a large upload may take long; its body has its own stall
+limit, node/http/body.py).
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+from aiohttp import web
+
+# No version: it tells a scanner which bugs to try.
+SERVER_NAME = "PACSmesh"
+# Answers that may carry patient data must not be kept by browsers or proxies.
+NO_STORE_PREFIXES = ("/api", "/dicom-web", "/wado")
+
+
+class HttpTlsError(ValueError):
+    """The certificate or key for HTTPS cannot be used; one line for the admin."""
+
+
+def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.verify_mode = ssl.CERT_NONE  # clients authenticate with tokens, not certificates
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise HttpTlsError(f"cannot use {cert} and {key} for HTTPS: {exc}") from None
+    return context
+
+
+async def _answer_headers(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = SERVER_NAME
+    if request.path.startswith(NO_STORE_PREFIXES):
+        response.headers["Cache-Control"] = "no-store"
+
+
+def harden(app: web.Application) -> None:
+    """Every answer of ``app`` (errors included) gets the headers above."""
+    app.on_response_prepare.append(_answer_headers)
