@@ -6,6 +6,7 @@ Pure code: nothing here opens sockets or touches the index. Every problem is a
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
@@ -243,8 +244,9 @@ def _http_tls(merged: Mapping[str, Any]) -> dict[str, Any]:
     if (cert is None) != (key is None):
         raise ConfigError("http_tls_cert and http_tls_key go together: give both or neither")
     raw = merged.get("http_tls")
-    if isinstance(raw, bool):
-        raw = "on" if raw else "off"
+    if raw is not None and str(raw).strip().lower() not in HTTP_TLS_MODES:
+        with contextlib.suppress(ConfigError):  # true/false and the like, as for dicom_tls
+            raw = "on" if _parse_bool(raw, "http_tls") else "off"
     mode = _one_of(raw if raw is not None else ("on" if cert else "off"), "http_tls",
                    HTTP_TLS_MODES)
     if mode == "on" and cert is None:

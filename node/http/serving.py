@@ -15,7 +15,7 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
-from aiohttp import web
+from aiohttp import web, web_response
 
 # No version: it tells a scanner which bugs to try.
 SERVER_NAME = "PACSmesh"
@@ -47,3 +47,8 @@ async def _answer_headers(request: web.Request, response: web.StreamResponse) ->
 def harden(app: web.Application) -> None:
     """Every answer of ``app`` (errors included) gets the headers above."""
     app.on_response_prepare.append(_answer_headers)
+    # Answers to requests aiohttp cannot parse (400 for a bad request line) are written
+    # before any application sees them, so no signal or middleware reaches them
+    # (aio-libs/aiohttp#3287, #8870): the default they fall back on is this module
+    # constant, read when each answer is prepared. It is this process's only server.
+    web_response.SERVER_SOFTWARE = SERVER_NAME
