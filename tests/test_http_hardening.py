@@ -8,9 +8,11 @@ import datetime
 import hashlib
 import ipaddress
 import json
+import os
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -126,17 +128,26 @@ def test_https_with_a_configured_certificate(https_node: HttpsNode) -> None:
 
 def test_https_self_signed_uses_the_node_identity(tmp_path: Path) -> None:
     data_dir = tmp_path / "self"
-    node = HttpsNode(data_dir=data_dir, aet="SELF",
-                     cafile=data_dir / "identity" / "node.crt",
-                     extra_args=("--http-auth", "none", "--http-tls", "self-signed"))
+    data_dir.mkdir()
+    # In pacsmesh.toml, so that `pacsmesh status` on this data dir knows it too.
+    (data_dir / "pacsmesh.toml").write_text('http_tls = "self-signed"\nhttp_auth = "none"\n')
+    node = HttpsNode(data_dir=data_dir, aet="SELF", cafile=data_dir / "identity" / "node.crt")
     try:
         node.start()  # polls /api/status over HTTPS, trusting the identity certificate
         with socket.create_connection(("127.0.0.1", node.http_port), timeout=5) as raw, \
                 node.context().wrap_socket(raw) as tls:
             presented = tls.getpeercert(binary_form=True)
-        identity = x509.load_pem_x509_certificate(node.cafile.read_bytes())  # type: ignore[union-attr]
+        assert node.cafile is not None
+        identity = x509.load_pem_x509_certificate(node.cafile.read_bytes())
         assert presented == identity.public_bytes(serialization.Encoding.DER)
-        assert node.status()["instances"] == 0
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PACSMESH_")}
+        status = subprocess.run(
+            [sys.executable, "-m", "node.cli", "status", "--data-dir", str(data_dir),
+             "--http-port", str(node.http_port), "--json"],
+            capture_output=True, text=True, timeout=60, env=env)
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["status"]["aet"] == "SELF"
+        assert node.status()["instances"] == 0 and objects(node) == {}
     finally:
         node.stop()
 

@@ -179,3 +179,28 @@ def test_not_dicom_is_400_and_nothing_kept(node: NodeProcess, tmp_path: Path) ->
     code, body = curl_upload(node, junk)
     assert code == 400 and body.startswith("not a storable DICOM file"), body
     assert state(node) == before
+
+
+def test_upload_is_sealed_at_rest_as_it_streams(tmp_path: Path) -> None:
+    node = NodeProcess(data_dir=tmp_path / "sealed", aet="SEALED",
+                       extra_args=("--http-auth", "none", "--encrypt-at-rest")).start()
+    try:
+        path = sample(LARGE[1])
+        sent = path.read_bytes()
+        sha = hashlib.sha256(sent).hexdigest()
+        # A cut-off body leaves nothing, sealed or not.
+        before = state(node)
+        raw_request(node, upload_head(node, len(sent)), sent[:2 * 2**20], False)
+        wait_for_rows(node, lambda rs: any("body ended" in r["detail"] for r in rs))
+        wait_until(lambda: state(node) == before)
+        code, body = curl_upload(node, path, "-H", "Transfer-Encoding: chunked")
+        assert code == 200, body
+        on_disk = stored_object(node, sha)
+        assert on_disk != sent and sent[128:4096] not in on_disk  # no plaintext on disk
+        after = state(node)
+        assert (after["tmp"], after["partial"], after["conflicts"]) == ([], [], [])
+        assert after["instances"] == 1 and node.status()["bytes"] == len(sent)
+        got = getscu_instance(node, tmp_path / "got", sop_instance_uid(path))
+        assert dataset_bytes(got) == dataset_bytes(path)
+    finally:
+        node.stop()

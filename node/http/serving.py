@@ -52,3 +52,17 @@ def harden(app: web.Application) -> None:
     # (aio-libs/aiohttp#3287, #8870): the default they fall back on is this module
     # constant, read when each answer is prepared. It is this process's only server.
     web_response.SERVER_SOFTWARE = SERVER_NAME
+
+
+def local_client(http_tls: str, http_tls_cert: Path | None,
+                 identity_cert: Path) -> tuple[str, ssl.SSLContext | None]:
+    """How the CLI on this host reaches its node: the scheme, and for HTTPS a context
+    that trusts exactly the certificate the node presents (it may name a host, not
+    127.0.0.1, so the name is not checked)."""
+    if http_tls == "off":
+        return "http", None
+    cert = http_tls_cert if http_tls == "on" and http_tls_cert else identity_cert
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # trust the leaf itself
+    return "https", context
