@@ -122,8 +122,22 @@ def test_https_with_a_configured_certificate(https_node: HttpsNode) -> None:
     assert plain.returncode != 0 and '"instances"' not in plain.stdout
     untrusted = curl(f"{base}/api/status")
     assert untrusted.returncode == 60, untrusted.stderr  # certificate problem
+    # `pacsmesh status` finds it with the same settings from the environment.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PACSMESH_")}
+    env.update(PACSMESH_HTTP_TLS_CERT=str(node.cafile), PACSMESH_HTTP_TLS_KEY=str(key_of(node)))
+    status = subprocess.run(
+        [sys.executable, "-m", "node.cli", "status", "--data-dir", str(node.data_dir),
+         "--http-port", str(node.http_port), "--json"],
+        capture_output=True, text=True, timeout=60, env=env)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["status"]["instances"] == 1
     assert objects(node) == {f"{sha}.dcm": sent}
     assert node.status()["instances"] == 1
+
+
+def key_of(node: HttpsNode) -> Path:
+    assert node.cafile is not None
+    return node.cafile.with_name("http.key")
 
 
 def test_https_self_signed_uses_the_node_identity(tmp_path: Path) -> None:
