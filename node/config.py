@@ -6,7 +6,6 @@ Pure code: nothing here opens sockets or touches the index. Every problem is a
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import os
 import re
@@ -28,6 +27,8 @@ DEFAULT_CACHE_BYTES = 10 * 2**30
 DEFAULT_HTTP_HEADER_TIMEOUT = 10.0
 DEFAULT_HTTP_MAX_BODY = 2**30
 HTTP_TLS_MODES = ("off", "on", "self-signed")
+# http_tls also takes the booleans other switches take (dicom_tls, mdns).
+_TLS_ALIASES = {"true": "on", "yes": "on", "1": "on", "false": "off", "no": "off", "0": "off"}
 QUERY_SCOPES = ("mesh", "local")
 ACCESS_MODES = ("open", "strict")
 HTTP_AUTH_MODES = ("auto", "tokens", "none")
@@ -244,11 +245,10 @@ def _http_tls(merged: Mapping[str, Any]) -> dict[str, Any]:
     if (cert is None) != (key is None):
         raise ConfigError("http_tls_cert and http_tls_key go together: give both or neither")
     raw = merged.get("http_tls")
-    if raw is not None and str(raw).strip().lower() not in HTTP_TLS_MODES:
-        with contextlib.suppress(ConfigError):  # true/false and the like, as for dicom_tls
-            raw = "on" if _parse_bool(raw, "http_tls") else "off"
-    mode = _one_of(raw if raw is not None else ("on" if cert else "off"), "http_tls",
-                   HTTP_TLS_MODES)
+    if isinstance(raw, bool):
+        raw = "on" if raw else "off"
+    text = str(raw).strip().lower() if raw is not None else ("on" if cert else "off")
+    mode = _one_of(_TLS_ALIASES.get(text, text), "http_tls", HTTP_TLS_MODES)
     if mode == "on" and cert is None:
         raise ConfigError('http_tls = "on" needs http_tls_cert and http_tls_key '
                           '(or http_tls = "self-signed")')
