@@ -28,7 +28,7 @@ from node.audit import Action, AuditEvent, AuditTrail, Outcome
 from node.config import NodeConfig
 from node.dicom.scp import DicomServer, configure_pynetdicom
 from node.dicom.tls import DicomTlsError, server_context
-from node.http import access_routes, auth
+from node.http import access_routes, auth, serving
 from node.http.api import make_app
 from node.identity import IdentityError, NodeIdentity, load_or_create_identity
 from node.index import Index, StudyDeletion
@@ -167,14 +167,18 @@ class Node:
                 self.archive.index, cfg.aet, identity.node_id,
                 [*discovery_routes(self.discovery),
                  *replication_http_routes(self.archive.index, self.discovery),
-                 *access_routes.routes(self.archive, audit)],
+                 *access_routes.routes(self.archive, audit, cfg.http_max_body)],
                 [replication_status],
                 [auth.middleware(self.archive.index, cfg.http_auth, audit)],
             )
-            self._http = web.AppRunner(app, access_log=None)
+            serving.harden(app)
+            # keepalive_timeout also bounds slow request headers (node/http/serving.py).
+            self._http = web.AppRunner(app, access_log=None,
+                                       keepalive_timeout=cfg.http_header_timeout)
             await self._http.setup()
             try:
-                await web.TCPSite(self._http, cfg.bind, cfg.http_port).start()
+                await web.TCPSite(self._http, cfg.bind, cfg.http_port,
+                                  ssl_context=self._http_tls(identity)).start()
             except OSError as exc:
                 raise StartupError(
                     f"cannot listen for HTTP on {cfg.bind}:{cfg.http_port}: {exc.strerror}"
@@ -190,8 +194,9 @@ class Node:
             await self.stop()
             raise
         log.info(
-            "PACSmesh node %s: DICOM on %s:%d, HTTP on %s:%d, data in %s",
-            cfg.aet, cfg.bind, cfg.dicom_port, cfg.bind, cfg.http_port, cfg.data_dir,
+            "PACSmesh node %s: DICOM on %s:%d, %s on %s:%d, data in %s",
+            cfg.aet, cfg.bind, cfg.dicom_port, "HTTP" if cfg.http_tls == "off" else "HTTPS",
+            cfg.bind, cfg.http_port, cfg.data_dir,
         )
 
     def _dicom_tls(self, identity: NodeIdentity) -> ssl.SSLContext | None:
@@ -202,6 +207,16 @@ class Node:
             return server_context(cfg.dicom_tls_cert or identity.cert_path,
                                   cfg.dicom_tls_key or identity.key_path)
         except DicomTlsError as exc:
+            raise StartupError(str(exc)) from None
+
+    def _http_tls(self, identity: NodeIdentity) -> ssl.SSLContext | None:
+        cfg = self.config
+        if cfg.http_tls == "off":
+            return None
+        try:
+            return serving.tls_context(cfg.http_tls_cert or identity.cert_path,
+                                       cfg.http_tls_key or identity.key_path)
+        except serving.HttpTlsError as exc:
             raise StartupError(str(exc)) from None
 
     def _identity(self) -> NodeIdentity:

@@ -7,6 +7,7 @@ import functools
 import json
 import logging
 import os
+import ssl
 import sys
 import time
 import urllib.request
@@ -44,6 +45,7 @@ from node.cli_common import _config, _fail, data_dir_option, err
 from node.config import (
     ACCESS_MODES,
     HTTP_AUTH_MODES,
+    HTTP_TLS_MODES,
     QUERY_SCOPES,
     ConfigError,
     NodeConfig,
@@ -56,7 +58,14 @@ from node.dicom.scu import AssociationFailed, echo
 from node.dicom.send_scu import Counts, Outgoing, send
 from node.dicom_header import InvalidDataset
 from node.http.api import study_json
-from node.identity import IdentityError, load_or_create_identity, normalize_node_id
+from node.http.serving import local_client
+from node.identity import (
+    CERT_FILE,
+    IDENTITY_DIR,
+    IdentityError,
+    load_or_create_identity,
+    normalize_node_id,
+)
 from node.index import Index
 from node.pull import METHODS, ProgressHooks, PullRequest, pull
 from node.query import QueryError, parse_identifier
@@ -104,6 +113,17 @@ def main() -> None:
               help="An AE allowed to retrieve (and, when strict, to associate); repeatable.")
 @click.option("--http-auth", type=click.Choice(HTTP_AUTH_MODES),
               help="HTTP bearer tokens: auto (once one exists; default), tokens, none.")
+@click.option("--http-tls", type=click.Choice(HTTP_TLS_MODES),
+              help="HTTPS on the HTTP port: on (with --http-tls-cert/-key), self-signed "
+                   "(the node's own certificate), off (default).")
+@click.option("--http-tls-cert", type=click.Path(dir_okay=False, path_type=Path),
+              help="PEM certificate (chain) for HTTPS; with --http-tls-key, HTTPS is on.")
+@click.option("--http-tls-key", type=click.Path(dir_okay=False, path_type=Path),
+              help="PEM private key for HTTPS.")
+@click.option("--http-header-timeout", type=float,
+              help="Seconds a client may take to send its request headers (default 10).")
+@click.option("--http-max-body", type=int,
+              help="Largest HTTP upload in bytes (default 1 GiB); larger ones get 413.")
 @click.option("--encrypt-at-rest/--no-encrypt-at-rest", default=None,
               help="Seal stored objects with AES-256-GCM (key in <data-dir>/keys).")
 @click.option("--at-rest-passphrase-file", type=click.Path(dir_okay=False, path_type=Path),
@@ -218,13 +238,19 @@ async def _studies(index_path: Path) -> list[dict[str, Any]]:
         await index.close()
 
 
-def _running_node_json(http_port: int, path: str) -> Any:
-    url = f"http://127.0.0.1:{http_port}{path}"
+def _local_url(config: NodeConfig, path: str) -> tuple[str, ssl.SSLContext | None]:
+    scheme, context = local_client(config.http_tls, config.http_tls_cert,
+                                   config.data_dir / IDENTITY_DIR / CERT_FILE)
+    return f"{scheme}://127.0.0.1:{config.http_port}{path}", context
+
+
+def _running_node_json(config: NodeConfig, path: str) -> Any:
+    url, context = _local_url(config, path)
     request = urllib.request.Request(url)
     if os.environ.get("PACSMESH_TOKEN"):  # a node that asks for tokens (pacsmesh token add)
         request.add_header("Authorization", f"Bearer {os.environ['PACSMESH_TOKEN']}")
     try:
-        with urllib.request.urlopen(request, timeout=5) as rsp:
+        with urllib.request.urlopen(request, timeout=5, context=context) as rsp:
             return json.loads(rsp.read())
     except (OSError, ValueError) as exc:
         _fail(f"no running node answers at {url} ({exc}); is it started?", code=1)
@@ -238,8 +264,8 @@ def _running_node_json(http_port: int, path: str) -> Any:
 def status(data_dir: Path | None, http_port: int | None, as_json: bool) -> None:
     """A running node's archive, replication backlog and peers, at a glance."""
     config = _config(data_dir=data_dir, http_port=http_port)
-    state = _running_node_json(config.http_port, "/api/status")
-    peer_rows = _running_node_json(config.http_port, "/api/peers")
+    state = _running_node_json(config, "/api/status")
+    peer_rows = _running_node_json(config, "/api/peers")
     if as_json:
         click.echo(json.dumps({"status": state, "peers": peer_rows}, indent=2))
         return
@@ -295,7 +321,7 @@ def _eta_text(seconds: float | None) -> str:
 def peers(data_dir: Path | None, http_port: int | None, as_json: bool) -> None:
     """List the peers a running node knows, and whether they are alive."""
     config = _config(data_dir=data_dir, http_port=http_port)
-    rows = _running_node_json(config.http_port, "/api/peers")
+    rows = _running_node_json(config, "/api/peers")
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -429,8 +455,8 @@ def mesh_status(data_dir: Path | None, http_port: int | None, as_json: bool) -> 
     view = roster.evaluate()
     states: dict[str, str] = {}
     try:
-        url = f"http://127.0.0.1:{config.http_port}/api/peers"
-        with urllib.request.urlopen(url, timeout=3) as rsp:
+        url, context = _local_url(config, "/api/peers")
+        with urllib.request.urlopen(url, timeout=3, context=context) as rsp:
             states = {p["node_id"]: p["state"] for p in json.loads(rsp.read())}
         own = load_or_create_identity(config.data_dir, config.aet).node_id
         states[own] = "this node"

@@ -24,6 +24,11 @@ DEFAULT_DICOM_PORT = 11112
 DEFAULT_HTTP_PORT = 8080
 DEFAULT_MESH_PORT = 11113
 DEFAULT_CACHE_BYTES = 10 * 2**30
+DEFAULT_HTTP_HEADER_TIMEOUT = 10.0
+DEFAULT_HTTP_MAX_BODY = 2**30
+HTTP_TLS_MODES = ("off", "on", "self-signed")
+# http_tls also takes the booleans other switches take (dicom_tls, mdns).
+_TLS_ALIASES = {"true": "on", "yes": "on", "1": "on", "false": "off", "no": "off", "0": "off"}
 QUERY_SCOPES = ("mesh", "local")
 ACCESS_MODES = ("open", "strict")
 HTTP_AUTH_MODES = ("auto", "tokens", "none")
@@ -74,6 +79,14 @@ class NodeConfig:
     encrypt_at_rest: bool = False  # seal new objects (node/at_rest.py)
     # Derives the at-rest key instead of a key file. Never shown, never in pacsmesh.toml.
     at_rest_passphrase: bytes | None = field(default=None, repr=False)
+    # HTTP hardening (node/http/serving.py): HTTPS on the HTTP port with the given PEM
+    # files ("on") or the node's own certificate ("self-signed"); a time limit on request
+    # headers; the largest body accepted.
+    http_tls: str = "off"
+    http_tls_cert: Path | None = None
+    http_tls_key: Path | None = None
+    http_header_timeout: float = DEFAULT_HTTP_HEADER_TIMEOUT
+    http_max_body: int = DEFAULT_HTTP_MAX_BODY
 
     def modality(self, aet: str) -> RemoteAE | None:
         for remote in self.modalities:
@@ -224,6 +237,40 @@ def _validate_bind(value: Any) -> str:
         raise ConfigError(f"bind address must be an IP address, got {value!r}") from None
 
 
+def _http_tls(merged: Mapping[str, Any]) -> dict[str, Any]:
+    """The HTTP hardening block: a certificate and key switch HTTPS on unless
+    ``http_tls`` says otherwise."""
+    cert = _pem_file(merged.get("http_tls_cert"), "http_tls_cert")
+    key = _pem_file(merged.get("http_tls_key"), "http_tls_key")
+    if (cert is None) != (key is None):
+        raise ConfigError("http_tls_cert and http_tls_key go together: give both or neither")
+    raw = merged.get("http_tls")
+    if isinstance(raw, bool):
+        raw = "on" if raw else "off"
+    text = str(raw).strip().lower() if raw is not None else ("on" if cert else "off")
+    mode = _one_of(_TLS_ALIASES.get(text, text), "http_tls", HTTP_TLS_MODES)
+    if mode == "on" and cert is None:
+        raise ConfigError('http_tls = "on" needs http_tls_cert and http_tls_key '
+                          '(or http_tls = "self-signed")')
+    if mode == "self-signed" and cert is not None:
+        raise ConfigError('http_tls = "self-signed" uses the node\'s own certificate: '
+                          "drop http_tls_cert and http_tls_key, or set http_tls = \"on\"")
+    try:
+        max_body = int(merged.get("http_max_body", DEFAULT_HTTP_MAX_BODY))
+    except (TypeError, ValueError):
+        max_body = 0
+    if isinstance(merged.get("http_max_body"), bool | float) or max_body < 1:
+        raise ConfigError("http_max_body must be a whole number of bytes >= 1, "
+                          f"got {merged.get('http_max_body')!r}")
+    return {
+        "http_tls": mode, "http_tls_cert": cert, "http_tls_key": key,
+        "http_header_timeout": _seconds(
+            merged.get("http_header_timeout", DEFAULT_HTTP_HEADER_TIMEOUT),
+            "http_header_timeout"),
+        "http_max_body": max_body,
+    }
+
+
 def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("pacsmesh", appauthor=False))
 
@@ -236,6 +283,7 @@ _KEYS = (
     "hint_after", "query_scope", "cache_bytes", "dicom_tls", "dicom_tls_cert",
     "dicom_tls_key", "access", "allowed_aets", "http_auth", "encrypt_at_rest",
     "at_rest_passphrase_file",
+    "http_tls", "http_tls_cert", "http_tls_key", "http_header_timeout", "http_max_body",
 )
 # The passphrase itself comes only from the environment (or the file named above).
 PASSPHRASE_ENV = ENV_PREFIX + "AT_REST_PASSPHRASE"
@@ -334,6 +382,7 @@ def load_config(
         dicom_tls_key=_pem_file(merged.get("dicom_tls_key"), "dicom_tls_key"),
         encrypt_at_rest=_parse_bool(merged.get("encrypt_at_rest", False), "encrypt_at_rest"),
         at_rest_passphrase=_passphrase(merged.get("at_rest_passphrase_file"), env),
+        **_http_tls(merged),
     )
     if (config.dicom_tls_cert is None) != (config.dicom_tls_key is None):
         raise ConfigError("dicom_tls_cert and dicom_tls_key go together: give both or neither")

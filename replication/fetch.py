@@ -21,12 +21,13 @@ from dataclasses import asdict, dataclass, field
 from discovery.probe import ProbeFailed
 from discovery.service import Discovery
 from node.archive import Archive, IngestStatus
+from node.body_file import BatchedFeed
 from node.cache import CacheEntry, evictions
 from node.dicom_header import InvalidDataset
 from node.index import IndexFailure, StoredInstance
 from node.storage import StorageError
 from replication.breaker import CircuitBreaker
-from replication.incoming import BatchedFeed, Incoming, IncomingError
+from replication.incoming import Incoming, IncomingError
 from replication.outgoing import SLOWEST_RATE
 from replication.placement import owners
 from replication.transfer import OBJECTS_PATH

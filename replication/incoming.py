@@ -13,10 +13,7 @@ complete chunk.
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import os
-import uuid
 from pathlib import Path
 
 import zstandard
@@ -31,12 +28,12 @@ from node.at_rest import (
     part_plaintext,
     read_full_chunks,
 )
-from node.storage import Storage, storage_error
+from node.body_file import BodyFile
+from node.storage import Storage
 
 # Smaller instances are cheaper to resend than to resume (a round trip, and a re-hash
 # of the part already held).
 RESUME_MIN = 8 * 2**20
-BATCH = 2**20  # body bytes handed to the writer thread at a time
 _READ = 2**20
 
 
@@ -52,7 +49,10 @@ class OffsetMismatch(IncomingError):
         self.held = held
 
 
-class Incoming:
+class Incoming(BodyFile):
+    """The generic streaming file (``node/body_file.py``) plus what the mesh adds:
+    decoding, resuming a part, and a hash and size announced in advance."""
+
     def __init__(
         self, storage: Storage, sha256: str, offset: int, size: int | None,
         encoding: str | None,
@@ -69,30 +69,22 @@ class Incoming:
         self._decoder = (
             zstandard.ZstdDecompressor().decompressobj() if encoding == "zstd" else None
         )
-        self._hash = hashlib.sha256()
-        self._storage = storage
-        self._sealer: Sealer | None = None
-        self.path = (storage.partial_path(sha256) if self.resumable
-                     else storage.tmp / f"{uuid.uuid4().hex}.part")
-        flags = os.O_RDWR | os.O_CREAT | (0 if self.resumable else os.O_EXCL)
-        try:
-            self._fd = os.open(self.path, flags, 0o640)
-        except OSError as exc:
-            raise storage_error(exc) from exc
-        try:
-            if storage.seal_new:
-                self._resume_sealed(offset)
-            else:
-                held = os.fstat(self._fd).st_size
-                if offset > held:
-                    raise OffsetMismatch(held)
-                os.ftruncate(self._fd, offset)  # a sender may choose to redo a tail
-                self._rehash(offset)
-        except BaseException:
-            os.close(self._fd)
-            raise
+        super().__init__(storage, storage.partial_path(sha256) if self.resumable else None,
+                         resume=self.resumable)
+        if self.resumable:
+            try:
+                if storage.seal_new:
+                    self._resume_sealed(offset)
+                else:
+                    held = os.fstat(self._fd).st_size
+                    if offset > held:
+                        raise OffsetMismatch(held)
+                    os.ftruncate(self._fd, offset)  # a sender may choose to redo a tail
+                    self._rehash(offset)
+            except BaseException:
+                self.close()
+                raise
         self.offset = offset
-        self.written = 0  # raw bytes of this body
 
     def _rehash(self, upto: int) -> None:
         """Hash what an earlier attempt left: the final check covers the whole file."""
@@ -115,37 +107,25 @@ class Incoming:
         held = part_plaintext(header, held_size) if is_sealed(header) else 0
         if offset > held:
             raise OffsetMismatch(held)
-        if offset:
-            chunk = chunk_size(header)
-            if offset % chunk:
-                raise OffsetMismatch(offset - offset % chunk)
-            done = offset // chunk
-            cipher = key.file_cipher(header)
-            os.ftruncate(self._fd, HEADER_LEN + done * (chunk + TAG_LEN))
-            try:
-                with open(self._fd, "rb", closefd=False) as fh:
-                    for block in read_full_chunks(key, fh, done):
-                        self._hash.update(block)
-            except Tampered:
-                # Damaged, or another key's: as with a plain part, start from nothing.
-                self.path.unlink(missing_ok=True)
-                raise IncomingError("the part held here is damaged") from None
-            os.lseek(self._fd, 0, os.SEEK_END)
-            self._sealer = Sealer(cipher, index=done)
+        if not offset:
+            self.start_sealed()
             return
-        header = key.new_header()
-        os.ftruncate(self._fd, 0)
-        os.lseek(self._fd, 0, os.SEEK_SET)
-        self._write(header)
-        self._sealer = Sealer(key.file_cipher(header))
-
-    def _write(self, data: bytes) -> None:
-        view = memoryview(data)
+        chunk = chunk_size(header)
+        if offset % chunk:
+            raise OffsetMismatch(offset - offset % chunk)
+        done = offset // chunk
+        cipher = key.file_cipher(header)
+        os.ftruncate(self._fd, HEADER_LEN + done * (chunk + TAG_LEN))
         try:
-            while view:
-                view = view[os.write(self._fd, view):]
-        except OSError as exc:
-            raise storage_error(exc) from exc
+            with open(self._fd, "rb", closefd=False) as fh:
+                for block in read_full_chunks(key, fh, done):
+                    self._hash.update(block)
+        except Tampered:
+            # Damaged, or another key's: as with a plain part, start from nothing.
+            self.path.unlink(missing_ok=True)
+            raise IncomingError("the part held here is damaged") from None
+        os.lseek(self._fd, 0, os.SEEK_END)
+        self._sealer = Sealer(cipher, index=done)
 
     def feed(self, chunk: bytes) -> None:
         if self._decoder is not None:
@@ -155,11 +135,9 @@ class Incoming:
                 raise IncomingError(f"cannot decode the body: {exc}") from None
         if self.size is not None and self.offset + self.written + len(chunk) > self.size:
             raise IncomingError("body longer than the announced size")
-        self._hash.update(chunk)
-        self._write(chunk if self._sealer is None else self._sealer.update(chunk))
-        self.written += len(chunk)
+        super().feed(chunk)
 
-    def finish(self) -> Path:
+    def finish(self) -> Path:  # type: ignore[override]
         """The whole object is here and matches its hash: make it durable, return its
         path (for ingest). On a wrong hash the file is deleted: a resume from a corrupt
         part must start again from nothing."""
@@ -168,51 +146,19 @@ class Incoming:
         total = self.offset + self.written
         if self.size is not None and total != self.size:
             raise IncomingError(f"body ended at {total} of {self.size} bytes")
-        try:
-            if self._sealer is not None:
-                self._write(self._sealer.finish())
-            os.fdatasync(self._fd)
-        except OSError as exc:
-            raise storage_error(exc) from exc
-        finally:
-            os.close(self._fd)
-            self._fd = -1
-        if self._hash.hexdigest() != self.sha256:
+        if super().finish() != self.sha256:
             self.path.unlink(missing_ok=True)
             raise IncomingError("bytes do not match their SHA-256")
         return self.path
 
     def abandon(self) -> None:
         """The body broke off: keep a resumable part for the next attempt, drop the rest."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-        if not self.resumable:
-            self.path.unlink(missing_ok=True)
+        if self.resumable:
+            self.close()
+        else:
+            super().abandon()
 
 
 def resumable(size: int | None) -> bool:
     """Large objects keep a part that outlives a broken transfer; small ones start over."""
     return size is not None and size >= RESUME_MIN
-
-
-class BatchedFeed:
-    """Hands a body arriving in small network chunks to :meth:`Incoming.feed` in
-    ~1 MiB batches, on a worker thread: the loop never writes, and pays few hops."""
-
-    def __init__(self, incoming: Incoming) -> None:
-        self._incoming = incoming
-        self._batch: list[bytes] = []
-        self._pending = 0
-
-    async def __call__(self, chunk: bytes) -> None:
-        self._batch.append(chunk)
-        self._pending += len(chunk)
-        if self._pending >= BATCH:
-            await self.flush()
-
-    async def flush(self) -> None:
-        if self._batch:
-            data = b"".join(self._batch)
-            self._batch, self._pending = [], 0
-            await asyncio.to_thread(self._incoming.feed, data)

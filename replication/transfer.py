@@ -22,13 +22,12 @@ from aiohttp import web
 from aiohttp.http_exceptions import PayloadEncodingError
 
 from node.archive import Archive, IngestStatus
+from node.body_file import BATCH, BatchedFeed
 from node.dicom_header import InvalidDataset
 from node.index import IndexFailure, IndexFull
 from node.storage import StorageError, StorageFull, TamperedObject, sha256_hex
 from node.transcode import UNCOMPRESSED
 from replication.incoming import (
-    BATCH,
-    BatchedFeed,
     Incoming,
     IncomingError,
     OffsetMismatch,

@@ -23,10 +23,20 @@ from pynetdicom.dsutils import split_dataset
 DCMTK_TIMEOUTS = ["-to", "10", "-ta", "10", "-td", "60"]
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port, never one this process handed out before: the kernel may give the
+    same ephemeral port to two binds in a row once the first socket is closed, and a
+    node given one port twice refuses to start ("ports must differ")."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def dcmtk(tool: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -8,27 +8,46 @@ import logging
 from aiohttp import web
 
 from node.archive import Archive, IngestStatus
-from node.audit import Action, AuditEvent, AuditTrail, store_outcome
+from node.audit import Action, AuditEvent, AuditTrail, Outcome, store_outcome
 from node.dicom_header import InvalidDataset
 from node.http.auth import USER_KEY
+from node.http.body import BodyRefused, receive_body
 from node.index import IndexFailure
-from node.storage import StorageError
+from node.storage import StorageError, StorageFull
 
 log = logging.getLogger(__name__)
-MAX_UPLOAD = 2**30  # one instance; larger ones come by C-STORE
+MAX_UPLOAD = 2**30  # default limit: one instance; larger ones come by C-STORE
 
 
-def routes(archive: Archive, trail: AuditTrail) -> list[web.RouteDef]:
+def routes(archive: Archive, trail: AuditTrail,
+           max_body: int = MAX_UPLOAD) -> list[web.RouteDef]:
+    """``max_body``: the largest upload accepted, in bytes (413 past it)."""
     async def upload(request: web.Request) -> web.Response:
         """POST one DICOM Part 10 file as the body."""
-        data = await request.content.read(MAX_UPLOAD + 1)
-        if len(data) > MAX_UPLOAD:
-            raise web.HTTPRequestEntityTooLarge(max_size=MAX_UPLOAD, actual_size=len(data))
         user = str(request.get(USER_KEY, ""))
+
+        def refuse(status: type[web.HTTPException], reason: str) -> web.HTTPException:
+            record_refusal(reason)
+            return status(text=reason + "\n")
+
+        def record_refusal(reason: str) -> None:
+            trail.record(AuditEvent(
+                action=Action.REFUSAL, outcome=Outcome.REFUSED, user=user,
+                address=request.remote or "", detail=f"HTTP upload: {reason}"))
+
         try:
-            result = await asyncio.to_thread(archive.ingest, data, "http")
+            body = await receive_body(request, archive.storage, max_body)
+        except BodyRefused as exc:
+            record_refusal(exc.reason)
+            raise exc.response from None
+        try:
+            # ingest_file deletes the temporary file whatever happens.
+            result = await asyncio.to_thread(archive.ingest_file, body.path, body.sha256,
+                                             "http")
         except InvalidDataset as exc:
-            raise web.HTTPBadRequest(text=f"not a storable DICOM file: {exc}\n") from None
+            raise refuse(web.HTTPBadRequest, f"not a storable DICOM file: {exc}") from None
+        except StorageFull:
+            raise refuse(web.HTTPInsufficientStorage, "archive storage is full") from None
         except (StorageError, IndexFailure) as exc:
             log.error("HTTP upload failed: %s", exc)
             raise web.HTTPInternalServerError(text="the archive could not store it\n") from None
