@@ -37,7 +37,7 @@ from node.scrub import Scrubber
 from node.storage import Storage
 from replication.antientropy import routes as anti_entropy_routes
 from replication.deletion import routes as deletion_routes
-from replication.durability import owed
+from replication.durability import Durability
 from replication.feed import routes as feed_routes
 from replication.fetch import Fetcher
 from replication.http import member_aets
@@ -149,12 +149,14 @@ class Node:
                 self.archive, self.discovery, ReplicationSettings(cfg.replicas, cfg.hint_after)
             )
             replicator.deletions.on_deleted = _audit_deletion(audit)
-            index, discovery = self.archive.index, self.discovery
+            discovery = self.discovery
+            durability = Durability(self.archive.index, discovery, lambda: cfg.replicas,
+                                    replicator.acknowledged)
 
             async def replication_status() -> dict[str, Any]:
                 # Replaces the index's outbox-only count: pending changes and too few
                 # members count as owed too (replication.durability).
-                debt = await owed(index, discovery, cfg.replicas)
+                debt = await durability.owed()
                 return {"outbox_depth": debt.copies, "under_replicated": len(debt.studies),
                         "replication": {"peers": await replicator.peers_status(),
                                         "received": receipts.as_json(),
@@ -174,8 +176,7 @@ class Node:
             app = make_app(
                 self.archive.index, cfg.aet, identity.node_id,
                 [*discovery_routes(self.discovery),
-                 *replication_http_routes(self.archive.index, self.discovery,
-                                          lambda: cfg.replicas),
+                 *replication_http_routes(self.archive.index, self.discovery, durability),
                  *access_routes.routes(self.archive, audit)],
                 [replication_status],
                 [auth.middleware(self.archive.index, cfg.http_auth, audit)],

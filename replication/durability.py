@@ -12,7 +12,13 @@ side) of every instance. Until then it is owed, in one of three states counted h
   owner's own row stays until the owner acknowledges, so a stand-in copy never makes a
   study count as replicated;
 - short: the mesh has fewer than R members, or this node is in none, so R copies
-  cannot exist whatever is sent.
+  cannot exist whatever is sent;
+- unconfirmed: after the set of members changed (a join or a revocation moves owners),
+  and after a restart, until a full check finds every owner holding its copies (the
+  catalog, or an acknowledgement the catalog has not caught up with), or the copy
+  queued. The outbox was filled for the members of its time; anti-entropy queues what
+  new owners lack, and this counts it meanwhile. Once clean, the three states above
+  cover every later store, so the full scan stops until the members change again.
 
 Pending and queued are read in one SQL statement, so an enqueue committing meanwhile
 is seen either as rows or as pending changes: no instant reads as zero. The tally is
@@ -21,7 +27,8 @@ pure code; ``owed`` is the I/O edge.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -32,6 +39,7 @@ from replication.placement import owners
 # copies, the retrieve cache): the sender is the one that must place them.
 FOREIGN_PREFIX = "mesh:"
 CHECKPOINT = ("replication", "local_seq")  # replication.service.STATE
+PLACED_REUSE = 1.0  # seconds
 
 
 class Membership(Protocol):
@@ -57,6 +65,7 @@ class Debt:
     studies: frozenset[str] = frozenset()  # received here, not yet on R owners
     short: frozenset[str] = frozenset()  # cannot reach R copies: too few members
     by_target: dict[str, Owed] = field(default_factory=dict)
+    unconfirmed: int = 0  # copies an owner is not known to hold, not yet queued
 
     @property
     def replicated(self) -> bool:
@@ -70,15 +79,19 @@ class Debt:
                 for node_id, o in sorted(self.by_target.items())
             ],
             "short_of_members": len(self.short),
+            "unconfirmed": self.unconfirmed,
         }
 
 
 def tally(
     rows: Iterable[dict[str, Any]], members: Sequence[str], me: str, replicas: int,
-    in_mesh: bool,
+    in_mesh: bool, placed: Iterable[dict[str, Any]] = (),
+    acknowledged: Callable[[str, str], bool] = lambda sop, target: False,
 ) -> Debt:
-    """The debt that ``Index.replication_debt`` rows describe, placed over ``members``."""
-    copies, studies, short = 0, set(), set()
+    """The debt that ``Index.replication_debt`` rows describe, placed over ``members``;
+    with ``placed`` (``Index.received_placement`` rows), also every owner not known to
+    hold a copy (catalog, ``acknowledged``) nor queued one."""
+    copies, unconfirmed, studies, short = 0, 0, set(), set()
     targets: dict[str, tuple[set[str], int]] = {}
 
     def owe(target: str, study: str, n: int) -> None:
@@ -102,17 +115,66 @@ def tally(
                     studies.add(study)
         elif row["kind"] == "received" and too_few:
             short.add(study)
+    for row in placed if in_mesh else ():
+        study, sop = str(row["study_uid"]), str(row["sop_uid"])
+        known = {*_ids(row["held_by"]), *_ids(row["queued_to"]), me}
+        for target in owners(study, members, replicas):
+            if target not in known and not acknowledged(sop, target):
+                owe(target, study, 1)
+                unconfirmed += 1
+                studies.add(study)
     return Debt(copies, frozenset(studies | short), frozenset(short),
-                {t: Owed(frozenset(s), n) for t, (s, n) in targets.items()})
+                {t: Owed(frozenset(s), n) for t, (s, n) in targets.items()}, unconfirmed)
 
 
-async def owed(
-    index: Index, membership: Membership, replicas: int, study_uid: str | None = None
-) -> Debt:
-    members = membership.members()
-    in_mesh = membership.is_member
-    rows = await index.replication_debt(
-        CHECKPOINT, FOREIGN_PREFIX, study_uid,
-        with_received=not in_mesh or len(set(members)) < replicas,
-    )
-    return tally(rows, members, membership.node_id, replicas, in_mesh)
+def _ids(joined: str | None) -> list[str]:
+    return joined.split(",") if joined else []
+
+
+class Durability:
+    """The debt of this node, read from its index; remembers the members for which a
+    full check last came out clean, so the cheap count suffices until they change."""
+
+    def __init__(
+        self, index: Index, membership: Membership, replicas: Callable[[], int],
+        acknowledged: Callable[[str, str], bool] = lambda sop, target: False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.index = index
+        self.membership = membership
+        self.replicas = replicas
+        # A delivery the catalog has not heard of yet (the replicator remembers it).
+        self.acknowledged = acknowledged
+        self._clock = clock
+        self._clean_for: frozenset[str] | None = None  # None: not checked since start
+        # The full check's rows, reused briefly: a roster change invalidates them, and
+        # staleness only over-counts (copies it lists as missing since arrived).
+        self._placed: tuple[frozenset[str], float, list[dict[str, Any]]] | None = None
+
+    async def owed(self, study_uid: str | None = None) -> Debt:
+        members, replicas = self.membership.members(), self.replicas()
+        in_mesh = self.membership.is_member
+        now_members = frozenset(members)
+        check = in_mesh and len(now_members) >= replicas and now_members != self._clean_for
+        placed: list[dict[str, Any]] = []
+        if check and study_uid is not None:
+            placed = await self.index.received_placement(CHECKPOINT, FOREIGN_PREFIX, study_uid)
+        elif check:
+            placed = await self._placed_rows(now_members)
+        rows = await self.index.replication_debt(
+            CHECKPOINT, FOREIGN_PREFIX, study_uid,
+            with_received=not in_mesh or len(now_members) < replicas,
+        )
+        debt = tally(rows, members, self.membership.node_id, replicas, in_mesh, placed,
+                     self.acknowledged)
+        if check and study_uid is None and debt.unconfirmed == 0:
+            self._clean_for = now_members
+        return debt
+
+    async def _placed_rows(self, members: frozenset[str]) -> list[dict[str, Any]]:
+        now = self._clock()
+        if self._placed is None or self._placed[0] != members \
+                or now - self._placed[1] > PLACED_REUSE:
+            rows = await self.index.received_placement(CHECKPOINT, FOREIGN_PREFIX)
+            self._placed = (members, now, rows)
+        return self._placed[2]

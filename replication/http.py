@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from aiohttp import web
 
 from discovery.service import Discovery
 from node.index import Index
-from replication.durability import owed
-from replication.placement import DEFAULT_REPLICAS
+from replication.durability import Durability
 
 
 def member_aets(discovery: Discovery) -> dict[str, str]:
@@ -17,9 +14,7 @@ def member_aets(discovery: Discovery) -> dict[str, str]:
     return {} if view is None else {n: m.aet for n, m in view.members.items()}
 
 
-def routes(
-    index: Index, discovery: Discovery, replicas: Callable[[], int] = lambda: DEFAULT_REPLICAS,
-) -> list[web.RouteDef]:
+def routes(index: Index, discovery: Discovery, durability: Durability) -> list[web.RouteDef]:
     async def study(request: web.Request) -> web.Response:
         """Who holds a study: this node (its own index) and members (the catalog); and
         what this node still owes its owners (replication.durability)."""
@@ -31,7 +26,7 @@ def routes(
         if not holders:
             raise web.HTTPNotFound(text="no node of the mesh is known to hold this study")
         view = discovery.view
-        debt = await owed(index, discovery, replicas(), uid)
+        debt = await durability.owed(uid)
         return web.json_response({
             "StudyInstanceUID": uid,
             # False while a copy this node received is not yet acknowledged by an owner.

@@ -7,7 +7,14 @@ from dataclasses import dataclass, field
 from node.dicom_header import InstanceKeys
 from node.index import Index
 from replication import service
-from replication.durability import CHECKPOINT, FOREIGN_PREFIX, owed, tally
+from replication.durability import (
+    CHECKPOINT,
+    FOREIGN_PREFIX,
+    PLACED_REUSE,
+    Debt,
+    Durability,
+    tally,
+)
 from replication.placement import owners
 
 ME, B, C = "me", "bb", "cc"
@@ -92,6 +99,11 @@ class _Members:
         return self.ids
 
 
+async def owed(index: Index, members: _Members, replicas: int,
+               study_uid: str | None = None) -> Debt:
+    return await Durability(index, members, lambda: replicas).owed(study_uid)
+
+
 async def test_index_counts_stored_instances_until_rows_replace_them(index: Index) -> None:
     study = _study_owned({B, C})
     for n in range(3):
@@ -112,14 +124,21 @@ async def test_index_counts_stored_instances_until_rows_replace_them(index: Inde
     assert {t: o.instances for t, o in after.by_target.items()} == {B: 3, C: 3}
     assert (await owed(index, members, 2, study_uid="9.9")).replicated
 
+    acked: set[tuple[str, str]] = set()
+    durability = Durability(index, members, lambda: 2, lambda s, t: (s, t) in acked)
     for n in range(3):  # acknowledged by both owners
-        await index.delivered(f"{study}.1.{n}", B)
-        assert not (await owed(index, members, 2, study_uid=study)).replicated
-        await index.delivered(f"{study}.1.{n}", C)
-    assert (await owed(index, members, 2)).replicated
+        for target in (B, C):
+            await index.delivered(f"{study}.1.{n}", target)
+            acked.add((f"{study}.1.{n}", target))
+            if (n, target) != (2, C):
+                assert not (await durability.owed(study)).replicated
+    assert (await durability.owed()).replicated
+    # A restart forgets acknowledgements: until the catalog shows the copies, they are
+    # not known to be there.
+    assert (await owed(index, members, 2)).unconfirmed == 6
     # Stored later, past the checkpoint: owed again at once.
     await index.add_instance(_keys(study, 7), "7" * 64, 10, source_aet="MODALITY")
-    assert (await owed(index, members, 2)).copies == 2
+    assert (await durability.owed()).copies == 2
 
 
 async def test_index_counts_held_studies_as_short_outside_a_mesh(index: Index) -> None:
@@ -127,3 +146,46 @@ async def test_index_counts_held_studies_as_short_outside_a_mesh(index: Index) -
     await index.add_instance(_keys("9.9", 0), "f" * 64, 10, source_aet=FOREIGN_PREFIX + "bb")
     debt = await owed(index, _Members(is_member=False, ids=[]), 2)
     assert debt.studies == debt.short == {"5.5"} and debt.copies == 0
+
+
+async def test_after_the_members_change_owners_not_known_to_hold_a_copy_are_owed(
+    index: Index,
+) -> None:
+    study = _study_owned({B, C})
+    await index.add_instance(_keys(study, 0), "a" * 64, 10, source_aet="MODALITY")
+    sop = f"{study}.1.0"
+    # Enqueued while this node was the only member: no rows were made.
+    await index.enqueue([], (*CHECKPOINT, (await index.changes_since(0))[-1]["seq"]))
+    alone = _Members(ids=[ME])
+    assert (await owed(index, alone, 2)).short == {study}
+
+    acked: set[tuple[str, str]] = set()
+    now = [0.0]
+    durability = Durability(index, _Members(), lambda: 2, lambda s, t: (s, t) in acked,
+                            clock=lambda: now[0])
+    debt = await durability.owed()
+    assert debt.studies == {study} and debt.unconfirmed == 2 and debt.copies == 0
+    assert {t: o.instances for t, o in debt.by_target.items()} == {B: 1, C: 1}
+    assert not (await durability.owed(study)).replicated
+
+    # Anti-entropy queues C's copy; B acknowledges one the catalog has not heard of.
+    await index.add_to_outbox([(sop, C, study, "a" * 64)])
+    acked.add((sop, B))
+    debt = await durability.owed()
+    # The full check's rows are reused for a second: stale, they only count too much.
+    assert debt.unconfirmed == 1 and debt.copies == 1
+    now[0] += PLACED_REUSE + 0.1
+    debt = await durability.owed()
+    assert debt.unconfirmed == 0 and debt.copies == 1 and debt.studies == {study}
+    await index.delivered(sop, C)
+    await index.record_catalog_changes(C, [
+        {"kind": "add", "sop_uid": sop, "study_uid": study, "sha256": "a" * 64}], 1)
+    assert (await durability.owed()).replicated
+    # Clean for these members: the full check is not repeated while they stay.
+    acked.clear()
+    assert (await durability.owed()).replicated
+    # A catalog entry with other bytes is no copy of ours.
+    durability = Durability(index, _Members(), lambda: 2)
+    await index.record_catalog_changes(B, [
+        {"kind": "add", "sop_uid": sop, "study_uid": study, "sha256": "b" * 64}], 1)
+    assert (await durability.owed()).by_target[B].instances == 1

@@ -39,7 +39,7 @@ def test_status_and_studies_after_storing(node: NodeProcess) -> None:
     assert empty.pop("replication") == {
         "peers": [],
         "received": {"stored": 0, "duplicate": 0, "conflict": 0, "resumed": 0, "bytes": 0},
-        "owed": [], "short_of_members": 0,
+        "owed": [], "short_of_members": 0, "unconfirmed": 0,
     }
     assert empty.pop("retrieve")["failed"] == 0  # the mesh retrieve counters (see README)
     assert empty == {
