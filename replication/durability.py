@@ -3,7 +3,7 @@
 A study this node received (from a modality, an upload or an import; a copy that came
 from a member is that member's to place) is replicated once every one of its R owners
 other than this node has acknowledged a durable write (fsync and index commit on its
-side) of every instance. Until then it is owed, in one of three states counted here:
+side) of every instance. Until then it is owed, in one of four states counted here:
 
 - pending: stored and committed here, not yet turned into outbox rows (the replicator
   reads the change feed from a checkpoint, so this lasts up to a loop round or more);
@@ -17,12 +17,13 @@ side) of every instance. Until then it is owed, in one of three states counted h
   and after a restart, until a full check finds every owner holding its copies (the
   catalog, or an acknowledgement the catalog has not caught up with), or the copy
   queued. The outbox was filled for the members of its time; anti-entropy queues what
-  new owners lack, and this counts it meanwhile. Once clean, the three states above
+  new owners lack, and this counts it meanwhile. Once clean, the first three states
   cover every later store, so the full scan stops until the members change again.
 
 Pending and queued are read in one SQL statement, so an enqueue committing meanwhile
-is seen either as rows or as pending changes: no instant reads as zero. The tally is
-pure code; ``owed`` is the I/O edge.
+is seen either as rows or as pending changes: no instant reads as zero. The full check
+is read before them, so a copy queued or delivered in between is counted once or (being
+acknowledged) not at all. The tally is pure code; ``Durability.owed`` is the I/O edge.
 """
 
 from __future__ import annotations
