@@ -882,24 +882,27 @@ class Index:
 
     async def received_placement(
         self, checkpoint: tuple[str, str], foreign_prefix: str, study_uid: str | None = None,
+        after_seq: int = 0, limit: int = -1,
     ) -> list[dict[str, Any]]:
         """Each instance stored here from a source not starting with ``foreign_prefix``
         and already past the feed ``checkpoint``: its study, SOP Instance UID, the
         members the catalog says hold the same bytes (``held_by``, comma-separated) and
-        the targets it is queued for (``queued_to``). A full scan: for rare checks."""
+        the targets it is queued for (``queued_to``); by ``seq`` from ``after_seq``, at
+        most ``limit`` (a full scan is read in pages, not to hold up writers)."""
         namespace, key = checkpoint
         only = " AND se.study_uid = ?" if study_uid is not None else ""
-        params: list[Any] = [len(foreign_prefix), foreign_prefix, namespace, key]
+        params: list[Any] = [len(foreign_prefix), foreign_prefix, namespace, key, after_seq]
         return await self._fetchall(
-            "SELECT se.study_uid, i.sop_uid,"
+            "SELECT i.seq, se.study_uid, i.sop_uid,"
             " (SELECT group_concat(k.node_id) FROM catalog k WHERE k.sop_uid = i.sop_uid"
             "  AND k.sha256 = i.sha256) AS held_by,"
             " (SELECT group_concat(o.target) FROM outbox o WHERE o.sop_uid = i.sop_uid)"
             "  AS queued_to"
             " FROM instances i JOIN series se ON se.series_uid = i.series_uid"
             " WHERE substr(i.source_aet, 1, ?) != ? AND i.seq <= COALESCE((SELECT"
-            " CAST(value AS INTEGER) FROM state WHERE namespace = ? AND key = ?), 0)" + only,
-            params + ([study_uid] if study_uid is not None else []),
+            " CAST(value AS INTEGER) FROM state WHERE namespace = ? AND key = ?), 0)"
+            " AND i.seq > ?" + only + " ORDER BY i.seq LIMIT ?",
+            params + ([study_uid] if study_uid is not None else []) + [limit],
         )
 
     async def outbox_by_target(self) -> dict[str, tuple[int, int]]:

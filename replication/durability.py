@@ -14,7 +14,7 @@ side) of every instance. Until then it is owed, in one of four states counted he
 - short: the mesh has fewer than R members, or this node is in none, so R copies
   cannot exist whatever is sent;
 - unconfirmed: after the set of members changed (a join or a revocation moves owners),
-  and after a restart, until a full check finds every owner holding its copies (the
+  until a full check finds every owner holding its copies (the
   catalog, or an acknowledgement the catalog has not caught up with), or the copy
   queued. The outbox was filled for the members of its time; anti-entropy queues what
   new owners lack, and this counts it meanwhile. Once clean, the first three states
@@ -41,6 +41,8 @@ from replication.placement import owners
 FOREIGN_PREFIX = "mesh:"
 CHECKPOINT = ("replication", "local_seq")  # replication.service.STATE
 PLACED_REUSE = 1.0  # seconds
+PLACED_PAGE = 2000
+CLEAN_KEY = "durable_for"  # the members a full check last came out clean for
 
 
 class Membership(Protocol):
@@ -116,10 +118,13 @@ def tally(
                     studies.add(study)
         elif row["kind"] == "received" and too_few:
             short.add(study)
+    placements: dict[str, list[str]] = {}  # a study's instances share its owners
     for row in placed if in_mesh else ():
         study, sop = str(row["study_uid"]), str(row["sop_uid"])
         known = {*_ids(row["held_by"]), *_ids(row["queued_to"]), me}
-        for target in owners(study, members, replicas):
+        if study not in placements:
+            placements[study] = owners(study, members, replicas)
+        for target in placements[study]:
             if target not in known and not acknowledged(sop, target):
                 owe(target, study, 1)
                 unconfirmed += 1
@@ -147,7 +152,10 @@ class Durability:
         # A delivery the catalog has not heard of yet (the replicator remembers it).
         self.acknowledged = acknowledged
         self._clock = clock
-        self._clean_for: frozenset[str] | None = None  # None: not checked since start
+        # Persisted: the outbox and checkpoint survive a restart, so a check that came
+        # out clean for these members stays true until they change.
+        self._clean_for: frozenset[str] | None = None
+        self._loaded = False
         # The full check's rows, reused briefly: a roster change invalidates them, and
         # staleness only over-counts (copies it lists as missing since arrived).
         self._placed: tuple[frozenset[str], float, list[dict[str, Any]]] | None = None
@@ -156,6 +164,11 @@ class Durability:
         members, replicas = self.membership.members(), self.replicas()
         in_mesh = self.membership.is_member
         now_members = frozenset(members)
+        if not self._loaded:
+            state = await self.index.load_state(CHECKPOINT[0])
+            if isinstance(state.get(CLEAN_KEY), list):
+                self._clean_for = frozenset(str(m) for m in state[CLEAN_KEY])
+            self._loaded = True
         check = in_mesh and len(now_members) >= replicas and now_members != self._clean_for
         placed: list[dict[str, Any]] = []
         if check and study_uid is not None:
@@ -169,6 +182,7 @@ class Durability:
         debt = tally(rows, members, self.membership.node_id, replicas, in_mesh, placed,
                      self.acknowledged)
         if check and study_uid is None and debt.unconfirmed == 0:
+            await self.index.save_state(CHECKPOINT[0], CLEAN_KEY, sorted(now_members))
             self._clean_for = now_members
         return debt
 
@@ -176,6 +190,13 @@ class Durability:
         now = self._clock()
         if self._placed is None or self._placed[0] != members \
                 or now - self._placed[1] > PLACED_REUSE:
-            rows = await self.index.received_placement(CHECKPOINT, FOREIGN_PREFIX)
+            rows: list[dict[str, Any]] = []
+            while True:
+                after = int(rows[-1]["seq"]) if rows else 0
+                page = await self.index.received_placement(
+                    CHECKPOINT, FOREIGN_PREFIX, after_seq=after, limit=PLACED_PAGE)
+                rows += page
+                if len(page) < PLACED_PAGE:
+                    break
             self._placed = (members, now, rows)
         return self._placed[2]
