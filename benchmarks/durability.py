@@ -20,6 +20,7 @@ import asyncio
 import statistics
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,11 +49,11 @@ def _keys(n: int) -> InstanceKeys:
         transfer_syntax_uid="1.2.840.10008.1.2.1")
 
 
-async def _median(read: object, reads: int) -> float:
+async def _median(read: Callable[[], Awaitable[object]], reads: int) -> float:
     times = []
     for _ in range(reads):
         start = time.perf_counter()
-        await read()  # type: ignore[operator]
+        await read()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
