@@ -152,3 +152,25 @@ def test_wait_replicated_exits_0_only_when_owners_hold_everything_and_1_when_one
         assert _held_count(node, uid) == INSTANCES and new <= _shas(node)
     for node in ids.values():
         assert _intact(node)
+
+
+def test_a_join_that_moves_ownership_never_reads_replicated_before_the_new_owner_holds(
+    make_node, founder: NodeProcess
+) -> None:
+    a = founder  # alone with R = 2: its one instance cannot have two copies
+    (study_uid,) = [r["StudyInstanceUID"] for r in a.get_json("/api/studies")]
+    shas = _shas(a)
+    assert a.status()["under_replicated"] == 1
+    assert a.status()["replication"]["short_of_members"] == 1
+    b = joiner(make_node, a, "nodeb", invite(a)).start()
+    # Two members now own it: A's count must hold until B has it, through the join, the
+    # first probes and anti-entropy.
+    deadline = time.monotonic() + 60
+    while True:
+        status = a.status()
+        if status["under_replicated"] == 0:
+            assert _held_count(b, study_uid) == 1, "A said replicated before B held it"
+            break
+        assert time.monotonic() < deadline, "never replicated"
+        time.sleep(0.05)
+    assert shas <= _shas(b) and _intact(b)
