@@ -37,8 +37,10 @@ from node.scrub import Scrubber
 from node.storage import Storage
 from replication.antientropy import routes as anti_entropy_routes
 from replication.deletion import routes as deletion_routes
+from replication.durability import Durability
 from replication.feed import routes as feed_routes
 from replication.fetch import Fetcher
+from replication.http import member_aets
 from replication.http import routes as replication_http_routes
 from replication.remote_find import routes as remote_find_routes
 from replication.retrieve import MeshRetrieve
@@ -147,10 +149,18 @@ class Node:
                 self.archive, self.discovery, ReplicationSettings(cfg.replicas, cfg.hint_after)
             )
             replicator.deletions.on_deleted = _audit_deletion(audit)
+            discovery = self.discovery
+            durability = Durability(self.archive.index, discovery, lambda: cfg.replicas,
+                                    replicator.acknowledged)
 
             async def replication_status() -> dict[str, Any]:
-                return {"replication": {"peers": await replicator.peers_status(),
-                                        "received": receipts.as_json()},
+                # Replaces the index's outbox-only count: pending changes and too few
+                # members count as owed too (replication.durability).
+                debt = await durability.owed()
+                return {"outbox_depth": debt.copies, "under_replicated": len(debt.studies),
+                        "replication": {"peers": await replicator.peers_status(),
+                                        "received": receipts.as_json(),
+                                        **debt.as_json(member_aets(discovery))},
                         "retrieve": fetcher.stats.as_json()}
 
             configure_pynetdicom(debug=cfg.log_level == "DEBUG")
@@ -166,7 +176,7 @@ class Node:
             app = make_app(
                 self.archive.index, cfg.aet, identity.node_id,
                 [*discovery_routes(self.discovery),
-                 *replication_http_routes(self.archive.index, self.discovery),
+                 *replication_http_routes(self.archive.index, self.discovery, durability),
                  *access_routes.routes(self.archive, audit, cfg.http_max_body)],
                 [replication_status],
                 [auth.middleware(self.archive.index, cfg.http_auth, audit)],

@@ -31,7 +31,7 @@ from discovery.membership import (
     revoke,
 )
 from discovery.roster import RosterError
-from node import __version__
+from node import __version__, wait_cli
 from node.access_cli import audit, token
 from node.app import (
     INDEX_FILE,
@@ -261,9 +261,18 @@ def _running_node_json(config: NodeConfig, path: str) -> Any:
 @data_dir_option
 @click.option("--http-port", type=int, help="The running node's HTTP port (default: its config).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-def status(data_dir: Path | None, http_port: int | None, as_json: bool) -> None:
+@click.option("--wait-replicated", is_flag=True,
+              help="Wait until every study this node received is on its owners: exit 0,"
+                   " or 1 after --timeout with what is still owed.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=600.0, show_default=True,
+              help="Seconds --wait-replicated waits.")
+def status(data_dir: Path | None, http_port: int | None, as_json: bool,
+           wait_replicated: bool, timeout: float) -> None:
     """A running node's archive, replication backlog and peers, at a glance."""
     config = _config(data_dir=data_dir, http_port=http_port)
+    if wait_replicated:
+        _wait_replicated(config, timeout)
+        return
     state = _running_node_json(config, "/api/status")
     peer_rows = _running_node_json(config, "/api/peers")
     if as_json:
@@ -285,6 +294,18 @@ def status(data_dir: Path | None, http_port: int | None, as_json: bool) -> None:
         click.echo(f"received from members: {got['stored']} new, {got['duplicate']} "
                    f"duplicate, {got['resumed']} resumed, {got['bytes'] / 1e6:.1f} MB")
         _replication_table(replication["peers"])
+
+
+def _wait_replicated(config: NodeConfig, timeout: float) -> None:
+    result = wait_cli.wait_replicated(lambda: _running_node_json(config, "/api/status"),
+                                      timeout)
+    if result.replicated:
+        click.echo(f"replicated: every study this node received is on its owners"
+                   f" (after {result.waited:.1f} s)")
+        return
+    for line in wait_cli.owed_lines(result.status):
+        click.echo(line)
+    _fail(f"still not replicated after {timeout:g} s", code=1)
 
 
 def _replication_table(rows: list[dict[str, Any]]) -> None:

@@ -865,6 +865,66 @@ class Index:
         )
         return int(rows[0]["depth"]), int(rows[0]["studies"])
 
+    async def replication_debt(
+        self, checkpoint: tuple[str, str], foreign_prefix: str, study_uid: str | None = None,
+        with_received: bool = False,
+    ) -> list[dict[str, Any]]:
+        """What replication still owes, read in one statement (so one snapshot: an enqueue
+        committing meanwhile is seen wholly as rows or wholly as pending, never neither).
+
+        Rows ``kind`` 'queued': outbox copies by (study_uid, target), ``n`` of them;
+        'pending': per study, instances stored here after the feed ``checkpoint`` (state
+        namespace, key) whose source does not start with ``foreign_prefix`` (copies from
+        elsewhere are someone else's to place), not yet turned into outbox rows; with
+        ``with_received``, 'received': per study, every such instance held here."""
+        namespace, key = checkpoint
+        only = " AND {col} = ?" if study_uid is not None else ""
+        own = "substr(i.source_aet, 1, ?) != ?"
+        sql = (
+            "SELECT 'queued' AS kind, study_uid, target, COUNT(*) AS n FROM outbox"
+            " WHERE 1" + only.format(col="study_uid") + " GROUP BY study_uid, target"
+            " UNION ALL SELECT 'pending', c.study_uid, '', COUNT(*) FROM changes c"
+            " JOIN instances i ON i.sop_uid = c.sop_uid AND i.seq = c.seq"
+            " WHERE c.kind = 'add' AND " + own + " AND c.seq > COALESCE((SELECT"
+            " CAST(value AS INTEGER) FROM state WHERE namespace = ? AND key = ?), 0)"
+            + only.format(col="c.study_uid") + " GROUP BY c.study_uid"
+        )
+        params: list[Any] = [study_uid] if study_uid is not None else []
+        params += [len(foreign_prefix), foreign_prefix, namespace, key]
+        params += [study_uid] if study_uid is not None else []
+        if with_received:
+            sql += (" UNION ALL SELECT 'received', se.study_uid, '', COUNT(*) FROM instances i"
+                    " JOIN series se ON se.series_uid = i.series_uid WHERE " + own
+                    + only.format(col="se.study_uid") + " GROUP BY se.study_uid")
+            params += [len(foreign_prefix), foreign_prefix]
+            params += [study_uid] if study_uid is not None else []
+        return await self._fetchall(sql, params)
+
+    async def received_placement(
+        self, checkpoint: tuple[str, str], foreign_prefix: str, study_uid: str | None = None,
+        after_seq: int = 0, limit: int = -1,
+    ) -> list[dict[str, Any]]:
+        """Each instance stored here from a source not starting with ``foreign_prefix``
+        and already past the feed ``checkpoint``: its study, SOP Instance UID, the
+        members the catalog says hold the same bytes (``held_by``, comma-separated) and
+        the targets it is queued for (``queued_to``); by ``seq`` from ``after_seq``, at
+        most ``limit`` (a full scan is read in pages, not to hold up writers)."""
+        namespace, key = checkpoint
+        only = " AND se.study_uid = ?" if study_uid is not None else ""
+        params: list[Any] = [len(foreign_prefix), foreign_prefix, namespace, key, after_seq]
+        return await self._fetchall(
+            "SELECT i.seq, se.study_uid, i.sop_uid,"
+            " (SELECT group_concat(k.node_id) FROM catalog k WHERE k.sop_uid = i.sop_uid"
+            "  AND k.sha256 = i.sha256) AS held_by,"
+            " (SELECT group_concat(o.target) FROM outbox o WHERE o.sop_uid = i.sop_uid)"
+            "  AS queued_to"
+            " FROM instances i JOIN series se ON se.series_uid = i.series_uid"
+            " WHERE substr(i.source_aet, 1, ?) != ? AND i.seq <= COALESCE((SELECT"
+            " CAST(value AS INTEGER) FROM state WHERE namespace = ? AND key = ?), 0)"
+            " AND i.seq > ?" + only + " ORDER BY i.seq LIMIT ?",
+            params + ([study_uid] if study_uid is not None else []) + [limit],
+        )
+
     async def outbox_by_target(self) -> dict[str, tuple[int, int]]:
         """Target node id -> (copies waiting, their bytes) for every target owed a copy."""
         rows = await self._fetchall(

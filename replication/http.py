@@ -6,11 +6,18 @@ from aiohttp import web
 
 from discovery.service import Discovery
 from node.index import Index
+from replication.durability import Durability
 
 
-def routes(index: Index, discovery: Discovery) -> list[web.RouteDef]:
+def member_aets(discovery: Discovery) -> dict[str, str]:
+    view = discovery.view
+    return {} if view is None else {n: m.aet for n, m in view.members.items()}
+
+
+def routes(index: Index, discovery: Discovery, durability: Durability) -> list[web.RouteDef]:
     async def study(request: web.Request) -> web.Response:
-        """Who holds a study: this node (its own index) and members (the catalog)."""
+        """Who holds a study: this node (its own index) and members (the catalog); and
+        what this node still owes its owners (replication.durability)."""
         uid = request.match_info["study_uid"]
         holders = await index.study_holders(uid)
         local = await index.study_instance_count(uid)
@@ -19,8 +26,12 @@ def routes(index: Index, discovery: Discovery) -> list[web.RouteDef]:
         if not holders:
             raise web.HTTPNotFound(text="no node of the mesh is known to hold this study")
         view = discovery.view
+        debt = await durability.owed(uid)
         return web.json_response({
             "StudyInstanceUID": uid,
+            # False while a copy this node received is not yet acknowledged by an owner.
+            "replicated": debt.replicated,
+            **debt.as_json(member_aets(discovery)),
             "holders": [
                 {"node_id": node_id, "instances": count,
                  "aet": view.members[node_id].aet if view and node_id in view.members else "",

@@ -370,6 +370,10 @@ class Replicator:
             self._delivered_at = {k: t for k, t in self._delivered_at.items()
                                   if now - t < DELIVERY_MEMORY}
 
+    def acknowledged(self, sop_uid: str, target: str) -> bool:
+        """Whether ``target`` acknowledged this copy lately (catalogs lag behind)."""
+        return (sop_uid, target) in self._delivered_at
+
     def _rate(self, target: str) -> RateWindow:
         return self._rates[target]
 

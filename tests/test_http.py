@@ -39,6 +39,7 @@ def test_status_and_studies_after_storing(node: NodeProcess) -> None:
     assert empty.pop("replication") == {
         "peers": [],
         "received": {"stored": 0, "duplicate": 0, "conflict": 0, "resumed": 0, "bytes": 0},
+        "owed": [], "short_of_members": 0, "unconfirmed": 0,
     }
     assert empty.pop("retrieve")["failed"] == 0  # the mesh retrieve counters (see README)
     assert empty == {
@@ -63,6 +64,9 @@ def test_status_and_studies_after_storing(node: NodeProcess) -> None:
     assert status["series"] == len({str(ds.SeriesInstanceUID) for ds in headers})
     assert status["instances"] == len(files)
     assert status["bytes"] == object_bytes(node) > 0
+    # In no mesh, no study can be on R nodes: each counts as under-replicated (short).
+    assert status["under_replicated"] == status["replication"]["short_of_members"]
+    assert status["under_replicated"] == len(per_study) and status["outbox_depth"] == 0
 
     studies = node.get_json("/api/studies")
     assert {s["StudyInstanceUID"]: s["instances"] for s in studies} == dict(per_study)
