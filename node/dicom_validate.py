@@ -37,6 +37,10 @@ class MalformedDataset(InvalidDataset):
     """The object's structure is broken (bad item, bad length, bytes past the end)."""
 
 
+class NotPart10(MalformedDataset):
+    """No preamble and DICM prefix: not a DICOM file at all (import skips these)."""
+
+
 class InvalidUID(InvalidDataset):
     """An identifying UID is missing, not a valid UID, or disagrees with the file meta."""
 
@@ -373,7 +377,7 @@ def validate(source: bytes | bytearray | memoryview | BinaryIO) -> None:
     size = fh.seek(0, io.SEEK_END)
     fh.seek(0)
     if size < 132 or fh.read(132)[128:] != b"DICM":
-        raise MalformedDataset("not a DICOM Part 10 object (no preamble and DICM prefix)")
+        raise NotPart10("not a DICOM Part 10 object (no preamble and DICM prefix)")
     walker = _Walker(_Stream(fh, 132, size))
     try:
         walker.dataset(_Encoding(True, True), None, False, 0,
