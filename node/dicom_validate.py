@@ -330,14 +330,16 @@ class _Walker:
                 return
             if item != ITEM:
                 raise MalformedDataset(f"{_tag(item)} where an item of {_tag(tag)} belongs")
-            if length == UNDEFINED:
-                try:
-                    self.dataset(enc, bound, True, depth + 1)
-                except _ItemEnd:
-                    continue
-            if bound is not None and s.pos + length > bound:
-                raise MalformedDataset(f"an item of {_tag(tag)} runs past its sequence's end")
-            self.dataset(enc, s.pos + length, False, depth + 1)
+            if length != UNDEFINED:
+                if bound is not None and s.pos + length > bound:
+                    raise MalformedDataset(
+                        f"an item of {_tag(tag)} runs past its sequence's end")
+                self.dataset(enc, s.pos + length, False, depth + 1)
+                continue
+            try:  # a delimited item never ends otherwise: it raises what it found
+                self.dataset(enc, bound, True, depth + 1)
+            except _ItemEnd:
+                pass
 
     def fragments(self, enc: _Encoding, bound: int | None, tag: int) -> None:
         """Encapsulated pixel data: items of defined length, then a delimiter."""
