@@ -213,3 +213,32 @@ def test_refused_instances_never_reach_a_member(
     assert set(held(b)) == set(held(founder)) - {legacy_sha}
     refusals = [r for r in audit_rows(b) if r["action"] == "refusal"]
     assert any("declares 4294967280 bytes" in r["detail"] for r in refusals), refusals
+
+
+def test_retrieve_counts_what_it_refuses(
+    make_node, bad_files: dict[str, Path], tmp_path: Path
+) -> None:
+    """`pacsmesh retrieve` from a PACS that holds a cut-short instance (here a node that
+    stored it before ingest checked): the good one is stored, the bad one refused."""
+    source = make_node("source", aet="SOURCE").start()
+    ct = Path(get_testdata_file("CT_small.dcm"))
+    assert storescu(source, [ct]) == []
+    source.stop()
+    legacy = bad_files["truncated"].read_bytes()
+    Storage(source.data_dir).write(legacy, hashlib.sha256(legacy).hexdigest())
+    source.start()
+    study = str(dcmread(ct, stop_before_pixels=True).StudyInstanceUID)
+    assert source.status()["instances"] == 2
+    result = subprocess.run(
+        [sys.executable, "-m", "node.cli", "retrieve", "--from",
+         f"SOURCE@127.0.0.1:{source.dicom_port}", "--data-dir", str(tmp_path / "pulled"),
+         "--aet", "GETSCU", "--study", study, "--method", "get"],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.splitlines()[-1] == "completed 1, failed 1, warning 0", result.stdout
+    assert "refused: " in result.stderr and "declares 4294967280 bytes" in result.stderr
+    pulled = [dataset_bytes(p) for p in (tmp_path / "pulled" / "objects").rglob("*.dcm")]
+    good = [dataset_bytes(p) for sha, p in
+            ((p.stem, p) for p in (source.data_dir / "objects").rglob("*.dcm"))
+            if sha != hashlib.sha256(legacy).hexdigest()]
+    assert pulled == good
