@@ -277,3 +277,27 @@ def test_every_pydicom_data_file_accepted_before_is_accepted() -> None:
     assert set(refused_now) == set(TRULY_BROKEN), refused_now
     for name, why in TRULY_BROKEN.items():
         assert why in refused_now[name]
+
+
+def test_sequences_in_implicit_and_big_endian_encodings() -> None:
+    undefined = (el(0x00081115, "SQ", b"", explicit=False, length=UNDEFINED)
+                 + item(el(0x00081150, "UI", uid("1.2"), explicit=False), defined=False)
+                 + SEQ_END)
+    validate(part10(body(undefined, explicit=False), IMPLICIT_LE))
+    with pytest.raises(TruncatedDataset):
+        validate(part10(body(undefined[:-8], explicit=False), IMPLICIT_LE))
+    be_item = (struct.pack(">HHI", 0xFFFE, 0xE000, 14)
+               + el(0x00081150, "UI", uid("1.2.3"), little=False))
+    be_seq = el(0x00081115, "SQ", be_item, little=False)
+    validate(part10(body(be_seq, little=False), EXPLICIT_BE))
+    # Read as little endian, the same item is garbage.
+    with pytest.raises(MalformedDataset):
+        validate(part10(body(be_seq), EXPLICIT_LE))
+
+
+def test_bytes_after_a_deflated_data_set_are_refused() -> None:
+    squeeze = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    deflated = squeeze.compress(body(PIXELS)) + squeeze.flush()
+    validate(part10(deflated + b"\0\0", DEFLATED))
+    assert "follow" in refused(part10(deflated + b"junk", DEFLATED), MalformedDataset)
+    assert "inflate" in refused(part10(b"\xff" * 40, DEFLATED), MalformedDataset)
