@@ -55,7 +55,7 @@ from node.dicom.scp import configure_pynetdicom
 from node.dicom.scu import AssociationFailed, echo
 from node.dicom.send_scu import Counts, Outgoing, send
 from node.dicom_header import InvalidDataset
-from node.dicom_validate import NotPart10
+from node.dicom_validate import MissingUID, NotPart10
 from node.http.api import study_json
 from node.identity import IdentityError, load_or_create_identity, normalize_node_id
 from node.index import Index
@@ -175,7 +175,7 @@ async def _import(config: NodeConfig, files: list[Path]) -> dict[str, int]:
                         data = await asyncio.to_thread(path.read_bytes)
                         result = await asyncio.to_thread(archive.ingest, data, "IMPORT")
                         counts[result.status.value] += 1
-                    except NotPart10:
+                    except (NotPart10, MissingUID):  # not an instance (e.g. a DICOMDIR)
                         counts["skipped"] += 1
                     except InvalidDataset as exc:  # cut short, garbled, or bad UIDs
                         counts["refused"] += 1

@@ -45,6 +45,11 @@ class InvalidUID(InvalidDataset):
     """An identifying UID is missing, not a valid UID, or disagrees with the file meta."""
 
 
+class MissingUID(InvalidUID):
+    """No SOP Instance UID (or another identifying UID): not an instance at all, such as
+    a DICOMDIR (import skips these, as it skips non-DICOM files)."""
+
+
 UNDEFINED = 0xFFFFFFFF
 PIXEL_DATA = 0x7FE00010
 ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
@@ -364,7 +369,7 @@ class _ItemEnd(Exception):
 
 def _syntax(raw: bytes | None) -> str:
     if raw is None:
-        raise InvalidUID("no Transfer Syntax UID in the file meta")
+        raise MissingUID("no Transfer Syntax UID in the file meta")
     problem = uid_problem(raw)
     if problem:
         raise InvalidUID(f"TransferSyntaxUID {problem}")
@@ -404,7 +409,7 @@ def validate(source: bytes | bytearray | memoryview | BinaryIO) -> None:
             raise InvalidUID(f"{name} is {walker.too_long[tag]} characters (UI allows 64)")
         raw = walker.found.get(tag)
         if raw is None:
-            raise InvalidUID(f"missing {name}")
+            raise MissingUID(f"missing {name}")
         problem = uid_problem(raw)
         if problem:
             raise InvalidUID(f"{name} {problem}")

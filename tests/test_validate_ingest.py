@@ -163,9 +163,11 @@ def test_import_counts_and_names_the_refused(bad_files: dict[str, Path], tmp_pat
     good = one_file_per_instance()[0]
     result = subprocess.run(
         [sys.executable, "-m", "node.cli", "import", "--data-dir", str(data_dir), str(good),
-         *map(str, bad_files.values())], capture_output=True, text=True, timeout=120)
+         get_testdata_file("DICOMDIR"), *map(str, bad_files.values())],
+        capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
-    assert result.stdout.strip() == ("stored 1, duplicate 0, conflicting 0, skipped 0 "
+    # A DICOMDIR is no instance: skipped, as before, not refused.
+    assert result.stdout.strip() == ("stored 1, duplicate 0, conflicting 0, skipped 1 "
                                      "non-DICOM, failed 0, refused 2 invalid")
     for name, (_, _, words) in BAD.items():
         assert f"refused: {bad_files[name]}: " in result.stderr and words in result.stderr
