@@ -133,6 +133,7 @@ class Node:
             audit = self.audit = AuditTrail(self.archive.index)
             audit.start()
             self.archive.on_damaged = _audit_damage(audit)
+            self.archive.on_refused = audit_refusal(audit)
             identity = self._identity()
             self.discovery = self._make_discovery(self.archive.index, identity)
             self.discovery.on_join = _audit_join(audit)
@@ -288,6 +289,15 @@ def _audit_join(audit: AuditTrail) -> Callable[[bool, str, str, str, str], None]
             outcome=Outcome.SUCCESS if admitted else Outcome.REFUSED,
             calling_aet=aet, node_id=node_id, address=address, detail=f"mesh join: {why}"))
     return joined
+
+
+def audit_refusal(audit: AuditTrail) -> Callable[[str, str], None]:
+    """Archive.on_refused: a received object refused as incomplete or ill-formed."""
+    def refused(source: str, why: str) -> None:
+        audit.record(AuditEvent(
+            action=Action.REFUSAL, outcome=Outcome.REFUSED, calling_aet=source[:64],
+            detail=f"instance refused: {why}"))
+    return refused
 
 
 def _audit_damage(audit: AuditTrail) -> Callable[[str], None]:

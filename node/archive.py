@@ -17,9 +17,10 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
-from node.dicom_header import InstanceKeys, read_keys
+from node.dicom_header import InstanceKeys, InvalidDataset, read_keys
+from node.dicom_validate import validate
 from node.index import AddOutcome, Index
 from node.scrub import set_aside
 from node.storage import Storage, StorageError, sha256_hex
@@ -57,6 +58,21 @@ class Archive:
         self._loop_thread = threading.get_ident()
         # Told the SHA-256 of each object set aside as damaged (the audit trail listens).
         self.on_damaged: Callable[[str], None] | None = None
+        # Told (source, reason) of each received object refused as incomplete or with
+        # invalid UIDs (the audit trail listens).
+        self.on_refused: Callable[[str, str], None] | None = None
+
+    def _check(self, source: bytes | BinaryIO, source_aet: str) -> InstanceKeys:
+        """The keys of a whole, well-formed object; else InvalidDataset, reported."""
+        try:
+            validate(source)
+            if not isinstance(source, bytes):
+                source.seek(0)
+            return read_keys(source)
+        except InvalidDataset as exc:
+            if self.on_refused is not None:
+                self.on_refused(source_aet, str(exc))
+            raise
 
     def on_loop(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the index's loop and wait for it (from another thread)."""
@@ -77,7 +93,8 @@ class Archive:
             self.on_damaged(sha256)
 
     def ingest(self, data: bytes, source_aet: str = "") -> IngestResult:
-        """Store one Part 10 object. Raises InvalidDataset, StorageError or IndexFailure."""
+        """Store one Part 10 object, if whole and well-formed (node/dicom_validate.py).
+        Raises InvalidDataset, StorageError or IndexFailure."""
         # The write and its fdatasync (the slowest step) run on another thread while this
         # one hashes and parses the header; then the index insert overlaps the directory
         # fsync that makes the rename durable. Everything finishes before anything is
@@ -86,7 +103,7 @@ class Archive:
         writing = _WRITERS.submit(self.storage.write_temp, data)
         try:
             sha = sha256_hex(data)
-            keys = read_keys(data)
+            keys = self._check(data, source_aet)
         except BaseException:
             with contextlib.suppress(StorageError):
                 self.storage.discard(writing.result())
@@ -100,10 +117,11 @@ class Archive:
     def ingest_file(self, tmp: Path, sha: str, source_aet: str = "") -> IngestResult:
         """Store a durable (fdatasynced) file on the data dir's file system whose SHA-256
         the caller has checked; it is moved into place, never read whole into memory.
-        Only the header is parsed. Raises like :meth:`ingest`; ``tmp`` is gone after."""
+        Its structure is walked (values skipped) and its header parsed. Raises like
+        :meth:`ingest`; ``tmp`` is gone after."""
         try:
             with self.storage.open_file(tmp, sha) as fh:
-                keys = read_keys(fh)
+                keys = self._check(fh, source_aet)
                 size = fh.seek(0, io.SEEK_END)  # the plaintext's, for a sealed file too
         except BaseException:
             self.storage.discard(tmp)

@@ -57,6 +57,7 @@ from node.dicom.scp import configure_pynetdicom
 from node.dicom.scu import AssociationFailed, echo
 from node.dicom.send_scu import Counts, Outgoing, send
 from node.dicom_header import InvalidDataset
+from node.dicom_validate import MissingUID, NotPart10
 from node.http.api import study_json
 from node.http.serving import local_client
 from node.identity import (
@@ -173,15 +174,16 @@ def import_(data_dir: Path | None, paths: tuple[Path, ...]) -> None:
         f"conflicting {counts['conflict']}, skipped {counts['skipped']} non-DICOM, "
         f"failed {counts['failed']}"
         + (f", refused {counts['tombstoned']} of deleted studies" if counts["tombstoned"] else "")
+        + (f", refused {counts['refused']} invalid" if counts["refused"] else "")
     )
-    if counts["failed"]:
+    if counts["failed"] or counts["refused"]:
         sys.exit(1)
 
 
 async def _import(config: NodeConfig, files: list[Path]) -> dict[str, int]:
     lock = _lock_data_dir(config.data_dir)
     counts = {"stored": 0, "duplicate": 0, "conflict": 0, "skipped": 0, "failed": 0,
-              "tombstoned": 0}
+              "tombstoned": 0, "refused": 0}
     try:
         archive, _ = await open_archive(config.data_dir, open_storage(config))
         try:
@@ -193,8 +195,12 @@ async def _import(config: NodeConfig, files: list[Path]) -> dict[str, int]:
                         data = await asyncio.to_thread(path.read_bytes)
                         result = await asyncio.to_thread(archive.ingest, data, "IMPORT")
                         counts[result.status.value] += 1
-                    except InvalidDataset:
+                    except (NotPart10, MissingUID):  # not an instance (e.g. a DICOMDIR)
                         counts["skipped"] += 1
+                    except InvalidDataset as exc:  # cut short, garbled, or bad UIDs
+                        counts["refused"] += 1
+                        err.print(f"refused: {path}: {exc}", markup=False, highlight=False,
+                                  soft_wrap=True)
                     except (OSError, StorageError) as exc:
                         counts["failed"] += 1
                         err.print(f"failed: {path}: {exc}", markup=False, highlight=False)
@@ -551,7 +557,8 @@ def retrieve(data_dir: Path | None, source: str, study_uid: str | None,
         bar.stop()
         counts = asyncio.run(_import(config, files))
         return Counts(completed=counts["stored"] + counts["duplicate"],
-                      failed=counts["failed"] + counts["skipped"] + counts["tombstoned"],
+                      failed=counts["failed"] + counts["skipped"] + counts["tombstoned"]
+                      + counts["refused"],
                       warning=counts["conflict"])
 
     with bar:

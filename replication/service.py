@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Coroutine
@@ -68,6 +69,7 @@ TOMBSTONE_SECONDS = 30.0
 REPAIR_SECONDS = 60.0
 FINAL_REFUSALS = {409: "it holds another version of the instance",
                   410: "the study was deleted from the mesh"}
+NOT_STORABLE = 415  # the owner's verdict on the bytes themselves (node/dicom_validate.py)
 # How long a delivery is remembered, to drop a repair's stale verdict that it is missing.
 DELIVERY_MEMORY = 300.0
 
@@ -343,6 +345,14 @@ class Replicator:
                 log.warning("owner %s refused a copy for good: %s", target[:15],
                             FINAL_REFUSALS[exc.status])
                 await self.archive.index.delivered(sop_uid, target)
+                return
+            if isinstance(exc, Refused) and exc.status == NOT_STORABLE:
+                # The owner refuses these bytes as truncated or with invalid UIDs (an
+                # object stored before ingest checked them): no retry will change that,
+                # and it is not delivered either. The row stays, parked, with the reason.
+                log.warning("owner %s refuses a copy as not storable; parked: %s",
+                            target[:15], exc)
+                await self.archive.index.postpone(sop_uid, target, math.inf, str(exc))
                 return
             if isinstance(exc, TamperedObject):
                 # Our copy is damaged, not the peer: set it aside (anti-entropy brings a

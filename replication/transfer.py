@@ -172,7 +172,9 @@ def routes(archive: Archive, receipts: Receipts) -> list[web.RouteDef]:
         except IncomingError as exc:
             raise web.HTTPUnprocessableEntity(text=str(exc)) from None
         except InvalidDataset as exc:
-            raise web.HTTPUnprocessableEntity(text=f"not a storable instance: {exc}") from None
+            # 415, not 422 (a damaged transfer, worth another try): these bytes will never
+            # be stored here, and the sender parks the copy (replication/service.py).
+            raise web.HTTPUnsupportedMediaType(text=f"not a storable instance: {exc}") from None
         except (StorageFull, IndexFull):
             raise web.HTTPInsufficientStorage(text="archive storage is full") from None
         except (StorageError, IndexFailure) as exc:

@@ -51,6 +51,7 @@ from node.dicom.audit_hooks import NOT_AUTHORIZED, DicomAudit, requestor
 from node.dicom.encoding import encode_file_meta
 from node.dicom.reactor import start_server
 from node.dicom_header import InvalidDataset
+from node.dicom_validate import InvalidUID
 from node.index import IndexFailure, IndexFull, StoredInstance
 from node.query import Query, QueryError, parse_identifier, response_identifier
 from node.storage import PlainFile, StorageError, StorageFull, TamperedObject
@@ -255,7 +256,10 @@ class DicomServer:
             return self.archive.ingest(data, source)
         except InvalidDataset as exc:
             log.warning("C-STORE from %s refused: %s", source, exc)
-            return self._store_failed(event, CANNOT_UNDERSTAND, str(exc))
+            # A bad identifying UID: the data set does not match what its SOP class
+            # requires; anything cut short or garbled: it cannot be understood.
+            code = IDENTIFIER_MISMATCH if isinstance(exc, InvalidUID) else CANNOT_UNDERSTAND
+            return self._store_failed(event, code, str(exc))
         except (StorageFull, IndexFull) as exc:
             log.error("C-STORE from %s refused, out of space: %s", source, exc)
             return self._store_failed(event, OUT_OF_RESOURCES, "Archive storage is full")
