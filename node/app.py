@@ -26,6 +26,7 @@ from node.at_rest import ObjectKey
 from node.at_rest_keys import AtRestKeyError, load_key
 from node.audit import Action, AuditEvent, AuditTrail, Outcome
 from node.config import NodeConfig
+from node.data_dir_modes import DataDirModeError, secure_data_dir
 from node.dicom.scp import DicomServer, configure_pynetdicom
 from node.dicom.tls import DicomTlsError, server_context
 from node.http import access_routes, auth
@@ -70,6 +71,14 @@ def _lock_data_dir(data_dir: Path) -> IO[str]:
     except BlockingIOError:
         fh.close()
         raise DataDirInUse(f"data dir {data_dir} is in use by another PACSmesh process") from None
+    try:
+        fixed = secure_data_dir(data_dir)
+    except DataDirModeError as exc:
+        fh.close()
+        raise StartupError(str(exc)) from None
+    if fixed:
+        log.warning("data dir %s was open to other users; made owner-only: %s",
+                    data_dir, "; ".join(fixed))
     return fh
 
 
@@ -100,6 +109,8 @@ async def open_archive(
     """Open (creating if needed) and reconcile the archive in ``data_dir``."""
     storage = storage or Storage(data_dir)
     try:
+        # Owner-only from its first byte; SQLite gives -wal and -shm the same mode.
+        os.close(os.open(data_dir / INDEX_FILE, os.O_WRONLY | os.O_CREAT, 0o600))
         index = await Index.open(data_dir / INDEX_FILE)
     except Exception as exc:
         raise StartupError(f"cannot open index {data_dir / INDEX_FILE}: {exc}") from None

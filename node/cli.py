@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import logging
 import os
 import sys
 import time
@@ -50,6 +49,7 @@ from node.config import (
     RemoteAE,
     parse_remote_ae,
 )
+from node.data_dir_modes import set_process_umask
 from node.dicom.retrieve_scu import RetrieveError, Selector, study_identifier
 from node.dicom.scp import configure_pynetdicom
 from node.dicom.scu import AssociationFailed, echo
@@ -58,6 +58,7 @@ from node.dicom_header import InvalidDataset
 from node.http.api import study_json
 from node.identity import IdentityError, load_or_create_identity, normalize_node_id
 from node.index import Index
+from node.log_format import setup_logging
 from node.pull import METHODS, ProgressHooks, PullRequest, pull
 from node.query import QueryError, parse_identifier
 from node.storage import StorageError
@@ -69,6 +70,10 @@ from replication.tombstone import TombstoneError, is_admin_key, make_tombstone
 @click.version_option(__version__, prog_name="pacsmesh")
 def main() -> None:
     """PACSmesh: a peer-to-peer, self-sufficient PACS node."""
+    # Before anything is created: the data dir holds patient names, IDs and the audit trail.
+    set_process_umask()
+    # Every command's log lines, not only the node's, may carry what the network sent.
+    setup_logging("WARNING")
 
 
 @main.command()
@@ -112,10 +117,7 @@ def main() -> None:
 def run(**options: Any) -> None:
     """Run a node until interrupted."""
     config = _config(**options)
-    logging.basicConfig(
-        level=config.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(config.log_level)
     try:
         asyncio.run(run_node(config))
     except StartupError as exc:

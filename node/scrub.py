@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from node.data_dir_modes import tighten_file
 from node.index import Index
 from node.storage import Storage, TamperedObject
 from node.tasks import cancel_and_wait
@@ -59,6 +60,7 @@ class Scrubber:
             why = await asyncio.to_thread(_damage, self.storage, path, name)
             if why is None:
                 await asyncio.to_thread(self._reseal, name)
+                await asyncio.to_thread(_owner_only, path)
                 continue
             damaged.append(name)
             await self.archive.set_aside(name, why)
@@ -109,6 +111,15 @@ async def set_aside(storage: Storage, index: Index, name: str, why: str) -> None
         "object %s set aside (%s): moved to quarantine; %d instance(s) will be fetched"
         " again from the mesh", name[:12], why, len(holders),
     )
+
+
+def _owner_only(path: Path) -> None:
+    # Start-up leaves object files to this pass (see node/data_dir_modes.py).
+    try:
+        if tighten_file(path):
+            log.info("object file %s made owner-only", path.name[:12])
+    except FileNotFoundError:
+        pass  # removed or replaced meanwhile
 
 
 def _damage(storage: Storage, path: Path, name: str) -> str | None:
