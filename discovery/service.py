@@ -326,7 +326,14 @@ class Discovery:
                 log.warning("peer %s is revoked: refused from now on", node_id[:15])
         self.view = view
         if not view.is_member(self.node_id):
-            log.error("this node has been revoked from the mesh; it now works alone")
+            mine = {str(e.get("sig", ""))[:16] for e in self.roster.entries
+                    if e.get("node_id") == self.node_id}
+            why = "; ".join(r for sig, r in view.rejected if sig in mine)
+            if self.node_id in view.revoked or not why:
+                log.error("this node has been revoked from the mesh; it now works alone")
+            else:  # e.g. its AE title was admitted at the same time elsewhere, earlier
+                log.error("this node's admission no longer stands (%s); it now works alone",
+                          why)
         if persist:
             await self._persist_roster()
 

@@ -58,7 +58,7 @@ from node.dicom_header import InvalidDataset
 from node.http.api import study_json
 from node.identity import IdentityError, load_or_create_identity, normalize_node_id
 from node.index import Index
-from node.log_format import setup_logging
+from node.log_format import escape_last_resort, setup_logging
 from node.pull import METHODS, ProgressHooks, PullRequest, pull
 from node.query import QueryError, parse_identifier
 from node.storage import StorageError
@@ -73,7 +73,7 @@ def main() -> None:
     # Before anything is created: the data dir holds patient names, IDs and the audit trail.
     set_process_umask()
     # Every command's log lines, not only the node's, may carry what the network sent.
-    setup_logging("WARNING")
+    escape_last_resort()
 
 
 @main.command()

@@ -7,7 +7,7 @@ its top level, the index and its ``-wal``/``-shm``, and every folder but the obj
 files' own (``objects/<xx>/*.dcm``). Walking a million objects before the DICOM port
 opens would delay every start; the data dir's 0700 already shuts other users out of
 them, and the background scrub tightens each object file as it passes
-(:func:`tighten_file`).
+(:func:`tighten_file`). The at-rest key folder is checked, not fixed (see below).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+
+from node.at_rest_keys import KEYS_DIR
 
 UMASK = 0o077
 DIR_MODE = 0o700
@@ -61,6 +63,10 @@ def secure_data_dir(data_dir: Path) -> list[str]:
     _tighten(data_dir, data_dir.stat(), fixed)
     for root, dirs, files in os.walk(data_dir):
         here = Path(root)
+        if here == data_dir and KEYS_DIR in dirs:
+            # An at-rest key found readable may have been copied: the node refuses to
+            # start (node/at_rest_keys.py) rather than hide that by fixing it.
+            dirs.remove(KEYS_DIR)
         for name in dirs:
             path = here / name
             st = path.lstat()

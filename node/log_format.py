@@ -53,6 +53,15 @@ class SafeFormatter(logging.Formatter):
         return _escape_block(super().formatStack(stack_info))
 
 
+def escape_last_resort() -> None:
+    """Commands that set up no logging still print warnings through logging's last
+    resort (message only): escaped too, and nothing else changes."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(SafeFormatter("%(message)s"))
+    logging.lastResort = handler
+
+
 def setup_logging(level: str) -> None:
     """One stderr handler with :class:`SafeFormatter` on the root logger, at ``level``."""
     root = logging.getLogger()
