@@ -145,6 +145,7 @@ class Node:
             identity = self._identity()
             self.discovery = self._make_discovery(self.archive.index, identity)
             self.discovery.on_join = _audit_join(audit)
+            self.discovery.on_refusal = _audit_mesh_refusal(audit)
             self.discovery.add_mesh_routes(feed_routes(self.archive.index))
             receipts = Receipts()
             self.discovery.add_mesh_routes(transfer_routes(self.archive, receipts))
@@ -274,6 +275,14 @@ def _audit_join(audit: AuditTrail) -> Callable[[bool, str, str, str, str], None]
             outcome=Outcome.SUCCESS if admitted else Outcome.REFUSED,
             calling_aet=aet, node_id=node_id, address=address, detail=f"mesh join: {why}"))
     return joined
+
+
+def _audit_mesh_refusal(audit: AuditTrail) -> Callable[[str, str, str], None]:
+    def refused(address: str, node_id: str, why: str) -> None:
+        audit.record(AuditEvent(
+            action=Action.REFUSAL, outcome=Outcome.REFUSED, node_id=node_id,
+            address=address, detail=f"mesh API: {why}"))
+    return refused
 
 
 def _audit_damage(audit: AuditTrail) -> Callable[[str], None]:
