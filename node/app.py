@@ -77,8 +77,13 @@ def _lock_data_dir(data_dir: Path) -> IO[str]:
         fh.close()
         raise StartupError(str(exc)) from None
     if fixed:
-        log.warning("data dir %s was open to other users; made owner-only: %s",
-                    data_dir, "; ".join(fixed))
+        # The top level by name (index, folders); what lies deeper, counted.
+        named = [f"{f.path.relative_to(data_dir)} {f.old:o} -> {f.new:o}" for f in fixed
+                 if data_dir in (f.path, f.path.parent)]
+        deeper = len(fixed) - len(named)
+        log.warning("data dir %s was open to other users; made owner-only: %s%s",
+                    data_dir, "; ".join(named),
+                    f"; and {deeper} path(s) inside its folders" if deeper else "")
     return fh
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 from node.at_rest_keys import KEYS_DIR
@@ -28,12 +29,22 @@ class DataDirModeError(OSError):
     """The data dir is open to other users and cannot be fixed (not its owner?)."""
 
 
+@dataclass(frozen=True)
+class ModeFix:
+    path: Path
+    old: int
+    new: int
+
+    def __str__(self) -> str:
+        return f"{self.path} {self.old:o} -> {self.new:o}"
+
+
 def set_process_umask() -> None:
     """Owner-only for everything this process creates from now on."""
     os.umask(UMASK)
 
 
-def _tighten(path: Path, st: os.stat_result, fixed: list[str]) -> None:
+def _tighten(path: Path, st: os.stat_result, fixed: list[ModeFix]) -> None:
     want = DIR_MODE if stat.S_ISDIR(st.st_mode) else FILE_MODE
     mode = stat.S_IMODE(st.st_mode)
     if not mode & 0o077:
@@ -46,20 +57,20 @@ def _tighten(path: Path, st: os.stat_result, fixed: list[str]) -> None:
             exc.errno, f"{path} is open to other users (mode {mode:o}) and cannot be made "
                        f"{want:o}: {exc.strerror}"
         ) from None
-    fixed.append(f"{path} {mode:o} -> {new:o}")
+    fixed.append(ModeFix(path, mode, new))
 
 
 def tighten_file(path: Path) -> bool:
     """Make one file owner-only if it is not; return whether it was changed."""
-    fixed: list[str] = []
+    fixed: list[ModeFix] = []
     _tighten(path, path.lstat(), fixed)
     return bool(fixed)
 
 
-def secure_data_dir(data_dir: Path) -> list[str]:
+def secure_data_dir(data_dir: Path) -> list[ModeFix]:
     """Make ``data_dir`` and what lies in it owner-only, except object files (see the
-    module docstring); return one line per path changed. Raises DataDirModeError."""
-    fixed: list[str] = []
+    module docstring); return what was changed. Raises DataDirModeError."""
+    fixed: list[ModeFix] = []
     _tighten(data_dir, data_dir.stat(), fixed)
     for root, dirs, files in os.walk(data_dir):
         here = Path(root)

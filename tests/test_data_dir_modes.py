@@ -84,7 +84,8 @@ def test_an_open_data_dir_is_fixed_at_start(make_node, tmp_path: Path) -> None:
     node.start()
     log = node.log()
     assert "was open to other users; made owner-only" in log
-    assert f"{d / 'index.sqlite'} 644 -> 600" in log
+    assert f"data dir {d} was open to other users; made owner-only: . 755 -> 700;" in log
+    assert "; index.sqlite 644 -> 600" in log
     # At start: everything but the object files; those, by the scrub as it passes.
     assert all(not (_mode(p) & 0o077) for p in [d, d / "index.sqlite", d / "identity",
                                                  d / "identity" / "node.key",
