@@ -161,7 +161,7 @@ def import_(data_dir: Path | None, paths: tuple[Path, ...]) -> None:
 
 
 async def _import(config: NodeConfig, files: list[Path]) -> dict[str, int]:
-    lock = _lock_data_dir(config.data_dir)
+    lock = _lock_data_dir(config.data_dir, config.data_dir_gid)
     counts = {"stored": 0, "duplicate": 0, "conflict": 0, "skipped": 0, "failed": 0,
               "tombstoned": 0}
     try:

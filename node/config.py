@@ -6,6 +6,7 @@ Pure code: nothing here opens sockets or touches the index. Every problem is a
 
 from __future__ import annotations
 
+import grp
 import ipaddress
 import os
 import re
@@ -74,6 +75,12 @@ class NodeConfig:
     encrypt_at_rest: bool = False  # seal new objects (node/at_rest.py)
     # Derives the at-rest key instead of a key file. Never shown, never in pacsmesh.toml.
     at_rest_passphrase: bytes | None = field(default=None, repr=False)
+    # Share the data dir with this group (folders 2750, files 0640); None: owner-only.
+    data_dir_group: str | None = None
+
+    @property
+    def data_dir_gid(self) -> int | None:
+        return None if self.data_dir_group is None else grp.getgrnam(self.data_dir_group).gr_gid
 
     def modality(self, aet: str) -> RemoteAE | None:
         for remote in self.modalities:
@@ -236,6 +243,7 @@ _KEYS = (
     "hint_after", "query_scope", "cache_bytes", "dicom_tls", "dicom_tls_cert",
     "dicom_tls_key", "access", "allowed_aets", "http_auth", "encrypt_at_rest",
     "at_rest_passphrase_file",
+    "data_dir_group",
 )
 # The passphrase itself comes only from the environment (or the file named above).
 PASSPHRASE_ENV = ENV_PREFIX + "AT_REST_PASSPHRASE"
@@ -334,6 +342,7 @@ def load_config(
         dicom_tls_key=_pem_file(merged.get("dicom_tls_key"), "dicom_tls_key"),
         encrypt_at_rest=_parse_bool(merged.get("encrypt_at_rest", False), "encrypt_at_rest"),
         at_rest_passphrase=_passphrase(merged.get("at_rest_passphrase_file"), env),
+        data_dir_group=_data_dir_group(merged.get("data_dir_group")),
     )
     if (config.dicom_tls_cert is None) != (config.dicom_tls_key is None):
         raise ConfigError("dicom_tls_cert and dicom_tls_key go together: give both or neither")
@@ -344,3 +353,15 @@ def load_config(
     return config
 
 
+def _data_dir_group(value: Any) -> str | None:
+    """A group that exists and that this user may give files to (is a member of)."""
+    if value is None or value == "":
+        return None
+    name = str(value)
+    try:
+        gid = grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise ConfigError(f"data_dir_group {name!r}: no such group") from None
+    if os.geteuid() != 0 and gid != os.getegid() and gid not in os.getgroups():
+        raise ConfigError(f"data_dir_group {name!r}: this user is not in that group")
+    return name

@@ -34,6 +34,7 @@ class Scrubber:
     archive: Archive
     files_per_round: int = 10  # gentle: a full pass over 100k objects takes ~3 h
     interval: float = 1.0
+    data_dir_gid: int | None = None  # data_dir_group: object files are 0640 in it
     _shard: int = 0
     _after: str = ""
     _task: asyncio.Task[None] | None = None
@@ -60,7 +61,7 @@ class Scrubber:
             why = await asyncio.to_thread(_damage, self.storage, path, name)
             if why is None:
                 await asyncio.to_thread(self._reseal, name)
-                await asyncio.to_thread(_owner_only, path)
+                await asyncio.to_thread(_owner_only, path, self.data_dir_gid)
                 continue
             damaged.append(name)
             await self.archive.set_aside(name, why)
@@ -113,11 +114,11 @@ async def set_aside(storage: Storage, index: Index, name: str, why: str) -> None
     )
 
 
-def _owner_only(path: Path) -> None:
+def _owner_only(path: Path, gid: int | None) -> None:
     # Start-up leaves object files to this pass (see node/data_dir_modes.py).
     try:
-        if tighten_file(path):
-            log.info("object file %s made owner-only", path.name[:12])
+        if tighten_file(path, gid):
+            log.info("object file %s: mode fixed (open to other users)", path.name[:12])
     except FileNotFoundError:
         pass  # removed or replaced meanwhile
 

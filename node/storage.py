@@ -183,7 +183,7 @@ class Storage:
             data = seal(self.key, data)
         tmp = self.tmp / f"{uuid.uuid4().hex}.part"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
             try:
                 view = memoryview(data)
                 while view:
@@ -312,7 +312,7 @@ class Storage:
                    digest: hashlib._Hash) -> None:
         try:
             with open(tmp, "xb") as dst:
-                os.fchmod(dst.fileno(), 0o600)
+                os.fchmod(dst.fileno(), 0o640)
                 dst.write(header)
                 while block := src.read(_COPY):
                     digest.update(block)

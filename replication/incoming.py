@@ -76,7 +76,7 @@ class Incoming:
                      else storage.tmp / f"{uuid.uuid4().hex}.part")
         flags = os.O_RDWR | os.O_CREAT | (0 if self.resumable else os.O_EXCL)
         try:
-            self._fd = os.open(self.path, flags, 0o600)
+            self._fd = os.open(self.path, flags, 0o640)
         except OSError as exc:
             raise storage_error(exc) from exc
         try:
