@@ -135,6 +135,12 @@ class Roster:
             raise RosterError("this node has been revoked")
         if view.is_member(node_id):
             return next(e for e in self.entries if e.get("node_id") == node_id)
+        holder = _title_holder(view.members, view.revoked, aet, node_id)
+        if holder is not None:
+            raise RosterError(
+                f"AE title {aet!r} is already held by member {holder[:15]}: "
+                "join with another --aet"
+            )
         entry = {"kind": "member", "node_id": node_id, "cert": cert_pem, "aet": aet,
                  "at": now, "by": admitter_id, "invite": invite_token}
         entry["sig"] = b64(admitter_key.sign(_payload(entry), ec.ECDSA(hashes.SHA256())))
@@ -179,6 +185,9 @@ class Roster:
         # Deterministic order, the same on every node: by claimed time, then signature.
         ordered = sorted(self.entries, key=lambda e: (float(e.get("at", 0) or 0),
                                                        str(e.get("sig", ""))))
+        # Judged against the final revocations: a title freed by a revocation signed later
+        # than the second admission is free for it on every node alike.
+        revoked_in_the_end = _valid_revocations(self.admin_key, ordered)
         for entry in ordered:
             try:
                 kind, sig = entry["kind"], unb64(str(entry["sig"]))
@@ -225,6 +234,13 @@ class Roster:
                 except InviteError as exc:
                     reject(entry, str(exc))
                     continue
+                aet = str(entry.get("aet", ""))
+                holder = _title_holder(members, revoked_in_the_end, aet, node_id)
+                if node_id not in members and holder is not None:
+                    # Two members admitted the same title at once: the earlier admission
+                    # (time, then signature) keeps it, the same on every node.
+                    reject(entry, f"AE title {aet!r} is already held by member {holder[:15]}")
+                    continue
                 if node_id not in members:
                     count = uses.get(invite.token_id, 0)
                     if count >= invite.uses:
@@ -242,3 +258,29 @@ class Roster:
         digest = hashlib.sha256("\n".join(sorted(accepted_sigs)).encode()).hexdigest()[:16]
         return RosterView(members, frozenset(revoked), tuple(rejected), len(accepted_sigs),
                           digest)
+
+
+def _title_holder(
+    members: dict[str, Member], revoked: Iterable[str], aet: str, node_id: str
+) -> str | None:
+    """The member other than ``node_id`` that holds AE title ``aet``, if one does."""
+    title = aet.strip()
+    if not title:
+        return None
+    gone = set(revoked)
+    return next((m.node_id for m in members.values()
+                 if m.aet.strip() == title and m.node_id != node_id
+                 and m.node_id not in gone), None)
+
+
+def _valid_revocations(admin_key: str, entries: Iterable[dict[str, Any]]) -> set[str]:
+    out = set()
+    for entry in entries:
+        if entry.get("kind") != "revoke":
+            continue
+        try:
+            if verify_admin_signature(admin_key, _payload(entry), unb64(str(entry["sig"]))):
+                out.add(str(entry.get("node_id")))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return out

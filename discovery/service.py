@@ -38,6 +38,7 @@ from discovery.records import (
     loses_aet_tie,
     mesh_hash,
 )
+from discovery.refusal_limit import RefusalLimiter
 from discovery.roster import Roster, RosterError, RosterView
 from discovery.tls import (
     client_context,
@@ -96,6 +97,9 @@ class PeerStore:
 
 
 JoinObserver = Callable[[bool, str, str, str, str], None]
+# Told of refused mesh connections, at most one per address a minute: (address, node id
+# of the certificate or "", why; with how many more were refused and not told).
+MeshRefusalObserver = Callable[[str, str, str], None]
 
 
 def _join_proof_payload(invite: Invite, node_id: str) -> bytes:
@@ -115,6 +119,8 @@ class Discovery:
         # Told of every join this node decides: (admitted, node id, AET, address, why).
         # The composition root points it at the audit trail.
         self.on_join: JoinObserver = lambda *_: None
+        self.on_refusal: MeshRefusalObserver = lambda *_: None
+        self._refusals = RefusalLimiter(clock=clock)
         self.roster: Roster | None = None
         self.view: RosterView | None = None
         self.invite: Invite | None = None
@@ -253,6 +259,7 @@ class Discovery:
             self._mesh_server = await serve_tls(
                 self._mesh_runner.server, self.settings.bind, self.settings.mesh_port,
                 self._server_ctx, "mesh API",
+                on_refused=lambda address, why: self._refused(address, "", why),
             )
         except OSError as exc:
             raise DiscoveryError(
@@ -326,7 +333,14 @@ class Discovery:
                 log.warning("peer %s is revoked: refused from now on", node_id[:15])
         self.view = view
         if not view.is_member(self.node_id):
-            log.error("this node has been revoked from the mesh; it now works alone")
+            mine = {str(e.get("sig", ""))[:16] for e in self.roster.entries
+                    if e.get("node_id") == self.node_id}
+            why = "; ".join(r for sig, r in view.rejected if sig in mine)
+            if self.node_id in view.revoked or not why:
+                log.error("this node has been revoked from the mesh; it now works alone")
+            else:  # e.g. its AE title was admitted at the same time elsewhere, earlier
+                log.error("this node's admission no longer stands (%s); it now works alone",
+                          why)
         if persist:
             await self._persist_roster()
 
@@ -381,9 +395,20 @@ class Discovery:
                 "revoked" if self.view and peer in self.view.revoked else "not a member")
             log.warning("mesh API refused %s from %s (%s): %s", request.path,
                         request.remote, (peer or "-")[:15], reason)
+            self._refused(request.remote or "", peer or "",
+                          f"{reason} ({request.method} {request.path[:100]})")
             raise web.HTTPForbidden(text=f"refused: {reason}")
         request["peer"] = peer
         return await handler(request)
+
+    def _refused(self, address: str, node_id: str, why: str) -> None:
+        suppressed = self._refusals.admit(address)
+        if suppressed is None:
+            return  # counted; told with this address's next refusal a minute on
+        if suppressed:
+            why += (f"; {suppressed} more refusal(s) from this address since its last row,"
+                    " not recorded")
+        self.on_refusal(address, node_id, why)
 
     def hello(self) -> dict[str, Any]:
         """Our answer to a probe: who we are, and the peers we know (peer exchange)."""

@@ -3,7 +3,8 @@
 asyncio reports failed server handshakes (plain HTTP, TLS 1.2, an unknown certificate)
 only in debug mode. Here each connection is accepted as plain TCP, upgraded with
 ``loop.start_tls``, and handed to aiohttp's request handler only once the handshake
-succeeded; a failure is logged with the peer's address and closed.
+succeeded; a failure is logged with the peer's address, told to ``on_refused`` (the
+audit trail, rate-limited by the caller) and closed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 HANDSHAKE_SECONDS = 10.0
+# Told of every refused handshake: (peer address, why).
+RefusalObserver = Callable[[str, str], None]
 
 
 class _Gate(asyncio.Protocol):
@@ -23,9 +26,10 @@ class _Gate(asyncio.Protocol):
 
     def __init__(
         self, context: ssl.SSLContext, make_protocol: Callable[[], asyncio.Protocol],
-        what: str,
+        what: str, on_refused: RefusalObserver | None = None,
     ) -> None:
         self._context = context
+        self._on_refused = on_refused
         self._make_protocol = make_protocol
         self._what = what
         self._app: asyncio.Protocol | None = None
@@ -50,6 +54,8 @@ class _Gate(asyncio.Protocol):
             log.warning("%s refused a connection from %s: TLS handshake failed (%s)",
                         self._what, where, reason)
             raw.close()
+            if self._on_refused is not None:
+                self._on_refused(peer[0] if peer else "", f"TLS handshake failed ({reason})")
             return
         if tls is None:
             raw.close()
@@ -75,9 +81,10 @@ class _Gate(asyncio.Protocol):
 
 async def serve_tls(
     make_protocol: Callable[[], Any], host: str, port: int, context: ssl.SSLContext,
-    what: str,
+    what: str, on_refused: RefusalObserver | None = None,
 ) -> asyncio.Server:
     loop = asyncio.get_running_loop()
     return await loop.create_server(
-        lambda: _Gate(context, make_protocol, what), host, port, reuse_address=True
+        lambda: _Gate(context, make_protocol, what, on_refused), host, port,
+        reuse_address=True,
     )

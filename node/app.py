@@ -26,6 +26,7 @@ from node.at_rest import ObjectKey
 from node.at_rest_keys import AtRestKeyError, load_key
 from node.audit import Action, AuditEvent, AuditTrail, Outcome
 from node.config import NodeConfig
+from node.data_dir_modes import DataDirModeError, secure_data_dir
 from node.dicom.scp import DicomServer, configure_pynetdicom
 from node.dicom.tls import DicomTlsError, server_context
 from node.http import access_routes, auth, serving
@@ -61,7 +62,7 @@ class DataDirInUse(StartupError):
     """Another node (or an import) holds the data dir's lock."""
 
 
-def _lock_data_dir(data_dir: Path) -> IO[str]:
+def _lock_data_dir(data_dir: Path, gid: int | None = None, secure: bool = True) -> IO[str]:
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
         fh = (data_dir / LOCK_FILE).open("a+")
@@ -72,13 +73,28 @@ def _lock_data_dir(data_dir: Path) -> IO[str]:
     except BlockingIOError:
         fh.close()
         raise DataDirInUse(f"data dir {data_dir} is in use by another PACSmesh process") from None
+    if not secure:
+        return fh
+    try:
+        fixed = secure_data_dir(data_dir, gid)
+    except DataDirModeError as exc:
+        fh.close()
+        raise StartupError(str(exc)) from None
+    if fixed:
+        # The top level by name (index, folders); what lies deeper, counted.
+        named = [f.describe(str(f.path.relative_to(data_dir))) for f in fixed
+                 if data_dir in (f.path, f.path.parent)]
+        deeper = len(fixed) - len(named)
+        log.warning("data dir %s was open to other users; fixed: %s%s",
+                    data_dir, "; ".join(named),
+                    f"; and {deeper} path(s) inside its folders" if deeper else "")
     return fh
 
 
 def data_dir_in_use(data_dir: Path) -> bool:
     """Whether a node (or an import) holds ``data_dir`` right now."""
     try:
-        _lock_data_dir(data_dir).close()
+        _lock_data_dir(data_dir, secure=False).close()
     except DataDirInUse:
         return True
     return False
@@ -102,6 +118,9 @@ async def open_archive(
     """Open (creating if needed) and reconcile the archive in ``data_dir``."""
     storage = storage or Storage(data_dir)
     try:
+        # Owner-only (the umask: or group-readable) from its first byte; SQLite gives
+        # -wal and -shm the same mode.
+        os.close(os.open(data_dir / INDEX_FILE, os.O_WRONLY | os.O_CREAT, 0o640))
         index = await Index.open(data_dir / INDEX_FILE)
     except Exception as exc:
         raise StartupError(f"cannot open index {data_dir / INDEX_FILE}: {exc}") from None
@@ -127,7 +146,7 @@ class Node:
 
     async def start(self) -> None:
         cfg = self.config
-        self._lock = _lock_data_dir(cfg.data_dir)
+        self._lock = _lock_data_dir(cfg.data_dir, cfg.data_dir_gid)
         try:
             self.archive, _ = await open_archive(cfg.data_dir, open_storage(cfg))
             audit = self.audit = AuditTrail(self.archive.index)
@@ -137,6 +156,7 @@ class Node:
             identity = self._identity()
             self.discovery = self._make_discovery(self.archive.index, identity)
             self.discovery.on_join = _audit_join(audit)
+            self.discovery.on_refusal = _audit_mesh_refusal(audit)
             self.discovery.add_mesh_routes(feed_routes(self.archive.index))
             receipts = Receipts()
             self.discovery.add_mesh_routes(transfer_routes(self.archive, receipts))
@@ -199,7 +219,7 @@ class Node:
             except DiscoveryError as exc:
                 raise StartupError(str(exc)) from None
             await self.replicator.start()
-            self.scrubber = Scrubber(self.archive)
+            self.scrubber = Scrubber(self.archive, data_dir_gid=cfg.data_dir_gid)
             await self.scrubber.start()
         except BaseException:
             await self.stop()
@@ -297,6 +317,14 @@ def audit_refusal(audit: AuditTrail) -> Callable[[str, str], None]:
         audit.record(AuditEvent(
             action=Action.REFUSAL, outcome=Outcome.REFUSED, calling_aet=source[:64],
             detail=f"instance refused: {why}"))
+    return refused
+
+
+def _audit_mesh_refusal(audit: AuditTrail) -> Callable[[str, str, str], None]:
+    def refused(address: str, node_id: str, why: str) -> None:
+        audit.record(AuditEvent(
+            action=Action.REFUSAL, outcome=Outcome.REFUSED, node_id=node_id,
+            address=address, detail=f"mesh API: {why}"))
     return refused
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import logging
 import os
 import ssl
 import sys
@@ -52,6 +51,7 @@ from node.config import (
     RemoteAE,
     parse_remote_ae,
 )
+from node.data_dir_modes import set_process_umask
 from node.dicom.retrieve_scu import RetrieveError, Selector, study_identifier
 from node.dicom.scp import configure_pynetdicom
 from node.dicom.scu import AssociationFailed, echo
@@ -68,6 +68,7 @@ from node.identity import (
     normalize_node_id,
 )
 from node.index import Index
+from node.log_format import escape_last_resort, setup_logging
 from node.pull import METHODS, ProgressHooks, PullRequest, pull
 from node.query import QueryError, parse_identifier
 from node.storage import StorageError
@@ -79,6 +80,10 @@ from replication.tombstone import TombstoneError, is_admin_key, make_tombstone
 @click.version_option(__version__, prog_name="pacsmesh")
 def main() -> None:
     """PACSmesh: a peer-to-peer, self-sufficient PACS node."""
+    # Before anything is created: the data dir holds patient names, IDs and the audit trail.
+    set_process_umask()
+    # Every command's log lines, not only the node's, may carry what the network sent.
+    escape_last_resort()
 
 
 @main.command()
@@ -133,10 +138,7 @@ def main() -> None:
 def run(**options: Any) -> None:
     """Run a node until interrupted."""
     config = _config(**options)
-    logging.basicConfig(
-        level=config.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(config.log_level)
     try:
         asyncio.run(run_node(config))
     except StartupError as exc:
@@ -181,7 +183,7 @@ def import_(data_dir: Path | None, paths: tuple[Path, ...]) -> None:
 
 
 async def _import(config: NodeConfig, files: list[Path]) -> dict[str, int]:
-    lock = _lock_data_dir(config.data_dir)
+    lock = _lock_data_dir(config.data_dir, config.data_dir_gid)
     counts = {"stored": 0, "duplicate": 0, "conflict": 0, "skipped": 0, "failed": 0,
               "tombstoned": 0, "refused": 0}
     try:

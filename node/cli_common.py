@@ -10,6 +10,7 @@ import click
 from rich.console import Console
 
 from node.config import ConfigError, NodeConfig, load_config
+from node.data_dir_modes import set_process_umask
 
 err = Console(stderr=True)
 
@@ -22,10 +23,13 @@ def _fail(message: str, code: int = 2) -> None:
 
 def _config(**cli: Any) -> NodeConfig:
     try:
-        return load_config(cli)
+        config = load_config(cli)
     except ConfigError as exc:
         _fail(str(exc))
         raise AssertionError("unreachable") from None
+    # Before this command creates anything in the data dir (node/data_dir_modes.py).
+    set_process_umask(shared=config.data_dir_group is not None)
+    return config
 
 
 data_dir_option = click.option(

@@ -6,6 +6,7 @@ Pure code: nothing here opens sockets or touches the index. Every problem is a
 
 from __future__ import annotations
 
+import grp
 import ipaddress
 import os
 import re
@@ -87,6 +88,12 @@ class NodeConfig:
     http_tls_key: Path | None = None
     http_header_timeout: float = DEFAULT_HTTP_HEADER_TIMEOUT
     http_max_body: int = DEFAULT_HTTP_MAX_BODY
+    # Share the data dir with this group (folders 2750, files 0640); None: owner-only.
+    data_dir_group: str | None = None
+
+    @property
+    def data_dir_gid(self) -> int | None:
+        return None if self.data_dir_group is None else grp.getgrnam(self.data_dir_group).gr_gid
 
     def modality(self, aet: str) -> RemoteAE | None:
         for remote in self.modalities:
@@ -284,6 +291,7 @@ _KEYS = (
     "dicom_tls_key", "access", "allowed_aets", "http_auth", "encrypt_at_rest",
     "at_rest_passphrase_file",
     "http_tls", "http_tls_cert", "http_tls_key", "http_header_timeout", "http_max_body",
+    "data_dir_group",
 )
 # The passphrase itself comes only from the environment (or the file named above).
 PASSPHRASE_ENV = ENV_PREFIX + "AT_REST_PASSPHRASE"
@@ -383,6 +391,7 @@ def load_config(
         encrypt_at_rest=_parse_bool(merged.get("encrypt_at_rest", False), "encrypt_at_rest"),
         at_rest_passphrase=_passphrase(merged.get("at_rest_passphrase_file"), env),
         **_http_tls(merged),
+        data_dir_group=_data_dir_group(merged.get("data_dir_group")),
     )
     if (config.dicom_tls_cert is None) != (config.dicom_tls_key is None):
         raise ConfigError("dicom_tls_cert and dicom_tls_key go together: give both or neither")
@@ -393,3 +402,15 @@ def load_config(
     return config
 
 
+def _data_dir_group(value: Any) -> str | None:
+    """A group that exists and that this user may give files to (is a member of)."""
+    if value is None or value == "":
+        return None
+    name = str(value)
+    try:
+        gid = grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise ConfigError(f"data_dir_group {name!r}: no such group") from None
+    if os.geteuid() != 0 and gid != os.getegid() and gid not in os.getgroups():
+        raise ConfigError(f"data_dir_group {name!r}: this user is not in that group")
+    return name

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from node.data_dir_modes import tighten_file
 from node.index import Index
 from node.storage import Storage, TamperedObject
 from node.tasks import cancel_and_wait
@@ -33,6 +34,7 @@ class Scrubber:
     archive: Archive
     files_per_round: int = 10  # gentle: a full pass over 100k objects takes ~3 h
     interval: float = 1.0
+    data_dir_gid: int | None = None  # data_dir_group: object files are 0640 in it
     _shard: int = 0
     _after: str = ""
     _task: asyncio.Task[None] | None = None
@@ -59,6 +61,7 @@ class Scrubber:
             why = await asyncio.to_thread(_damage, self.storage, path, name)
             if why is None:
                 await asyncio.to_thread(self._reseal, name)
+                await asyncio.to_thread(_owner_only, path, self.data_dir_gid)
                 continue
             damaged.append(name)
             await self.archive.set_aside(name, why)
@@ -109,6 +112,15 @@ async def set_aside(storage: Storage, index: Index, name: str, why: str) -> None
         "object %s set aside (%s): moved to quarantine; %d instance(s) will be fetched"
         " again from the mesh", name[:12], why, len(holders),
     )
+
+
+def _owner_only(path: Path, gid: int | None) -> None:
+    # Start-up leaves object files to this pass (see node/data_dir_modes.py).
+    try:
+        if tighten_file(path, gid):
+            log.info("object file %s: mode fixed (open to other users)", path.name[:12])
+    except FileNotFoundError:
+        pass  # removed or replaced meanwhile
 
 
 def _damage(storage: Storage, path: Path, name: str) -> str | None:

@@ -144,3 +144,47 @@ def test_tampered_and_forged_entries_are_ignored_and_reported(admin, nodes) -> N
             "sig": entry["sig"]}
     roster.merge([dict(fake, sig="AAAA")])
     assert roster.evaluate().is_member(nodes[0].node_id)
+
+
+def test_a_title_a_member_holds_is_refused_at_admission(admin, nodes) -> None:
+    roster = _mesh(admin, nodes[0])
+    token = make_invite(admin, "mesh-1", NOW + 3600, uses=5)
+    key = nodes[0].private_key()
+    roster.admit(nodes[0].node_id, key, nodes[1].cert_pem.decode(), "WS1", token, NOW + 1)
+    for taken in ("WS1", "FOUNDER", " WS1 "):
+        with pytest.raises(RosterError, match=r"AE title .* is already held by member"):
+            roster.admit(nodes[0].node_id, key, nodes[2].cert_pem.decode(), taken, token,
+                         NOW + 2)
+    # Re-joining with its own node id and title is no duplicate.
+    again = roster.admit(nodes[0].node_id, key, nodes[1].cert_pem.decode(), "WS1", token,
+                         NOW + 3)
+    assert again["node_id"] == nodes[1].node_id
+    assert sorted(m.aet for m in roster.evaluate().members.values()) == ["FOUNDER", "WS1"]
+    # A revoked member's title is free again.
+    roster.revoke(admin, nodes[1].node_id, NOW + 4)
+    roster.admit(nodes[0].node_id, key, nodes[2].cert_pem.decode(), "WS1", token, NOW + 5)
+    assert sorted(m.aet for m in roster.evaluate().members.values()) == ["FOUNDER", "WS1"]
+
+
+def test_one_title_admitted_at_two_members_at_once_goes_to_the_earlier(admin, nodes) -> None:
+    """During a partition two members each admit a node as WS2: once the rosters meet,
+    every node keeps the earlier admission and reports the other."""
+    base = _mesh(admin, nodes[0])
+    token = make_invite(admin, "mesh-1", NOW + 3600, uses=5)
+    base.admit(nodes[0].node_id, nodes[0].private_key(), nodes[1].cert_pem.decode(), "WS1",
+               token, NOW + 1)
+    side_a, side_b = copy.deepcopy(base), copy.deepcopy(base)
+    side_a.admit(nodes[0].node_id, nodes[0].private_key(), nodes[2].cert_pem.decode(), "WS2",
+                 token, NOW + 6)
+    side_b.admit(nodes[1].node_id, nodes[1].private_key(), nodes[3].cert_pem.decode(), "WS2",
+                 token, NOW + 5)
+    side_a.merge(side_b.entries)
+    side_b.merge(side_a.entries)
+    view_a, view_b = side_a.evaluate(), side_b.evaluate()
+    assert view_a.digest == view_b.digest
+    assert nodes[3].node_id in view_a.members and nodes[2].node_id not in view_a.members
+    assert [m.aet for m in view_a.members.values()].count("WS2") == 1
+    assert any("AE title 'WS2' is already held" in why for _, why in view_a.rejected)
+    # A title revoked later than the second admission was free for it everywhere.
+    side_a.revoke(admin, nodes[3].node_id, NOW + 9)
+    assert nodes[2].node_id in side_a.evaluate().members

@@ -233,3 +233,24 @@ def test_tls12_and_plain_http_are_refused_with_a_log_line(founder: NodeProcess) 
     wait_for(lambda: founder.log().count("TLS handshake failed") >= 2)
     assert "UNSUPPORTED_PROTOCOL" in founder.log() or "VERSION" in founder.log()
     _unchanged(founder, before, version)
+
+
+def test_a_second_node_with_a_members_title_is_refused(make_node, founder: NodeProcess) -> None:
+    token = invite(founder, "--uses", "3")
+    b = joiner(make_node, founder, "nodeb", token).start()
+    wait_for(lambda: mesh_view(b)["member"])
+    wait_for(lambda: len(mesh_view(founder)["members"]) == 2)
+    before, version = founder.status(), mesh_view(founder)["roster_version"]
+    c = make_node("nodec", aet="NODEB", extra_args=(
+        "--join", token, "--peer", f"127.0.0.1:{founder.mesh_port}")).start()
+    wait_for(lambda: "is already held by member" in c.log())
+    assert "mesh join from 127.0.0.1 refused: AE title 'NODEB' is already held by member" \
+        in founder.log()
+    assert "join refused: AE title 'NODEB' is already held by member" in c.log()
+    assert not mesh_view(c)["member"]
+    for node in (founder, b):
+        assert [m["aet"] for m in mesh_view(node)["members"]].count("NODEB") == 1
+    refusals = cli("audit", "--data-dir", str(founder.data_dir), "--action", "refusal",
+                   "--json")
+    assert "AE title 'NODEB' is already held" in refusals.stdout
+    _unchanged(founder, before, version)
