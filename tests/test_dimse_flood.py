@@ -1,0 +1,177 @@
+"""The DICOM port against connection floods (issue 21, defect 3): raw sockets that start
+a PDU and stop, from several loopback addresses, while a known modality works."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import pytest
+from pydicom.data import get_testdata_file
+
+from tests.mesh_support import wait_for
+from tests.support import (
+    NodeProcess,
+    dataset_bytes,
+    dcmtk,
+    getscu_instance,
+    sop_instance_uid,
+)
+from tests.test_audit import audit_rows
+from tests.test_faults import _send_files_as_they_are, associate, contexts_for, store
+
+pytestmark = pytest.mark.usefixtures(_send_files_as_they_are.__name__)
+
+MODALITY = "MODALITY"
+# An A-ASSOCIATE-RQ's first 8 bytes: type 0x01, reserved, a length of 68, then the
+# protocol version; the rest never comes.
+PARTIAL_REQUEST = b"\x01\x00" + struct.pack(">L", 68) + b"\x00\x01"
+# A P-DATA-TF header claiming 0xFFFFFFFF bytes of PDVs, and then nothing.
+HUGE_PDATA = b"\x04\x00" + struct.pack(">L", 0xFFFFFFFF)
+
+
+def _env(**settings: object) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({f"PACSMESH_{k.upper()}": str(v) for k, v in settings.items()})
+    return env
+
+
+def _node(make_node, **settings: object) -> NodeProcess:
+    node: NodeProcess = make_node(
+        aet="PACS", modalities=(f"{MODALITY}@127.0.0.1:{11112}",), env=_env(**settings))
+    return node.start()
+
+
+def _connect(node: NodeProcess, source: str, first_bytes: bytes) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", node.dicom_port), timeout=5,
+                                    source_address=(source, 0))
+    if first_bytes:
+        sock.sendall(first_bytes)
+    return sock
+
+
+def _closed(sock: socket.socket) -> bool:
+    """The node has closed this connection (never blocks)."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(65536) == b"" or _closed(sock)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+@contextmanager
+def _flood(node: NodeProcess, count: int, first_bytes: bytes,
+           sources: tuple[str, ...] = ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5",
+                                       "127.0.0.6")) -> Iterator[list[socket.socket]]:
+    with ExitStack() as stack:
+        socks = [stack.enter_context(_connect(node, sources[i % len(sources)], first_bytes))
+                 for i in range(count)]
+        yield socks
+
+
+def _echo(node: NodeProcess, aet: str) -> tuple[bool, float, str]:
+    start = time.monotonic()
+    result = dcmtk("echoscu", "-aet", aet, "-aec", node.aet, *node.address, timeout=60)
+    return result.returncode == 0, time.monotonic() - start, result.stderr
+
+
+FILES = ("CT_small.dcm", "MR_small.dcm")
+
+
+def _files() -> list[Path]:
+    return [Path(get_testdata_file(name)) for name in FILES]
+
+
+def _store(node: NodeProcess) -> list[int | None]:
+    """C-STORE the files as they are (pynetdicom), as the configured modality."""
+    assoc = associate(node, contexts_for(_files()), title=MODALITY)
+    try:
+        return [store(assoc, path) for path in _files()]
+    finally:
+        assoc.release()
+
+
+def _nothing_lost(node: NodeProcess, out: Path) -> None:
+    """Every instance sent is stored, and comes back as the very bytes that were sent."""
+    assert node.status()["instances"] == len(FILES)
+    for path in _files():
+        got = getscu_instance(node, out / path.stem, sop_instance_uid(path))
+        assert dataset_bytes(got) == dataset_bytes(path)
+
+
+def test_partial_association_requests_are_closed_within_the_acse_timeout(make_node,
+                                                                          tmp_path) -> None:
+    acse = 3.0
+    node = _node(make_node, acse_timeout=acse, pdu_timeout=600, max_associations=64,
+                 max_associations_per_address=64, reserved_associations=8)
+    start = time.monotonic()
+    with _flood(node, 40, PARTIAL_REQUEST) as socks:
+        wait_for(lambda: all(_closed(s) for s in socks), timeout=acse + 15)
+        elapsed = time.monotonic() - start
+        # Admitted (not turned away at once), then closed by the deadline.
+        assert elapsed >= acse * 0.8, elapsed
+    ok, _, err = _echo(node, MODALITY)
+    assert ok, err
+    assert _store(node) == [0] * len(FILES)
+    _nothing_lost(node, tmp_path / "back")
+
+
+def test_a_known_modality_works_at_once_during_a_pdata_flood(make_node, tmp_path) -> None:
+    pdu = 4.0
+    node = _node(make_node, pdu_timeout=pdu, acse_timeout=60)
+    with _flood(node, 40, HUGE_PDATA) as socks:
+        # Those past the general slots and the per-address limit are closed at once.
+        wait_for(lambda: sum(not _closed(s) for s in socks) <= 24, timeout=10)
+        flood_started = time.monotonic()
+        ok, took, err = _echo(node, MODALITY)
+        assert ok, err
+        assert _store(node) == [0] * len(FILES)
+        # "At once": well inside the PDU timeout that frees the flooders' slots.
+        assert time.monotonic() - flood_started < pdu, took
+        wait_for(lambda: all(_closed(s) for s in socks), timeout=pdu + 15)
+    _nothing_lost(node, tmp_path / "back")
+    assert "refused" in node.log()
+    # Throttled: one row per address and reason, not one per refused connection.
+    wait_for(lambda: bool(_refusal_rows(node)), timeout=20)
+    assert len(_refusal_rows(node)) <= 10
+
+
+def _refusal_rows(node: NodeProcess) -> list[dict]:
+    return [r for r in audit_rows(node) if "DICOM connection refused" in r["detail"]]
+
+
+def test_per_address_limit(make_node) -> None:
+    node = _node(make_node, max_associations_per_address=4, acse_timeout=60)
+    with _flood(node, 5, b"", sources=("127.0.0.2",)) as socks:
+        wait_for(lambda: _closed(socks[4]), timeout=10)
+        assert not any(_closed(s) for s in socks[:4])
+        with _flood(node, 1, b"", sources=("127.0.0.3",)) as other:
+            assert not _closed(other[0])
+    ok, _, err = _echo(node, MODALITY)
+    assert ok, err
+
+
+def test_unknown_aes_cannot_take_the_reserve(make_node, tmp_path) -> None:
+    node = _node(make_node, max_associations=12, reserved_associations=4,
+                 max_associations_per_address=4, acse_timeout=60, pdu_timeout=600)
+    with _flood(node, 8, PARTIAL_REQUEST) as socks:
+        wait_for(lambda: sum(not _closed(s) for s in socks) == 8, timeout=10)
+        # General slots full: 127.0.0.1 is a known modality's host, so it gets a reserved
+        # slot, but its request names an unknown AE: rejected.
+        ok, _, err = _echo(node, "STRANGER")
+        assert not ok
+        assert "Rejected" in err or "rejected" in err or "Local limit" in err, err
+        # The known modality still gets in, again and again: the reserve was not taken.
+        for _ in range(2):
+            ok, _, err = _echo(node, MODALITY)
+            assert ok, err
+        assert _store(node) == [0] * len(FILES)
+    _nothing_lost(node, tmp_path / "back")
+    assert "only known AEs may use the reserved association slots" in node.log()
