@@ -112,7 +112,8 @@ def test_partial_association_requests_are_closed_within_the_acse_timeout(make_no
     node = _node(make_node, acse_timeout=acse, pdu_timeout=600, max_associations=64,
                  max_associations_per_address=64, reserved_associations=8)
     start = time.monotonic()
-    with _flood(node, 40, PARTIAL_REQUEST) as socks:
+    with _flood(node, 40, PARTIAL_REQUEST) as partial, _flood(node, 10, b"") as silent:
+        socks = partial + silent  # and ten that send nothing at all
         wait_for(lambda: all(_closed(s) for s in socks), timeout=acse + 15)
         elapsed = time.monotonic() - start
         # Admitted (not turned away at once), then closed by the deadline.
@@ -124,18 +125,20 @@ def test_partial_association_requests_are_closed_within_the_acse_timeout(make_no
 
 
 def test_a_known_modality_works_at_once_during_a_pdata_flood(make_node, tmp_path) -> None:
-    pdu = 4.0
+    pdu = 15.0
     node = _node(make_node, pdu_timeout=pdu, acse_timeout=60)
+    flood_started = time.monotonic()
     with _flood(node, 40, HUGE_PDATA) as socks:
-        # Those past the general slots and the per-address limit are closed at once.
-        wait_for(lambda: sum(not _closed(s) for s in socks) <= 24, timeout=10)
-        flood_started = time.monotonic()
+        # Those past the general slots (24 of 32) are closed at once.
+        wait_for(lambda: sum(_closed(s) for s in socks) == 16, timeout=10)
         ok, took, err = _echo(node, MODALITY)
         assert ok, err
         assert _store(node) == [0] * len(FILES)
-        # "At once": well inside the PDU timeout that frees the flooders' slots.
+        # "At once": while every other slot is still held by the flood.
         assert time.monotonic() - flood_started < pdu, took
+        assert sum(not _closed(s) for s in socks) == 24
         wait_for(lambda: all(_closed(s) for s in socks), timeout=pdu + 15)
+        assert time.monotonic() - flood_started >= pdu * 0.9  # by the PDU timeout
     _nothing_lost(node, tmp_path / "back")
     assert "refused" in node.log()
     # Throttled: one row per address and reason, not one per refused connection.

@@ -104,4 +104,4 @@ class AssociationGate:
             self.trail.record(AuditEvent(
                 action=Action.REFUSAL, outcome=Outcome.REFUSED, calling_aet=aet,
                 address=address, detail=f"DICOM {what} refused: {refused.reason}"
-                + (f" (x{count} in the last {self.throttle.window:.0f} s)" if count > 1 else "")))
+                + (f" ({count} such refusals since the last row)" if count > 1 else "")))

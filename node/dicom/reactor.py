@@ -22,6 +22,7 @@ import queue
 import select
 import socket
 import ssl
+import struct
 import sys
 import threading
 import time
@@ -305,32 +306,53 @@ class BulkReceiveSocket(AssociationSocket):
     byte, or past ``request_deadline`` (monotonic) while the association request is not
     complete, the read ends short and the connection is shut. pynetdicom's blocking read
     waited for ever there, and its DUL thread with it, so neither the ACSE timeout nor a
-    kill could end such a connection. Reads do not wait in the kernel: data already
-    there costs one ``recv`` as before, and only a read that would block waits in
-    ``select`` with the time left (TLS sockets carry a socket timeout instead, since they
-    take no flags).
+    kill could end such a connection. No system call is added per PDU: once the request
+    is in, the kernel's receive timeout (SO_RCVTIMEO, set once per connection) ends a
+    stalled read. Before it, a read that would block waits in ``select`` for the time
+    left to the deadline (a per-read timeout alone lets a peer dribble a byte at a time).
+    TLS sockets carry a Python socket timeout instead.
     """
 
     _scratch: memoryview | None = None
     pdu_timeout: float = 30.0
     request_deadline: float | None = None
+    kernel_timeout = False  # SO_RCVTIMEO holds pdu_timeout
+
+    def set_timeouts(self, pdu_timeout: float, request_deadline: float) -> None:
+        self.pdu_timeout = pdu_timeout
+        self.request_deadline = request_deadline
+        sock = self.socket
+        if sock is None or isinstance(sock, ssl.SSLSocket):
+            return
+        seconds = int(pdu_timeout)
+        timeval = struct.pack("@ll", seconds, int((pdu_timeout - seconds) * 1_000_000))
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+        except OSError as exc:  # another timeval layout: every read waits in select
+            log.debug("SO_RCVTIMEO not set: %s", exc)
+            return
+        self.kernel_timeout = True
 
     def recv(self, nr_bytes: int) -> bytearray:
         sock = cast(socket.socket, self.socket)
         if self._scratch is None:
             self._scratch = memoryview(bytearray(_RECV_CHUNK))
         scratch = self._scratch
-        flags = 0 if isinstance(sock, ssl.SSLSocket) else _DONTWAIT
+        tls = isinstance(sock, ssl.SSLSocket)
         received = bytearray()
         while len(received) < nr_bytes:
-            if not flags and not self._tls_timeout(sock):
+            if tls and not self._tls_timeout(sock):
                 self._cut_short(sock)
                 break
+            # Until the request is in, a read must not wait past its deadline. After it,
+            # the kernel's receive timeout (SO_RCVTIMEO, set once) ends a stalled read.
+            flags = _DONTWAIT if not tls and (
+                self.request_deadline is not None or not self.kernel_timeout) else 0
             try:
                 count = sock.recv_into(
                     scratch, min(nr_bytes - len(received), _RECV_CHUNK), flags)
             except (BlockingIOError, TimeoutError):
-                if self._bytes_come(sock):
+                if flags and self._bytes_come(sock):
                     continue
                 self._cut_short(sock)
                 break
@@ -354,8 +376,6 @@ class BulkReceiveSocket(AssociationSocket):
             wait = min(wait, self.request_deadline - time.monotonic())
         if wait <= 0:
             return False
-        if isinstance(sock, ssl.SSLSocket):
-            return False  # its socket timeout (see _tls_timeout) has run out already
         try:
             ready, _, _ = select.select([sock], [], [], wait)
         except (OSError, ValueError):
@@ -441,10 +461,9 @@ class WakingRequestHandler(RequestHandler):
         assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
         assoc.admission_slot = getattr(self, "_slot", None)
         sock = BulkReceiveSocket(assoc, client_socket=self.request)
-        server_timeouts = cast(TlsServer, server)
-        sock.pdu_timeout = server_timeouts.pdu_timeout
         # The whole A-ASSOCIATE-RQ must be in within the ACSE timeout of the accept.
-        sock.request_deadline = time.monotonic() + float(self.ae.acse_timeout or 30)
+        sock.set_timeouts(cast(TlsServer, server).pdu_timeout,
+                          time.monotonic() + float(self.ae.acse_timeout or 30))
         assoc.set_socket(sock)
         acceptor, requestor = assoc.acceptor, assoc.requestor
         acceptor.maximum_length = self.ae.maximum_pdu_size
@@ -480,6 +499,9 @@ class TlsServer(ThreadedAssociationServer):
     other client out until it timed out.
     """
 
+    # socketserver listens with a backlog of 5: a burst of connections past it waits for
+    # SYN retries (1 s, 3 s, ...) before the gate even sees it.
+    request_queue_size = 128
     on_connect: OnConnect | None = None
     release_slot: Callable[[Slot], None] | None = None
     pdu_timeout: float = 30.0
