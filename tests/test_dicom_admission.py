@@ -112,3 +112,21 @@ def test_reserve_eligibility_and_consistency() -> None:
     assert not known.consistent("CT1", "192.168.1.20", None)
     assert known.consistent("NODEB", "192.168.1.20", None)
     assert not known.consistent("STRANGER", "192.168.1.50", None)
+
+
+def test_limits_are_configured_and_checked(tmp_path) -> None:
+    from node.config import ConfigError, load_config
+
+    env = {"PACSMESH_MAX_ASSOCIATIONS": "64", "PACSMESH_MAX_ASSOCIATIONS_PER_ADDRESS": "4",
+           "PACSMESH_RESERVED_ASSOCIATIONS": "16", "PACSMESH_ACSE_TIMEOUT": "5",
+           "PACSMESH_PDU_TIMEOUT": "2.5"}
+    limits = load_config({"data_dir": str(tmp_path)}, env).dicom_limits
+    assert (limits.max_associations, limits.max_associations_per_address,
+            limits.reserved_associations, limits.acse_timeout, limits.pdu_timeout) == (
+        64, 4, 16, 5.0, 2.5)
+    for key, value, words in (("RESERVED_ASSOCIATIONS", "64", "must be less than"),
+                              ("MAX_ASSOCIATIONS", "lots", "whole number"),
+                              ("MAX_ASSOCIATIONS_PER_ADDRESS", "0", "whole number"),
+                              ("PDU_TIMEOUT", "-1", "seconds")):
+        with pytest.raises(ConfigError, match=words):
+            load_config({"data_dir": str(tmp_path)}, {**env, f"PACSMESH_{key}": value})

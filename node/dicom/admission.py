@@ -78,7 +78,9 @@ class Admission:
             elif reserve_eligible and self._used[Pool.RESERVE] < limits.reserved:
                 pool = Pool.RESERVE
             else:
-                return Refused(f"all {limits.total} association slots in use")
+                return Refused(
+                    f"all {limits.total - limits.reserved} association slots in use "
+                    f"(and {limits.reserved} kept for known AEs)")
             self._used[pool] += 1
             self._per_address[address] += 1
             return Slot(address, pool)
