@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from tests.support import (
     sop_instance_uid,
 )
 from tests.test_audit import audit_rows
+from tests.test_dicom_tls import tls as tls_args
 from tests.test_faults import _send_files_as_they_are, associate, contexts_for, store
 
 pytestmark = pytest.mark.usefixtures(_send_files_as_they_are.__name__)
@@ -178,3 +180,40 @@ def test_unknown_aes_cannot_take_the_reserve(make_node, tmp_path) -> None:
         assert _store(node) == [0] * len(FILES)
     _nothing_lost(node, tmp_path / "back")
     assert "only known AEs may use the reserved association slots" in node.log()
+
+
+def test_over_tls_partial_requests_and_pdus_are_closed_too(make_node, tmp_path) -> None:
+    acse, pdu = 4.0, 3.0
+    node: NodeProcess = make_node(aet="PACS", extra_args=("--dicom-tls",),
+                                  env=_env(acse_timeout=acse, pdu_timeout=pdu)).start()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    start = time.monotonic()
+    socks = []
+    try:
+        for first in (PARTIAL_REQUEST, HUGE_PDATA, b""):
+            raw = socket.create_connection(("127.0.0.1", node.dicom_port), timeout=10)
+            sock = context.wrap_socket(raw)
+            if first:
+                sock.sendall(first)
+            socks.append(sock)
+
+        def closed(sock: ssl.SSLSocket) -> bool:
+            sock.settimeout(0.2)
+            try:
+                return sock.recv(65536) == b""
+            except TimeoutError:
+                return False
+            except (OSError, ssl.SSLError):
+                return True
+
+        wait_for(lambda: all(closed(s) for s in socks), timeout=acse + 15)
+        assert time.monotonic() - start >= min(acse, pdu) * 0.8
+    finally:
+        for sock in socks:
+            sock.close()
+    # The port still serves; nothing was stored by the flood, and what is sent now is kept.
+    assert node.status()["instances"] == 0
+    echo = dcmtk("echoscu", *tls_args(node), "-aec", node.aet, *node.address)
+    assert echo.returncode == 0, echo.stderr
