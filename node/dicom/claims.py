@@ -3,9 +3,10 @@
 An AE title is a label any device may put in its A-ASSOCIATE-RQ, and members' titles are
 visible on the LAN (mDNS, the roster). So a title that belongs to a mesh member counts as
 that member only from one of the member's known addresses (the peer table's), or over
-DICOM TLS with the member's own certificate (its node id). Other devices' titles cannot be
-checked this way: for them the node trusts the title, and ``access = "strict"`` with DICOM
-TLS is the way to narrow who may connect at all.
+DICOM TLS with the member's own certificate (its node id); the DICOM TLS server does not
+ask clients for certificates yet (node/dicom/tls.py), so today the address decides. Other
+devices' titles cannot be checked this way: for them the node trusts the title, and
+``access = "strict"`` with DICOM TLS is the way to narrow who may connect at all.
 """
 
 from __future__ import annotations
