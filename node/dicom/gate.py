@@ -64,6 +64,10 @@ class AssociationGate:
         self._refused("connection", "", address, decision)
         return None
 
+    def on_timeout(self, address: str, why: str) -> None:
+        """A connection the socket closed because it stopped sending (node.dicom.reactor)."""
+        self._refused("connection", "", address, Refused(why), verb="closed")
+
     # --- at the association request ------------------------------------------------------
 
     def on_requested(self, event: Event) -> None:
@@ -92,16 +96,17 @@ class AssociationGate:
         self._refused("association", aet, address, refused)
         assoc.kill()
 
-    def _refused(self, what: str, aet: str, address: str, refused: Refused) -> None:
-        count = self.throttle.report(f"{what}:{refused.reason}", address)
+    def _refused(self, what: str, aet: str, address: str, refused: Refused,
+                 verb: str = "refused") -> None:
+        count = self.throttle.report(f"{what}:{verb}:{refused.reason}", address)
         if count is None:
             return
         more = f" ({count - 1} more like it held back)" if count > 1 else ""
         title = f" as {_escape(aet)}" if aet else ""
-        log.warning("DICOM %s from %s%s refused: %s%s", what, address, title, refused.reason,
-                    more)
+        log.warning("DICOM %s from %s%s %s: %s%s", what, address, title, verb,
+                    refused.reason, more)
         if self.trail is not None:
             self.trail.record(AuditEvent(
                 action=Action.REFUSAL, outcome=Outcome.REFUSED, calling_aet=aet,
-                address=address, detail=f"DICOM {what} refused: {refused.reason}"
+                address=address, detail=f"DICOM {what} {verb}: {refused.reason}"
                 + (f" ({count} such refusals since the last row)" if count > 1 else "")))

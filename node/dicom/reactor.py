@@ -399,6 +399,12 @@ class BulkReceiveSocket(AssociationSocket):
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
         self._ended()
+        report: OnTimeout | None = getattr(self.assoc._server, "on_timeout", None)
+        if report is not None:
+            why = ("association request not complete within the ACSE timeout"
+                   if self.request_deadline is not None
+                   else f"a PDU stalled for {self.pdu_timeout:g} s")
+            report(str(self.assoc.requestor.address or ""), why)
 
     def close(self) -> None:
         super().close()
@@ -488,6 +494,8 @@ class _Dropped(Exception):
 
 # At accept: the connection's slot, or None to close it at once (node.dicom.gate).
 OnConnect = Callable[[str], "Slot | None"]
+# A connection closed by a timeout: (address, why).
+OnTimeout = Callable[[str, str], None]
 
 
 class TlsServer(ThreadedAssociationServer):
@@ -503,6 +511,7 @@ class TlsServer(ThreadedAssociationServer):
     # SYN retries (1 s, 3 s, ...) before the gate even sees it.
     request_queue_size = 128
     on_connect: OnConnect | None = None
+    on_timeout: OnTimeout | None = None
     release_slot: Callable[[Slot], None] | None = None
     pdu_timeout: float = 30.0
     slots: dict[int, Slot]  # id(accepted socket) -> its slot, until its handler takes it
@@ -529,7 +538,7 @@ def start_server(
     ae: ApplicationEntity, address: tuple[str, int], handlers: list[Any],
     ssl_context: ssl.SSLContext | None = None, refuse_retrieve: Refusal | None = None,
     on_connect: OnConnect | None = None, release_slot: Callable[[Slot], None] | None = None,
-    pdu_timeout: float = 30.0,
+    pdu_timeout: float = 30.0, on_timeout: OnTimeout | None = None,
 ) -> ThreadedAssociationServer:
     """``ae.start_server(address, block=False, ...)`` with the waking associations;
     ``on_connect`` admits each connection (None: all), ``release_slot`` frees its slot
@@ -541,6 +550,7 @@ def start_server(
     ))
     server.refuse_retrieve = refuse_retrieve  # type: ignore[attr-defined]
     server.on_connect = on_connect
+    server.on_timeout = on_timeout
     server.release_slot = release_slot
     server.pdu_timeout = pdu_timeout
     server.slots = {}

@@ -236,7 +236,7 @@ class DicomServer:
         self._server = start_server(
             self.ae, (self.config.bind, self.config.dicom_port), handlers, self.tls,
             self.audit.refuse_retrieve, gate.on_connect, gate.admission.release,
-            self.config.dicom_limits.pdu_timeout,
+            self.config.dicom_limits.pdu_timeout, gate.on_timeout,
         )
         # Accepted sockets inherit this on Linux. Without it every response waits out the
         # peer's delayed ACK (~40 ms per C-STORE with Nagle's algorithm on both sides).
