@@ -496,6 +496,18 @@ class Discovery:
             titles |= {m.aet for nid, m in self.view.members.items() if self.view.is_member(nid)}
         return {t for t in titles if t}
 
+    def member_endpoints(self) -> list[tuple[str, str, tuple[str, ...]]]:
+        """(AE title, node id, known addresses) of every other member of the roster.
+
+        Safe from other threads: it copies what it reads."""
+        view = self.view
+        if view is None:
+            return []
+        peers = dict(self.table.peers)
+        return [(m.aet, nid, peers[nid].addresses if nid in peers else ())
+                for nid, m in list(view.members.items())
+                if nid != self.node_id and view.is_member(nid)]
+
     def dicom_destination(self, aet: str) -> tuple[str, int] | None:
         """Where a DICOM device announcing ``aet`` can be reached, if one does."""
         for record in self.devices.values():

@@ -27,6 +27,7 @@ from node.at_rest_keys import AtRestKeyError, load_key
 from node.audit import Action, AuditEvent, AuditTrail, Outcome
 from node.config import NodeConfig
 from node.data_dir_modes import DataDirModeError, secure_data_dir
+from node.dicom.claims import MemberIdentity, Members
 from node.dicom.scp import DicomServer, configure_pynetdicom
 from node.dicom.tls import DicomTlsError, server_context
 from node.http import access_routes, auth, serving
@@ -187,7 +188,8 @@ class Node:
             configure_pynetdicom(debug=cfg.log_level == "DEBUG")
             self.dicom = DicomServer(cfg, self.archive, self.discovery.dicom_destination,
                                      MeshRetrieve(self.discovery, fetcher), audit,
-                                     self.discovery.known_aets, tls=self._dicom_tls(identity))
+                                     self.discovery.known_aets, tls=self._dicom_tls(identity),
+                                     members=_member_identities(self.discovery))
             try:
                 self.dicom.start()
             except OSError as exc:
@@ -300,6 +302,14 @@ class Node:
         if self._lock is not None:
             self._lock.close()
             self._lock = None
+
+
+def _member_identities(discovery: Discovery) -> Members:
+    """The seam for the DICOM side's member check: discovery's roster and peer table."""
+    def members() -> list[MemberIdentity]:
+        return [MemberIdentity(aet, node_id, frozenset(addresses))
+                for aet, node_id, addresses in discovery.member_endpoints()]
+    return members
 
 
 def _audit_join(audit: AuditTrail) -> Callable[[bool, str, str, str, str], None]:

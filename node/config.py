@@ -52,6 +52,51 @@ class RemoteAE:
         return f"{self.aet}@{self.host}:{self.port}"
 
 
+# --- DICOM port limits (issue 21): who may hold the port's associations, for how long ---
+_DICOM_LIMIT_KEYS = ("max_associations", "max_associations_per_address",
+                     "reserved_associations", "acse_timeout", "pdu_timeout")
+
+
+@dataclass(frozen=True)
+class DicomLimits:
+    max_associations: int = 32  # connections at once, all peers together
+    max_associations_per_address: int = 8  # at once from one IP address
+    reserved_associations: int = 8  # of max_associations, only for known AEs
+    acse_timeout: float = 15.0  # s from accept to a complete A-ASSOCIATE-RQ
+    pdu_timeout: float = 30.0  # s a started PDU may go without a byte
+
+
+def _count(value: Any, what: str, low: int, high: int) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = low - 1
+    if isinstance(value, bool) or str(number) != str(value).strip() or not low <= number <= high:
+        raise ConfigError(f"{what} must be a whole number from {low} to {high}, got {value!r}")
+    return number
+
+
+def _dicom_limits(merged: Mapping[str, Any]) -> DicomLimits:
+    d = DicomLimits()
+    limits = DicomLimits(
+        max_associations=_count(merged.get("max_associations", d.max_associations),
+                                "max_associations", 1, 10000),
+        max_associations_per_address=_count(
+            merged.get("max_associations_per_address", d.max_associations_per_address),
+            "max_associations_per_address", 1, 10000),
+        reserved_associations=_count(
+            merged.get("reserved_associations", d.reserved_associations),
+            "reserved_associations", 0, 10000),
+        acse_timeout=_seconds(merged.get("acse_timeout", d.acse_timeout), "acse_timeout"),
+        pdu_timeout=_seconds(merged.get("pdu_timeout", d.pdu_timeout), "pdu_timeout"),
+    )
+    if limits.reserved_associations >= limits.max_associations:
+        raise ConfigError(
+            f"reserved_associations ({limits.reserved_associations}) must be less than "
+            f"max_associations ({limits.max_associations})")
+    return limits
+
+
 @dataclass(frozen=True)
 class NodeConfig:
     data_dir: Path
@@ -94,6 +139,7 @@ class NodeConfig:
     @property
     def data_dir_gid(self) -> int | None:
         return None if self.data_dir_group is None else grp.getgrnam(self.data_dir_group).gr_gid
+    dicom_limits: DicomLimits = field(default_factory=DicomLimits)
 
     def modality(self, aet: str) -> RemoteAE | None:
         for remote in self.modalities:
@@ -289,7 +335,7 @@ _KEYS = (
     "peers", "interfaces", "device_type", "mesh_port", "join", "replicas",
     "hint_after", "query_scope", "cache_bytes", "dicom_tls", "dicom_tls_cert",
     "dicom_tls_key", "access", "allowed_aets", "http_auth", "encrypt_at_rest",
-    "at_rest_passphrase_file",
+    "at_rest_passphrase_file", *_DICOM_LIMIT_KEYS,
     "http_tls", "http_tls_cert", "http_tls_key", "http_header_timeout", "http_max_body",
     "data_dir_group",
 )
@@ -392,6 +438,7 @@ def load_config(
         at_rest_passphrase=_passphrase(merged.get("at_rest_passphrase_file"), env),
         **_http_tls(merged),
         data_dir_group=_data_dir_group(merged.get("data_dir_group")),
+        dicom_limits=_dicom_limits(merged),
     )
     if (config.dicom_tls_cert is None) != (config.dicom_tls_key is None):
         raise ConfigError("dicom_tls_cert and dicom_tls_key go together: give both or neither")

@@ -65,6 +65,8 @@ class DicomAudit:
     # --- associations --------------------------------------------------------------------
 
     def on_requested(self, event: Event) -> None:
+        if event.assoc.is_rejected:
+            return  # the association gate (node.dicom.gate) turned it away already
         aet, _ = requestor(event.assoc)
         if self.policy.may_associate(aet):
             return

@@ -22,6 +22,8 @@ import queue
 import select
 import socket
 import ssl
+import struct
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -44,6 +46,7 @@ from pynetdicom.transport import (
 )
 from pynetdicom.utils import make_target
 
+from node.dicom.admission import Slot
 from node.dicom.encoding import encode_store_rsp
 from node.dicom.uid_checks import memoize_uid_checks
 
@@ -53,6 +56,22 @@ log = logging.getLogger(__name__)
 TICK = 0.001
 _RECV_CHUNK = 256 * 1024
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+_DONTWAIT: int = getattr(socket, "MSG_DONTWAIT", 0)
+_quiet = threading.local()  # set on a DUL thread whose PDU read we cut short
+
+
+class _CutShort(logging.Filter):
+    """Drops pynetdicom's error line for a PDU we cut short on purpose (one per flooding
+    connection): the gate's throttled line says it instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(_quiet, "cut", False) and "shorter than expected" in record.getMessage():
+            _quiet.cut = False
+            return False
+        return True
+
+
+logging.getLogger("pynetdicom.dul").addFilter(_CutShort())
 
 
 class WakingDUL(DULServiceProvider):
@@ -194,6 +213,22 @@ Refusal = Callable[[Association, Any], "int | None"]
 class WakingAssociation(Association):
     """An acceptor association whose reactor blocks on the DIMSE queue."""
 
+    admission_slot: Slot | None = None
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            self.release_slot()
+
+    def release_slot(self) -> None:
+        """Gives the connection's slot back (at most once): when the transport ends,
+        not when this thread does, which may wait out the ACSE timeout after the peer
+        has gone."""
+        release = getattr(self._server, "release_slot", None)
+        if release is not None and self.admission_slot is not None:
+            release(self.admission_slot)
+
     def _serve_request(self, msg: Any, context_id: int) -> None:
         refuse: Refusal | None = getattr(self._server, "refuse_retrieve", None)
         if refuse is not None and isinstance(msg, C_GET | C_MOVE):
@@ -258,26 +293,71 @@ class WakingAssociation(Association):
 
 
 class BulkReceiveSocket(AssociationSocket):
-    """Reads a PDU in as few system calls as the network allows.
+    """Reads a PDU in as few system calls as the network allows, and never waits for
+    one without end.
 
     pynetdicom reads 4096 bytes per ``recv``: over a hundred Python-level rounds for one
     CT image. This takes whatever the kernel holds, up to 256 KiB a call, into one
     scratch buffer per connection, with the same contract: block until ``nr_bytes`` are
     read, or return what arrived before the peer closed. Memory grows only with what
     arrives, never with the length a PDU header claims (garbage can claim 4 GiB).
+
+    A PDU that has started must go on arriving: after ``pdu_timeout`` seconds without a
+    byte, or past ``request_deadline`` (monotonic) while the association request is not
+    complete, the read ends short and the connection is shut. pynetdicom's blocking read
+    waited for ever there, and its DUL thread with it, so neither the ACSE timeout nor a
+    kill could end such a connection. No system call is added per PDU: once the request
+    is in, the kernel's receive timeout (SO_RCVTIMEO, set once per connection) ends a
+    stalled read. Before it, a read that would block waits in ``select`` for the time
+    left to the deadline (a per-read timeout alone lets a peer dribble a byte at a time).
+    TLS sockets carry a Python socket timeout instead.
     """
 
     _scratch: memoryview | None = None
+    pdu_timeout: float = 30.0
+    request_deadline: float | None = None
+    kernel_timeout = False  # SO_RCVTIMEO holds pdu_timeout
+
+    def set_timeouts(self, pdu_timeout: float, request_deadline: float) -> None:
+        self.pdu_timeout = pdu_timeout
+        self.request_deadline = request_deadline
+        sock = self.socket
+        if sock is None or isinstance(sock, ssl.SSLSocket):
+            return
+        seconds = int(pdu_timeout)
+        timeval = struct.pack("@ll", seconds, int((pdu_timeout - seconds) * 1_000_000))
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+        except OSError as exc:  # another timeval layout: every read waits in select
+            log.debug("SO_RCVTIMEO not set: %s", exc)
+            return
+        self.kernel_timeout = True
 
     def recv(self, nr_bytes: int) -> bytearray:
         sock = cast(socket.socket, self.socket)
         if self._scratch is None:
             self._scratch = memoryview(bytearray(_RECV_CHUNK))
         scratch = self._scratch
+        tls = isinstance(sock, ssl.SSLSocket)
         received = bytearray()
         while len(received) < nr_bytes:
-            count = sock.recv_into(scratch, min(nr_bytes - len(received), _RECV_CHUNK))
+            if tls and not self._tls_timeout(sock):
+                self._cut_short(sock)
+                break
+            # Until the request is in, a read must not wait past its deadline. After it,
+            # the kernel's receive timeout (SO_RCVTIMEO, set once) ends a stalled read.
+            flags = _DONTWAIT if not tls and (
+                self.request_deadline is not None or not self.kernel_timeout) else 0
+            try:
+                count = sock.recv_into(
+                    scratch, min(nr_bytes - len(received), _RECV_CHUNK), flags)
+            except (BlockingIOError, TimeoutError):
+                if flags and self._bytes_come(sock):
+                    continue
+                self._cut_short(sock)
+                break
             if not count:
+                self._ended()
                 break
             received += scratch[:count]
         if _QUICKACK is not None:
@@ -288,6 +368,51 @@ class BulkReceiveSocket(AssociationSocket):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
         return received
+
+    def _bytes_come(self, sock: socket.socket) -> bool:
+        """Wait for the next bytes while the PDU timeout and request deadline allow."""
+        wait = self.pdu_timeout
+        if self.request_deadline is not None:
+            wait = min(wait, self.request_deadline - time.monotonic())
+        if wait <= 0:
+            return False
+        try:
+            ready, _, _ = select.select([sock], [], [], wait)
+        except (OSError, ValueError):
+            return False
+        return bool(ready)
+
+    def _tls_timeout(self, sock: socket.socket) -> bool:
+        """Sets a TLS socket's timeout to the time a read may wait (False: none left);
+        a system call only when it changes (around the association request)."""
+        wanted = self.pdu_timeout
+        if self.request_deadline is not None:
+            wanted = min(wanted, self.request_deadline - time.monotonic())
+            if wanted <= 0:
+                return False
+        if sock.gettimeout() != wanted:
+            sock.settimeout(wanted)
+        return True
+
+    def _cut_short(self, sock: socket.socket) -> None:
+        _quiet.cut = True
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        self._ended()
+        report: OnTimeout | None = getattr(self.assoc._server, "on_timeout", None)
+        if report is not None:
+            why = ("association request not complete within the ACSE timeout"
+                   if self.request_deadline is not None
+                   else f"a PDU stalled for {self.pdu_timeout:g} s")
+            report(str(self.assoc.requestor.address or ""), why)
+
+    def close(self) -> None:
+        super().close()
+        self._ended()
+
+    def _ended(self) -> None:
+        if isinstance(self.assoc, WakingAssociation):
+            self.assoc.release_slot()
 
 
 class WakingRequestHandler(RequestHandler):
@@ -300,9 +425,21 @@ class WakingRequestHandler(RequestHandler):
     """
 
     def handle(self) -> None:
-        if isinstance(self.request, ssl.SSLSocket) and not self._handshake(self.request):
-            return
-        super().handle()
+        server = cast(TlsServer, self.server)
+        slot = server.slots.pop(id(self.request), None)
+        try:
+            if isinstance(self.request, ssl.SSLSocket) and not self._handshake(self.request):
+                raise _Dropped
+            self._slot = slot
+            super().handle()
+        except BaseException:
+            # The association thread releases the slot once it runs; it never will now.
+            if slot is not None and server.release_slot is not None:
+                server.release_slot(slot)
+            with contextlib.suppress(OSError):
+                self.request.close()
+            if not isinstance(sys.exc_info()[1], _Dropped):
+                raise
 
     def _handshake(self, sock: ssl.SSLSocket) -> bool:
         """The TLS handshake, here on the connection's own thread (see
@@ -328,7 +465,12 @@ class WakingRequestHandler(RequestHandler):
         assoc.dimse.__class__ = FastStoreResponses
         assoc._server = server
         assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
-        assoc.set_socket(BulkReceiveSocket(assoc, client_socket=self.request))
+        assoc.admission_slot = getattr(self, "_slot", None)
+        sock = BulkReceiveSocket(assoc, client_socket=self.request)
+        # The whole A-ASSOCIATE-RQ must be in within the ACSE timeout of the accept.
+        sock.set_timeouts(cast(TlsServer, server).pdu_timeout,
+                          time.monotonic() + float(self.ae.acse_timeout or 30))
+        assoc.set_socket(sock)
         acceptor, requestor = assoc.acceptor, assoc.requestor
         acceptor.maximum_length = self.ae.maximum_pdu_size
         acceptor.ae_title = server.ae_title
@@ -346,13 +488,42 @@ class WakingRequestHandler(RequestHandler):
         return assoc
 
 
+class _Dropped(Exception):
+    """The connection ended before an association could start (e.g. a failed handshake)."""
+
+
+# At accept: the connection's slot, or None to close it at once (node.dicom.gate).
+OnConnect = Callable[[str], "Slot | None"]
+# A connection closed by a timeout: (address, why).
+OnTimeout = Callable[[str, str], None]
+
+
 class TlsServer(ThreadedAssociationServer):
-    """Leaves the TLS handshake to each connection's thread.
+    """Admits connections through the gate, and leaves the TLS handshake to each
+    connection's thread.
 
     pynetdicom wraps accepted sockets with the handshake done at once, in the one thread
     that accepts connections: a client that connects and stays silent would hold every
     other client out until it timed out.
     """
+
+    # socketserver listens with a backlog of 5: a burst of connections past it waits for
+    # SYN retries (1 s, 3 s, ...) before the gate even sees it.
+    request_queue_size = 128
+    on_connect: OnConnect | None = None
+    on_timeout: OnTimeout | None = None
+    release_slot: Callable[[Slot], None] | None = None
+    pdu_timeout: float = 30.0
+    slots: dict[int, Slot]  # id(accepted socket) -> its slot, until its handler takes it
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        if self.on_connect is None:
+            return True
+        slot = self.on_connect(str(client_address[0]))
+        if slot is None:
+            return False  # socketserver closes it
+        self.slots[id(request)] = slot
+        return True
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         client, address = cast(socket.socket, self.socket).accept()
@@ -366,14 +537,23 @@ class TlsServer(ThreadedAssociationServer):
 def start_server(
     ae: ApplicationEntity, address: tuple[str, int], handlers: list[Any],
     ssl_context: ssl.SSLContext | None = None, refuse_retrieve: Refusal | None = None,
+    on_connect: OnConnect | None = None, release_slot: Callable[[Slot], None] | None = None,
+    pdu_timeout: float = 30.0, on_timeout: OnTimeout | None = None,
 ) -> ThreadedAssociationServer:
-    """``ae.start_server(address, block=False, ...)`` with the waking associations."""
+    """``ae.start_server(address, block=False, ...)`` with the waking associations;
+    ``on_connect`` admits each connection (None: all), ``release_slot`` frees its slot
+    when it ends."""
     memoize_uid_checks()
-    server = cast(ThreadedAssociationServer, ae.make_server(
+    server = cast(TlsServer, ae.make_server(
         address, evt_handlers=handlers, server_class=TlsServer, ssl_context=ssl_context,
         request_handler=WakingRequestHandler,
     ))
     server.refuse_retrieve = refuse_retrieve  # type: ignore[attr-defined]
+    server.on_connect = on_connect
+    server.on_timeout = on_timeout
+    server.release_slot = release_slot
+    server.pdu_timeout = pdu_timeout
+    server.slots = {}
     stamp = datetime.now().strftime("%Y%m%d%H%M%S")
     thread = threading.Thread(
         target=make_target(server.serve_forever), name=f"AcceptorServer@{stamp}", daemon=True

@@ -47,8 +47,11 @@ from node.archive import Archive, IngestResult, IngestStatus
 from node.audit import Action, AuditTrail, Outcome, store_outcome
 from node.config import NodeConfig
 from node.dicom.access import AccessPolicy
+from node.dicom.admission import Admission, AdmissionLimits
 from node.dicom.audit_hooks import NOT_AUTHORIZED, DicomAudit, requestor
+from node.dicom.claims import KnownPeers, Members
 from node.dicom.encoding import encode_file_meta
+from node.dicom.gate import AssociationGate
 from node.dicom.reactor import start_server
 from node.dicom_header import InvalidDataset
 from node.dicom_validate import InvalidUID
@@ -167,12 +170,13 @@ class DicomServer:
         self, config: NodeConfig, archive: Archive, discovered: Resolver | None = None,
         mesh: MeshSource | None = None, audit: AuditTrail | None = None,
         mesh_aets: Callable[[], Iterable[str]] | None = None,
-        tls: ssl.SSLContext | None = None,
+        tls: ssl.SSLContext | None = None, members: Members | None = None,
     ) -> None:
         """``discovered`` resolves AE titles not in the configured table (e.g. mDNS);
         ``mesh`` answers for studies held elsewhere (none: this node alone);
         ``mesh_aets`` gives the AE titles of mesh members and discovered devices; ``tls``
-        makes the DICOM port speak TLS."""
+        makes the DICOM port speak TLS; ``members`` gives the mesh members' titles, node
+        ids and addresses, so that a member's title is believed only from the member."""
         self.config = config
         self.archive = archive
         self._discovered = discovered
@@ -181,17 +185,24 @@ class DicomServer:
         policy = AccessPolicy.build(config.access, config.allowed_aets,
                                     [m.aet for m in config.modalities], mesh_aets)
         self.audit = DicomAudit(audit, policy)
+        self._trail = audit
+        self._members = members
+        self.gate: AssociationGate | None = None
         self.ae = self._build_ae()
         self._server: ThreadedAssociationServer | None = None
 
     def _build_ae(self) -> AE:
         ae = AE(ae_title=self.config.aet)
         ae.maximum_pdu_size = 0  # receive whole P-DATA in one go: the fast path
-        ae.maximum_associations = 32
+        limits = self.config.dicom_limits
+        # The gate (node.dicom.gate) limits associations from the accept on. pynetdicom's
+        # own count, made at the request, includes threads of connections the gate has
+        # already let go: it only stands behind the gate.
+        ae.maximum_associations = 4 * limits.max_associations + 16
         ae.network_timeout = 60
-        # A connection that never sends an association request holds one of the slots
-        # above until this runs out.
-        ae.acse_timeout = 15
+        # A connection whose association request is not complete this long after the
+        # accept is closed (the socket enforces it: reactor.BulkReceiveSocket).
+        ae.acse_timeout = limits.acse_timeout
         ae.dimse_timeout = 60
         ae.add_supported_context(Verification)
         for uid in storage_classes():
@@ -201,8 +212,21 @@ class DicomServer:
             ae.add_supported_context(uid)
         return ae
 
+    def _make_gate(self) -> AssociationGate:
+        limits = self.config.dicom_limits
+        cfg = self.config
+        own = frozenset() if cfg.bind in ("0.0.0.0", "::") else frozenset({cfg.bind})
+        known = KnownPeers(cfg.aet, own, {m.aet: _addresses_of(m.host) for m in cfg.modalities},
+                           self._members or (lambda: ()))
+        admission = Admission(AdmissionLimits(
+            limits.max_associations, limits.max_associations_per_address,
+            limits.reserved_associations))
+        return AssociationGate(admission, known, self._trail)
+
     def start(self) -> None:
+        gate = self.gate = self._make_gate()
         handlers = [
+            *gate.handlers(),
             (evt.EVT_C_ECHO, self.on_echo),
             (evt.EVT_C_STORE, self.on_store),
             (evt.EVT_C_FIND, self.on_find),
@@ -212,7 +236,8 @@ class DicomServer:
         ]
         self._server = start_server(
             self.ae, (self.config.bind, self.config.dicom_port), handlers, self.tls,
-            self.audit.refuse_retrieve,
+            self.audit.refuse_retrieve, gate.on_connect, gate.admission.release,
+            self.config.dicom_limits.pdu_timeout, gate.on_timeout,
         )
         # Accepted sockets inherit this on Linux. Without it every response waits out the
         # peer's delayed ACK (~40 ms per C-STORE with Nagle's algorithm on both sides).
@@ -447,6 +472,18 @@ class DicomServer:
             _stream_stored_files(store_assoc[0])
             accepted = accepted_by_class(store_assoc[0].accepted_contexts)
         yield from self._sub_operations(event, instances, lambda c: accepted.get(c, set()))
+
+
+def _addresses_of(host: str) -> frozenset[str]:
+    """The IP addresses of a configured modality's host (none if it does not resolve:
+    the modality then works as before, only without the reserved slots)."""
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        log.warning("modality host %s does not resolve (%s): no reserved DICOM slots for it",
+                    host, exc)
+        return frozenset()
+    return frozenset(str(info[4][0]) for info in infos)
 
 
 def _exact(identifier: Dataset, keyword: str) -> str:
