@@ -1,9 +1,12 @@
-"""Which members an invite pins: the issuing member, the founder(s), and the seeds named.
+"""Which members an invite pins: the issuing member, the founder(s), every other member
+of the roster as it stands, and the seeds named.
 
-A seed named as HOST:PORT is pinned by the certificate the member there proves in a TLS
-handshake checked against the roster's certificates (blocking; run by ``mesh invite``).
-A seed that cannot be reached stays in the token as an address only, and ``mesh invite``
-says so: a joiner will still accept there only one of the pinned members.
+Every member, not only the issuer and the seeds: any member admits, so a token must let a
+node join through another member while the admin's node is down. Members admitted after
+the token was made are not pinned; a joiner refuses them. A seed named as HOST:PORT is
+checked by the certificate the node there proves in a TLS handshake against the roster's
+certificates (blocking; run by ``mesh invite``): one that cannot be reached, or is not a
+member, stays in the token as an address only, and ``mesh invite`` says so.
 """
 
 from __future__ import annotations
@@ -38,8 +41,9 @@ def invite_pins(
 ) -> tuple[tuple[str, ...], list[str]]:
     """The node ids to pin, and one line for each named seed that could not be pinned."""
     pins = [own_id] if view.is_member(own_id) else []
-    pins += [m.node_id for m in view.members.values()
-             if m.admitted_by == ADMIN and view.is_member(m.node_id)]
+    members = sorted(view.members.values(), key=lambda m: (m.admitted_by != ADMIN,
+                                                           m.admitted_at))
+    pins += [m.node_id for m in members if view.is_member(m.node_id)]
     notes: list[str] = []
     for seed in named_seeds:
         host, _, port = seed.rpartition(":")
