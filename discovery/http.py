@@ -26,6 +26,7 @@ def routes(discovery: Discovery) -> list[web.RouteDef]:
             "roster_digest": view.digest if view else "",
             "members": members,
             "revoked": sorted(view.revoked) if view else [],
+            "join": discovery.join_status(),
         })
 
     return [web.get("/api/peers", peers), web.get("/api/mesh", mesh)]

@@ -1,7 +1,12 @@
 """Invite tokens: one line, signed by the mesh admin key, checkable by any member.
 
 A token names the mesh and its admin public key, an expiry and a number of uses, and
-may carry seed addresses of members. Pure code.
+may carry seed addresses of members. From payload version 2 it may also pin members'
+certificates (their SHA-256, which is their node id): a joining node then sends its token
+only to a server proving one of them in the TLS handshake. A token without pins is
+written as version 1, byte for byte the format older nodes make and read, and a version 2
+token keeps every version 1 field, so older members still admit with it (they ignore the
+pins; the check is the joiner's). Pure code.
 """
 
 from __future__ import annotations
@@ -16,7 +21,12 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from node.identity import IdentityError, node_id_digest, node_id_from_digest
+
+# The prefix stays for every payload version: a new prefix would make older members
+# refuse new tokens, and reject admissions made with them when they judge the roster.
 PREFIX = "pacsmesh-invite-1"
+PINNED_VERSION = 2
 
 
 class InviteError(ValueError):
@@ -55,19 +65,37 @@ class Invite:
     expires: float
     uses: int
     seeds: tuple[str, ...] = ()
+    # Node ids of the members a joiner may send this token to; empty: any server (as
+    # tokens were before version 2), with the roster it answers checked only afterwards.
+    pins: tuple[str, ...] = ()
+    version: int = 1
 
 
 def make_invite(
     admin: Ed25519PrivateKey, mesh_id: str, expires: float, uses: int,
-    seeds: tuple[str, ...] = (),
+    seeds: tuple[str, ...] = (), pins: tuple[str, ...] = (),
 ) -> str:
     if uses < 1:
         raise InviteError("an invite needs at least one use")
-    payload = canonical({
+    data: dict[str, Any] = {
         "mesh": mesh_id, "admin": public_key_text(admin.public_key()),
         "id": secrets.token_hex(8), "exp": expires, "uses": uses, "seeds": list(seeds),
-    })
+    }
+    if pins:
+        try:
+            digests = [b64(node_id_digest(p)) for p in dict.fromkeys(pins)]
+        except IdentityError as exc:
+            raise InviteError(f"cannot pin: {exc}") from None
+        data |= {"v": PINNED_VERSION, "pins": digests}
+    payload = canonical(data)
     return f"{PREFIX}.{b64(payload)}.{b64(admin.sign(payload))}"
+
+
+def _pins(data: dict[str, Any]) -> tuple[str, ...]:
+    digests = [unb64(str(p)) for p in data.get("pins", [])]
+    if any(len(d) != 32 for d in digests):
+        raise ValueError("a pin is not a SHA-256")
+    return tuple(node_id_from_digest(d) for d in digests)
 
 
 def parse_invite(token: str) -> Invite:
@@ -82,8 +110,9 @@ def parse_invite(token: str) -> Invite:
             mesh_id=str(data["mesh"]), admin_key=str(data["admin"]), token_id=str(data["id"]),
             expires=float(data["exp"]), uses=int(data["uses"]),
             seeds=tuple(str(s) for s in data.get("seeds", [])),
+            pins=_pins(data), version=int(data.get("v", 1)),
         )
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise InviteError(f"not an invite token ({exc})") from None
     if not verify_admin_signature(invite.admin_key, payload, signature):
         raise InviteError("invite signature does not verify")

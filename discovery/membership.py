@@ -134,10 +134,11 @@ def admin_credentials(store: MembershipStore) -> tuple[Ed25519PrivateKey, Roster
 
 
 def create_invite(
-    store: MembershipStore, valid_seconds: float, uses: int, seeds: tuple[str, ...] = ()
+    store: MembershipStore, valid_seconds: float, uses: int, seeds: tuple[str, ...] = (),
+    pins: tuple[str, ...] = (),
 ) -> str:
     admin, roster = admin_credentials(store)
-    return make_invite(admin, roster.mesh_id, time.time() + valid_seconds, uses, seeds)
+    return make_invite(admin, roster.mesh_id, time.time() + valid_seconds, uses, seeds, pins)
 
 
 def revoke(store: MembershipStore, node_id: str) -> Roster:

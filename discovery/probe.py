@@ -26,9 +26,10 @@ class ProbeFailed(ConnectionError):
 class Refused(ProbeFailed):
     """The peer answered, with an HTTP error status."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, detail: str = "") -> None:
         super().__init__(message)
         self.status = status
+        self.detail = detail  # the body of the answer (its first 200 characters)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ async def call(
             ) as rsp:
                 if rsp.status != 200:
                     detail = (await rsp.text())[:200]
-                    raise Refused(rsp.status, f"{url}: HTTP {rsp.status} {detail}")
+                    raise Refused(rsp.status, f"{url}: HTTP {rsp.status} {detail}", detail)
                 return await rsp.json(content_type=None)
     except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
         raise ProbeFailed(f"{url}: {type(exc).__name__}: {exc}") from None
@@ -95,7 +96,7 @@ async def stream(
             async with session.get(url, headers=headers, ssl=context) as rsp:
                 if rsp.status != 200:
                     detail = (await rsp.text())[:200]
-                    raise Refused(rsp.status, f"{url}: HTTP {rsp.status} {detail}")
+                    raise Refused(rsp.status, f"{url}: HTTP {rsp.status} {detail}", detail)
                 async for chunk in rsp.content.iter_any():
                     await sink(chunk)
                 return dict(rsp.headers)

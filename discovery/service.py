@@ -26,7 +26,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from discovery.invite import Invite, InviteError, b64, canonical, parse_invite, unb64
+from discovery.invite import Invite, InviteError, parse_invite, unb64
+from discovery.join import JoinClient, Joining
+from discovery.join import join_proof_payload as _join_proof_payload
 from discovery.mdns import Announcement, MdnsAgent, interface_addresses
 from discovery.membership import MembershipError, MembershipStore
 from discovery.peers import Clock, Liveness, Peer, PeerState, PeerTable
@@ -42,7 +44,6 @@ from discovery.refusal_limit import RefusalLimiter
 from discovery.roster import Roster, RosterError, RosterView
 from discovery.tls import (
     client_context,
-    joining_context,
     member_context,
     peer_node_id,
     server_context,
@@ -55,7 +56,6 @@ from node.tasks import cancel_and_wait
 log = logging.getLogger(__name__)
 ADDRESS_CHECK_INTERVAL = 3.0
 ROSTER_CHECK_INTERVAL = 1.0
-JOIN_RETRY_INTERVAL = 1.0
 LOOP_INTERVAL = 0.2
 REQUEST_SECONDS = 5.0
 
@@ -102,10 +102,6 @@ JoinObserver = Callable[[bool, str, str, str, str], None]
 MeshRefusalObserver = Callable[[str, str, str], None]
 
 
-def _join_proof_payload(invite: Invite, node_id: str) -> bytes:
-    return canonical({"join": invite.mesh_id, "token": invite.token_id, "node": node_id})
-
-
 class Discovery:
     def __init__(
         self, settings: DiscoverySettings, membership: MembershipStore,
@@ -124,6 +120,7 @@ class Discovery:
         self.roster: Roster | None = None
         self.view: RosterView | None = None
         self.invite: Invite | None = None
+        self._joining: Joining | None = None
         self._store = store
         self._clock = clock
         self._key = settings.identity.private_key()
@@ -171,6 +168,11 @@ class Discovery:
                 raise DiscoveryError(f"cannot join: {exc}") from None
             if time.time() > self.invite.expires:
                 raise DiscoveryError("cannot join: the invite token has expired")
+            self._joining = Joining(
+                JoinClient(s.identity, s.aet, s.join_token, self.invite, REQUEST_SECONDS),
+                self._clock, self._join_targets, self._joined,
+                lambda *event: self.on_join(*event),
+            )
         if self._store is not None:
             for row in await self._store.load():
                 with contextlib.suppress(KeyError, TypeError, ValueError):
@@ -524,7 +526,10 @@ class Discovery:
         if record.node_id == self.node_id or record.mesh_hash != self.mesh_hash:
             return
         if not self.is_member:
+            known = self._join_candidates.get(record.node_id)
             self._join_candidates[record.node_id] = (record.addresses, record.mesh_port)
+            if known != (record.addresses, record.mesh_port) and self._joining is not None:
+                self._joining.schedule.nudge()
             self._wake.set()
             return
         if record.aet == self.settings.aet and record.aet not in self._warned:
@@ -556,7 +561,6 @@ class Discovery:
     async def _run(self) -> None:
         next_address_check = self._clock() + ADDRESS_CHECK_INTERVAL
         next_roster_check = self._clock() + ROSTER_CHECK_INTERVAL
-        next_join = self._clock()
         while True:
             now = self._clock()
             if self.is_member:
@@ -564,9 +568,8 @@ class Discovery:
                 if now >= next_roster_check:
                     next_roster_check = now + ROSTER_CHECK_INTERVAL
                     await self._reload_roster_file()
-            elif self.invite is not None and self.roster is None and now >= next_join:
-                next_join = now + JOIN_RETRY_INTERVAL
-                self._spawn("join", self._join_round())
+            elif self._joining is not None and self.roster is None and self._joining.due():
+                self._spawn("join", self._joining.round())
             if self._mdns is not None and now >= next_address_check:
                 next_address_check = now + ADDRESS_CHECK_INTERVAL
                 try:
@@ -596,7 +599,11 @@ class Discovery:
 
     # --- joining -------------------------------------------------------------------------
 
-    async def _join_round(self) -> None:
+    def join_status(self) -> dict[str, object] | None:
+        """Where joining stands (None when this node holds no invite)."""
+        return None if self._joining is None else self._joining.schedule.as_json()
+
+    def _join_targets(self) -> list[tuple[str, int]]:
         assert self.invite is not None
         candidates: list[tuple[str, int]] = []
         for seed in self.invite.seeds:
@@ -608,40 +615,17 @@ class Discovery:
             candidates += [(a, port) for a in addresses]
         for peer in self.table.snapshot():  # persisted from an earlier membership
             candidates += [(a, peer.mesh_port) for a in peer.addresses]
-        for host, port in dict.fromkeys(candidates):
-            if await self._try_join(host, port):
-                return
+        return list(dict.fromkeys(candidates))
 
-    async def _try_join(self, host: str, port: int) -> bool:
-        assert self.invite is not None and self.settings.join_token is not None
-        proof = self._key.sign(_join_proof_payload(self.invite, self.node_id),
-                               ec.ECDSA(hashes.SHA256()))
-        body = {"token": self.settings.join_token, "aet": self.settings.aet,
-                "cert": self.settings.identity.cert_pem.decode(), "proof": b64(proof)}
-        async with aiohttp.ClientSession() as session:
-            try:
-                answer = await call(session, "POST", host, port, JOIN_PATH, REQUEST_SECONDS,
-                                    joining_context(), body=body)
-                roster = Roster.from_json(answer["roster"])
-            except (ProbeFailed, RosterError, KeyError, TypeError) as exc:
-                log.info("join through %s:%d failed: %s", host, port, exc)
-                return False
-        # Trust nothing the server says until the admin key from the invite vouches for it:
-        # our admission must be signed by a member whose membership the admin signed.
-        if (roster.mesh_id, roster.admin_key) != (self.invite.mesh_id, self.invite.admin_key):
-            log.warning("join through %s:%d: the answer is not from our mesh", host, port)
-            return False
-        if not roster.evaluate().is_member(self.node_id):
-            log.warning("join through %s:%d: the answer does not admit us", host, port)
-            return False
+    async def _joined(self, roster: Roster, host: str, port: int) -> None:
         await asyncio.to_thread(self.membership.merge, roster)
         await self._become_member(roster)
+        assert self.view is not None
         self.table.hint(self.view.members[self.node_id].admitted_by, [host], port, "join")
         if self._mdns is not None:  # announce the mesh record now that we are a member
             await self._mdns.stop()
             await self._start_mdns()
         log.info("joined mesh %s through %s:%d", self.mesh_hash, host, port)
-        return True
 
     # --- probing -------------------------------------------------------------------------
 

@@ -56,11 +56,24 @@ def member_context(identity: NodeIdentity, member_cert: str) -> ssl.SSLContext:
 
 
 def joining_context() -> ssl.SSLContext:
-    """For a node that is not a member yet: it checks the server against the roster the
-    server sends back (signed by the admin key named in the invite), after the fact."""
+    """For a node that is not a member yet, to learn the server's certificate (checked
+    against the invite's pins, see :func:`pinned_context`), or, with a token that pins
+    none, to join through any server, checking the roster it sends back (signed by the
+    admin key named in the invite) after the fact."""
     ctx = _base(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def pinned_context(cert_der: bytes) -> ssl.SSLContext:
+    """For a joining node calling a member its invite pins: trusting only that member's
+    certificate, a completed handshake proves the server holds the member's key before
+    the token (or any other byte of the request) is sent."""
+    ctx = _base(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(cadata=cert_der)
     return ctx
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import os
@@ -20,12 +21,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from discovery.invite import InviteError
+from discovery.invite_pins import issue_invite
+from discovery.join_policy import join_text
 from discovery.mdns import interface_addresses
 from discovery.membership import (
     MembershipError,
     MembershipStore,
     admin_credentials,
-    create_invite,
     init_mesh,
     revoke,
 )
@@ -283,8 +285,9 @@ def status(data_dir: Path | None, http_port: int | None, as_json: bool,
         return
     state = _running_node_json(config, "/api/status")
     peer_rows = _running_node_json(config, "/api/peers")
+    joining = _running_node_json(config, "/api/mesh").get("join")
     if as_json:
-        click.echo(json.dumps({"status": state, "peers": peer_rows}, indent=2))
+        click.echo(json.dumps({"status": state, "peers": peer_rows, "join": joining}, indent=2))
         return
     click.echo(f"node {state['aet']} ({state['node_id']}), PACSmesh {state['version']}")
     click.echo(f"archive: {state['studies']} studies, {state['instances']} instances, "
@@ -296,6 +299,8 @@ def status(data_dir: Path | None, http_port: int | None, as_json: bool,
         counts[p["state"]] = counts.get(p["state"], 0) + 1
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"
     click.echo(f"peers: {summary}")
+    if join_text(joining):
+        click.echo(f"mesh: {join_text(joining)}")
     replication = state.get("replication")
     if replication:
         got = replication["received"]
@@ -405,19 +410,27 @@ def mesh_init(data_dir: Path | None, aet: str | None) -> None:
 @click.option("--seed", "seeds", multiple=True, metavar="HOST:PORT",
               help="Member addresses to put in the token (default: this node's).")
 @click.option("--no-seed", is_flag=True, help="Put no addresses in the token (mDNS, --peer).")
+@click.option("--no-pin", is_flag=True,
+              help="Pin no member certificates (a joiner then trusts any server).")
 def mesh_invite(
-    data_dir: Path | None, expires: str, uses: int, seeds: tuple[str, ...], no_seed: bool
+    data_dir: Path | None, expires: str, uses: int, seeds: tuple[str, ...], no_seed: bool,
+    no_pin: bool,
 ) -> None:
     """Print an invite token (the last line): `pacsmesh run --join TOKEN` uses it."""
     config = _config(data_dir=data_dir)
+    named = seeds
     if not seeds and not no_seed:
         seeds = tuple(f"{a}:{config.mesh_port}" for a in interface_addresses(config.interfaces))
     try:
-        token = create_invite(MembershipStore(config.data_dir), _duration(expires), uses, seeds)
-    except (MembershipError, InviteError) as exc:
+        identity = load_or_create_identity(config.data_dir, config.aet)
+        token, lines = issue_invite(MembershipStore(config.data_dir), identity,
+                                    _duration(expires), uses, seeds, named, pin=not no_pin)
+    except (MembershipError, InviteError, IdentityError) as exc:
         _fail(str(exc))
         return
     click.echo(f"invite for {uses} node(s), valid {expires}:")
+    for line in lines:
+        click.echo(line)
     click.echo(token)
 
 
@@ -479,6 +492,12 @@ def mesh_status(data_dir: Path | None, http_port: int | None, as_json: bool) -> 
         _fail(str(exc))
         return
     if roster is None:
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # node not running
+            url = f"http://127.0.0.1:{config.http_port}/api/mesh"
+            with urllib.request.urlopen(url, timeout=3) as rsp:
+                joining = join_text(json.loads(rsp.read()).get("join"))
+            if joining:
+                _fail(f"not a member yet: {joining}", code=1)
         _fail(f"no mesh in {config.data_dir} (pacsmesh mesh init, or run --join TOKEN)", code=1)
         return
     view = roster.evaluate()

@@ -31,8 +31,19 @@ class IdentityError(RuntimeError):
 
 def node_id_for(cert_der: bytes) -> str:
     """``XXXXXXX-XXXXXXX-...``: base32 of SHA-256 of the DER certificate, in groups of 7."""
-    text = base64.b32encode(hashlib.sha256(cert_der).digest()).decode().rstrip("=")
+    return node_id_from_digest(hashlib.sha256(cert_der).digest())
+
+
+def node_id_from_digest(digest: bytes) -> str:
+    """The node id of the certificate whose SHA-256 is ``digest``."""
+    text = base64.b32encode(digest).decode().rstrip("=")
     return "-".join(text[i:i + 7] for i in range(0, len(text), 7))
+
+
+def node_id_digest(node_id: str) -> bytes:
+    """The SHA-256 a node id spells (the inverse of :func:`node_id_from_digest`)."""
+    compact = normalize_node_id(node_id).replace("-", "")
+    return base64.b32decode(compact + "=" * (-len(compact) % 8))
 
 
 def normalize_node_id(text: str) -> str:

@@ -163,6 +163,8 @@ def test_join_works_while_the_admin_node_is_down(make_node, founder: NodeProcess
     token = invite(founder, "--uses", "2")
     b = joiner(make_node, founder, "nodeb", token).start()
     wait_for(lambda: mesh_view(b)["member"])
+    # A token pins the members of its day: C's is made once B is one.
+    token = invite(founder)
     founder.stop()  # the admin's machine is off; B alone admits C
     c = make_node("nodec", aet="NODEC", extra_args=(
         "--join", token, "--peer", f"127.0.0.1:{b.mesh_port}")).start()
