@@ -147,6 +147,8 @@ def test_restarted_node_recontacts_its_peers_without_multicast(make_nodes) -> No
 
 def test_two_nodes_with_one_aet_get_a_warning(make_nodes, network: Network) -> None:
     nodes = make_nodes(2)
+    # A member renamed: a node that is not yet one is refused the taken title at its join.
+    wait_for(lambda: _all_alive(nodes), FOUND_WITHIN)
     nodes[1].stop()
     nodes[1].aet = nodes[0].aet
     nodes[1].start()
