@@ -21,9 +21,9 @@ REFUSED_CAP = 300.0
 TRANSIENT_CAP = 30.0
 # Reasons an admitting member gives (discovery.invite, discovery.roster) that no retry can
 # change: uses are never given back, time does not run backwards, revocation is final.
-# A title another member holds stays refused until the node restarts with another --aet.
+# A taken AE title is not among these: it is free again once its holder is revoked.
 FOR_GOOD = ("invite has expired", "invite has no uses left", "has been revoked",
-            "node is revoked", "is already held by member")
+            "node is revoked")
 
 
 class Outcome(enum.Enum):
