@@ -58,6 +58,7 @@ from replication.retry import outbox_wait, quick_retries
 
 log = logging.getLogger(__name__)
 STATE = ("replication", "local_seq")
+FEED_PAGE = 500  # changes turned into rows at a time
 LOOP_INTERVAL = 0.5
 ANTI_ENTROPY_INTERVAL = 10.0
 CATALOG_INTERVAL = 1.0
@@ -115,6 +116,9 @@ class Replicator:
             lambda: RateWindow(self._clock))
         self._backlogs: dict[str, Backlog] = {}
         self._delivered_at: dict[tuple[str, str], float] = {}
+        # Turning feed changes into rows, and anti-entropy queueing, take turns (see
+        # _repair_with): else a copy queued by the one is sent, then queued again.
+        self._feed_lock = asyncio.Lock()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="replication")
@@ -181,21 +185,31 @@ class Replicator:
         finally:
             self._running[kind].discard(peer)
 
-    async def _enqueue_local_changes(self) -> None:
+    async def _enqueue_local_changes(self) -> bool:
+        """Turn one page of this node's change feed into outbox rows; True when more
+        changes wait."""
+        async with self._feed_lock:
+            return await self._enqueue_page()
+
+    async def _enqueue_page(self) -> bool:
         index = self.archive.index
         state = await index.load_state(STATE[0])
         checkpoint = int(state.get(STATE[1], 0))
-        changes = await index.changes_since(checkpoint, 500)
+        changes = await index.changes_since(checkpoint, FEED_PAGE)
         if not changes:
-            return
+            return False
         copies = copies_for_changes((Change.from_feed(c) for c in changes),
                                     self.discovery.members(), self.discovery.node_id,
                                     self.settings.replicas)
+        # A copy anti-entropy queued and this node delivered before its change was read
+        # here is not queued again: the owner has it.
+        copies = [c for c in copies if c.key not in self._delivered_at]
         await index.enqueue([c.as_row() for c in copies],
                             (STATE[0], STATE[1], changes[-1]["seq"]))
         if copies:
             log.info("%d copies queued for %d owners", len(copies),
                      len({c.target for c in copies}))
+        return len(changes) == FEED_PAGE
 
     async def _repair_with(self, peer: str) -> None:
         """Anti-entropy with one live member, periodically and as soon as it is back."""
@@ -223,8 +237,17 @@ class Replicator:
             peer, missing, await self._holders(missing, peer), members, self._alive(),
             self.discovery.node_id,
             {sop: upstream_of(source, members) for sop, source in sources.items()})
-        added = await self.archive.index.add_to_outbox([c.as_row() for c in copies]) \
-            if copies else 0
+        if not copies:
+            return
+        async with self._feed_lock:
+            # What the peer lacks may be instances just stored here whose change is not
+            # yet rows: turned into rows first, those rows are the ones kept (a second
+            # row for one copy is ignored), so the change cannot queue it again once sent.
+            while await self._enqueue_page():
+                pass
+            copies = [c for c in copies if self._delivered_at.get(c.key, -1.0) < started]
+            added = await self.archive.index.add_to_outbox([c.as_row() for c in copies]) \
+                if copies else 0
         if added:
             log.info("anti-entropy: %d copies owed to %s queued", added, peer[:15])
 
