@@ -75,32 +75,36 @@ async def _body(
 
 async def send_object(
     ask: Ask, open_object: Callable[[], IO[bytes]], sha256: str, transfer_syntax_uid: str,
-    on_bytes: Callable[[int], None] = lambda n: None,
+    on_bytes: Callable[[int], None] = lambda n: None, ask_first: bool = False,
 ) -> str:
     """Deliver the object ``open_object`` reads (its plaintext: ``Storage.open_object``);
     returns the receiver's status ("stored", "duplicate", or "held" when it had the whole
-    object already). Raises what ``ask`` raises, TamperedObject when the stored object
-    fails its check, OSError when it cannot be read, ValueError on a malformed answer."""
+    object already). ``ask_first``: an earlier try may have been stored though its answer was
+    lost (the receiver stopped, the link broke after the body), so the receiver is asked
+    first whether it holds the object, as for every resumable one. Raises what ``ask``
+    raises, TamperedObject when the stored object fails its check, OSError when it cannot
+    be read, ValueError on a malformed answer."""
     fh = await asyncio.to_thread(open_object)
     try:
-        return await _send(ask, fh, sha256, transfer_syntax_uid, on_bytes)
+        return await _send(ask, fh, sha256, transfer_syntax_uid, on_bytes, ask_first)
     finally:
         fh.close()
 
 
 async def _send(
     ask: Ask, fh: IO[bytes], sha256: str, transfer_syntax_uid: str,
-    on_bytes: Callable[[int], None],
+    on_bytes: Callable[[int], None], ask_first: bool,
 ) -> str:
     size = await asyncio.to_thread(fh.seek, 0, io.SEEK_END)
     offset = 0
-    if resumable(size):
+    if resumable(size) or ask_first:
         held = await ask("GET", PARTIAL_PATH.format(sha256=sha256))
         if not isinstance(held, dict):
             raise ValueError(f"not an answer about a partial transfer: {held!r:.80}")
         if held.get("stored"):
             return "held"
-        offset = max(0, min(int(held.get("offset", 0)), size))
+        if resumable(size):
+            offset = max(0, min(int(held.get("offset", 0)), size))
     compress = should_compress(transfer_syntax_uid)
     headers = {SHA_HEADER: sha256, SIZE_HEADER: str(size), OFFSET_HEADER: str(offset)}
     if compress:

@@ -359,7 +359,7 @@ class Replicator:
     async def _send_one(self, row: Queued) -> None:
         sop_uid, target = row.copy.sop_uid, row.copy.target
         try:
-            await self._transfer(row.copy)
+            await self._transfer(row.copy, row.attempts > 0)
         except (ProbeFailed, OSError, ValueError) as exc:
             if isinstance(exc, Refused) and exc.status in FINAL_REFUSALS:
                 # 409: the owner holds other bytes under this UID and keeps its first copy,
@@ -410,15 +410,19 @@ class Replicator:
     def _rate(self, target: str) -> RateWindow:
         return self._rates[target]
 
-    async def _transfer(self, copy: Copy) -> None:
+    async def _transfer(self, copy: Copy, tried_before: bool) -> None:
         sha = copy.sha256
         syntax = await self.archive.index.transfer_syntax(copy.sop_uid) or ""
         async for attempt in quick_retries():
             with attempt:
-                # A retry resumes: large objects ask the receiver how much it holds.
+                # A retry resumes: large objects ask the receiver how much it holds, and
+                # any object tried before asks whether the receiver stored it already
+                # (an answer lost with a broken link is no proof it did not).
                 await send_object(partial(self.discovery.ask_member, copy.target),
                                   partial(self.archive.storage.open_object, sha),
-                                  sha, syntax, self._rate(copy.target).add)
+                                  sha, syntax, self._rate(copy.target).add,
+                                  ask_first=tried_before
+                                  or attempt.retry_state.attempt_number > 1)
 
     async def _observe_backlogs(self) -> None:
         if not any(b.delivered for b in self._backlogs.values()):

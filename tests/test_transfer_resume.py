@@ -228,6 +228,29 @@ async def test_small_and_compressed_instances_stream_and_resend_as_duplicates(
     assert list(receiver.storage.tmp.iterdir()) == receiver.partials() == []
 
 
+async def test_a_copy_tried_before_asks_first_and_is_not_sent_twice(
+    receiver: Receiver,
+) -> None:
+    """A first try stored at the receiver whose answer was lost (the receiver stopped, the
+    link broke): the retry learns the copy is held and sends no body again."""
+    path = one_file_per_instance()[0]
+    assert (await send(receiver, path))[0] == "stored"
+    sent = 0
+
+    def count(n: int) -> None:
+        nonlocal sent
+        sent += n
+
+    status = await send_object(receiver.ask, lambda: path.open("rb"), sha_of(path),
+                               transfer_syntax(path), count, ask_first=True)
+    assert (status, sent) == ("held", 0)
+    assert receiver.receipts.stored == 1 and receiver.receipts.duplicate == 0
+    path2 = one_file_per_instance()[1]
+    fresh = await send_object(receiver.ask, lambda: path2.open("rb"), sha_of(path2),
+                              transfer_syntax(path2), count, ask_first=True)
+    assert fresh == "stored" and identical(receiver, path2)
+
+
 @pytest.mark.parametrize("receiver", ["sealed"], indirect=True)
 @pytest.mark.parametrize("where", [0.0, 0.75])
 async def test_damaged_sealed_object_is_not_served_and_is_set_aside(
