@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from discovery.invite import make_invite
 from discovery.roster import Roster, RosterError
+from node.atomic_file import atomic_write
 from node.identity import NodeIdentity
 
 MESH_DIR = "mesh"
@@ -68,9 +69,9 @@ class MembershipStore:
             raise MembershipError(f"{self.roster_path}: {exc}") from None
 
     def _write(self, roster: Roster) -> None:
-        tmp = self.roster_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(roster.to_json(), indent=1))
-        os.replace(tmp, self.roster_path)
+        # The roster says who may join and who was revoked: a torn one after a crash
+        # would leave the node outside its own mesh.
+        atomic_write(self.roster_path, json.dumps(roster.to_json(), indent=1).encode())
 
     def update(self, change: Callable[[Roster | None], Roster]) -> Roster:
         """Read, change and write the roster as one step against concurrent writers."""

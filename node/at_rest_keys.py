@@ -18,8 +18,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from node.at_rest import KEY_LEN, ObjectKey
+from node.atomic_file import fsync_dir
 from node.identity import write_private
-from node.storage import fsync_dir
 
 KEYS_DIR = "keys"
 KEY_FILE = "at-rest.key"

@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from node.atomic_file import atomic_write
+
 IDENTITY_DIR = "identity"
 KEY_FILE = "node.key"
 CERT_FILE = "node.crt"
@@ -70,13 +72,8 @@ class NodeIdentity:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(path, 0o600)
+    """Readable by this user only, and whole after a crash."""
+    atomic_write(path, data, 0o600)
 
 
 def _make_certificate(key: ec.EllipticCurvePrivateKey, common_name: str) -> x509.Certificate:

@@ -36,6 +36,7 @@ from node.at_rest import (
     part_plaintext,
     seal,
 )
+from node.atomic_file import fsync_dir
 
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 # A partial transfer nobody resumed for this long is given up: its sender has long since
@@ -87,14 +88,6 @@ def storage_error(exc: OSError) -> StorageError:
     if exc.errno in _FULL_ERRNOS:
         return StorageFull(exc.errno, f"data dir is full: {exc.strerror}")
     return StorageError(exc.errno, f"cannot write object: {exc}")
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Storage:

@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from node.atomic_file import atomic_write
+
 SPOOL = Path("mesh") / "tombstones"
 SUFFIX = ".json"
 REJECTED = ".rejected"
@@ -27,14 +29,7 @@ def drop(data_dir: Path, name: str, document: dict[str, Any]) -> Path:
     directory = spool_dir(data_dir)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     final = directory / f"{name}{SUFFIX}"
-    tmp = directory / f".{name}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, json.dumps(document).encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, final)
+    atomic_write(final, json.dumps(document).encode(), 0o600)
     return final
 
 
