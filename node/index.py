@@ -21,7 +21,7 @@ from typing import Any
 import aiosqlite
 
 from node.dicom_header import InstanceKeys
-from node.query import Query, tm_norm
+from node.query import Query, pn_match, tm_norm
 
 
 class IndexFailure(RuntimeError):
@@ -399,6 +399,7 @@ class Index:
             await conn.execute("PRAGMA foreign_keys=ON")
             await conn.execute("PRAGMA busy_timeout=5000")
             await conn.create_function("tm_norm", 1, tm_norm, deterministic=True)
+            await conn.create_function("pn_match", 2, pn_match, deterministic=True)
             await index._migrate()
         except BaseException:
             # aiosqlite's worker thread would otherwise keep the process alive.

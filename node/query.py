@@ -6,8 +6,11 @@ query becomes one SQL statement; each result row becomes a response identifier.
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag
@@ -174,6 +177,37 @@ def tm_norm(value: str | None) -> str | None:
     return _tm_bound(value, upper=False)
 
 
+def pn_fold(text: str) -> str:
+    """A person name as PN matching compares it: case folded (PS3.4 C.2.2.2.1 allows
+    case-insensitive PN matching) and accents dropped, over all of Unicode, as people
+    type names any way: ``Müller``, ``MULLER`` and ``muller`` are one name, and
+    ``João`` is found as ``JOAO``. Ideographic and phonetic characters stay as they are
+    (NFKC first: full-width Latin letters become plain ones)."""
+    decomposed = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", text))
+    bare = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return unicodedata.normalize("NFC", bare).casefold()
+
+
+@lru_cache(maxsize=256)
+def _pn_pattern(folded: str) -> re.Pattern[str]:
+    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c)
+                              for c in folded), re.DOTALL)
+
+
+def pn_match(value: str | None, folded_query: str) -> bool:
+    """SQLite function: whether a stored PN matches a query folded by ``pn_fold``, with
+    ``*`` and ``?`` wildcards. A name stored with alphabetic, ideographic and phonetic
+    groups (``Yamada^Tarou=山田^太郎=やまだ^たろう``) matches as a whole or by any group,
+    so a query in any one of its character sets finds it."""
+    if value is None:
+        return False
+    pattern = _pn_pattern(folded_query)
+    folded = pn_fold(value)
+    if pattern.fullmatch(folded):
+        return True
+    return "=" in folded and any(pattern.fullmatch(g) for g in folded.split("=") if g)
+
+
 def _condition(attr: Attr, value: str) -> tuple[str, list[Any]]:
     col = attr.column
     if attr.vr == "UI":
@@ -201,10 +235,10 @@ def _condition(attr: Attr, value: str) -> tuple[str, list[Any]]:
             return f"{col} = ?", [int(value)]
         except ValueError:
             raise QueryError(f"{value!r} is not a number") from None
-    # PN matching is case-insensitive here, as radiologists type names any way.
-    fold = attr.vr == "PN"
-    target = f"upper({col})" if fold else col
-    text = value.upper() if fold else value
+    if attr.vr == "PN":
+        # Case and accents folded on both sides, over all of Unicode (see pn_match).
+        return f"pn_match({col}, ?)", [pn_fold(value)]
+    target, text = col, value
     if "*" in value or "?" in value:
         return f"{target} GLOB ?", [_escape_glob(text)]
     return f"{target} = ?", [text]
