@@ -183,6 +183,8 @@ def pn_fold(text: str) -> str:
     type names any way: ``Müller``, ``MULLER`` and ``muller`` are one name, and
     ``João`` is found as ``JOAO``. Ideographic and phonetic characters stay as they are
     (NFKC first: full-width Latin letters become plain ones)."""
+    if text.isascii():  # most names: nothing to normalize, and this runs per row
+        return text.lower()
     decomposed = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", text))
     bare = "".join(c for c in decomposed if not unicodedata.combining(c))
     return unicodedata.normalize("NFC", bare).casefold()
