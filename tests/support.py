@@ -23,6 +23,14 @@ from pynetdicom.dsutils import split_dataset
 DCMTK_TIMEOUTS = ["-to", "10", "-ta", "10", "-td", "60"]
 
 
+def ctrl_c_default() -> None:
+    """``preexec_fn`` for a child the test stops with SIGINT, as Ctrl-C would. A shell
+    starts background jobs (``cmd &``) with SIGINT ignored, which their children inherit,
+    and a Python started so never raises KeyboardInterrupt: the test would pass or fail
+    by how the suite was launched."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 _HANDED_OUT: set[int] = set()
 
 

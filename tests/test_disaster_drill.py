@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.netns import netns_available
+from tests.support import ctrl_c_default
 
 DRILL = Path(__file__).resolve().parents[1] / "examples" / "disaster_drill" / "drill.py"
 
@@ -61,6 +62,7 @@ def test_interrupted_drill_cleans_up(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, str(DRILL), "--short", "--work-dir", str(tmp_path)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=ctrl_c_default,
     )
     assert proc.stdout is not None
     for line in proc.stdout:

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.support import dataset_bytes, received_files
+from tests.support import ctrl_c_default, dataset_bytes, received_files
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "examples" / "three_nodes" / "run.py"
@@ -59,7 +59,7 @@ def received_files_in(objects: Path) -> dict[str, Path]:
 def test_ctrl_c_stops_every_node(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, str(SCRIPT), "--dir", str(tmp_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            cwd=REPO, env=_env())
+                            cwd=REPO, env=_env(), preexec_fn=ctrl_c_default)
     assert proc.stdout is not None
     lines: list[str] = []
     deadline = time.monotonic() + 240
