@@ -1,0 +1,23 @@
+"""The root of the errors the discovery package raises on purpose.
+
+Local failures (our roster, identity or invite files) are told apart from remote ones (a peer
+unreachable, refusing us, or answering something that does not parse).
+"""
+
+from __future__ import annotations
+
+
+class DiscoveryError(Exception):
+    """Root of every error the discovery package raises on purpose."""
+
+
+class LocalDiscoveryError(DiscoveryError):
+    """This node's own mesh state (roster, invite, identity) failed."""
+
+
+class RemoteDiscoveryError(DiscoveryError):
+    """A peer failed, refused us, or answered something we cannot use."""
+
+
+class RemoteAnswerInvalid(RemoteDiscoveryError, ValueError):
+    """A peer's answer did not have the shape of the message its path promises."""
