@@ -663,6 +663,15 @@ class Index:
                 "DELETE FROM outbox WHERE sop_uid = ? AND target = ?", (sop_uid, target)
             )
 
+    async def drop_rows_not_to(self, members: list[str]) -> int:
+        """Delete the rows (owed, hinted or parked) whose target is none of ``members``:
+        copies owed to a revoked member, which no send can ever clear."""
+        marks = ",".join("?" * len(members))
+        async with self._write_lock:
+            cur = await self._conn.execute(
+                f"DELETE FROM outbox WHERE target NOT IN ({marks})", members)
+            return cur.rowcount
+
     async def postpone(self, sop_uid: str, target: str, next_try: float, error: str) -> None:
         async with self._write_lock:
             await self._conn.execute(

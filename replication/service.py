@@ -149,9 +149,23 @@ class Replicator:
     async def _local_round(self) -> None:
         # Deletions first: nothing below may queue a study deleted meanwhile.
         await self.deletions.pick_up()
+        await self._release_former_members()
         await self._enqueue_local_changes()
         await self._hint_round()
         await self._observe_backlogs()
+
+    async def _release_former_members(self) -> None:
+        """Drop the rows of members revoked since they were queued. Their copies are not
+        lost from the count: a change of members makes ``Durability`` count every study
+        as unconfirmed until a full check finds each of today's owners holding it, and
+        anti-entropy queues what those owners lack."""
+        members = self.discovery.members()
+        if self.discovery.node_id not in members:
+            return  # not (or no longer) a member: keep everything as it was
+        dropped = await self.archive.index.drop_rows_not_to(members)
+        if dropped:
+            log.info("%d copies owed to former members dropped; today's owners get theirs"
+                     " through anti-entropy", dropped)
 
     async def _dispatch_peers(self) -> None:
         """Start each peer's due work of each kind, unless that peer's is still running."""

@@ -1,0 +1,55 @@
+"""Copies owed to a member that is revoked while it is away: A's rows for it can never be
+sent, so they must not hold A's count above zero for ever; the studies go to today's owners
+instead, and the count reaches zero only once those owners hold them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from replication.placement import owners
+from tests.mesh_support import cli, invite, joiner, mesh_view, peer_states, start_founder, wait_for
+from tests.support import storescu
+from tests.test_faults import _uid, make_ct
+from tests.test_replication_holders import _held, _intact
+
+STUDIES = 8
+
+
+def test_copies_owed_to_a_revoked_member_go_to_the_owners_that_remain(
+    make_node, tmp_path: Path
+) -> None:
+    a = start_founder(make_node)
+    token = invite(a, "--uses", "2")
+    b = joiner(make_node, a, "nodeb", token).start()
+    c = joiner(make_node, a, "nodec", token).start()
+    nodes = [a, b, c]
+    wait_for(lambda: all(set(peer_states(n).values()) == {"alive"}
+                         and len(peer_states(n)) == 2 for n in nodes), 60)
+    ids = {mesh_view(n)["node_id"]: n for n in nodes}
+    id_of = {n.aet: i for i, n in ids.items()}
+    wait_for(lambda: all(n.status()["outbox_depth"] == 0 for n in nodes), 60)
+    c.stop()
+    wait_for(lambda: peer_states(a).get("NODEC") == "dead", 40)
+    # Studies A and C own: A's copies for C wait in its outbox, B holds none of its own.
+    numbers = [n for n in range(1, 400)
+               if set(owners(_uid(1, n), list(ids), 2))
+               == {id_of["NODEA"], id_of["NODEC"]}][:STUDIES]
+    files = [make_ct(tmp_path / f"{n}.dcm", n, 0, size=1400, noise=True) for n in numbers]
+    before = _held(a)
+    assert storescu(a, files) == []
+    shas = _held(a) - before
+    assert len(shas) == STUDIES
+    wait_for(lambda: a.status()["under_replicated"] >= STUDIES, 30)
+
+    result = cli("mesh", "revoke", "--data-dir", str(a.data_dir), id_of["NODEC"].lower())
+    assert result.returncode == 0, result.stderr
+    wait_for(lambda: id_of["NODEC"] in mesh_view(a)["revoked"]
+             and id_of["NODEC"] in mesh_view(b)["revoked"], 40)
+    # With two members and R = 2 both own every study: "replicated" is true only once B
+    # holds each one, which is checked against B's own files, not A's word.
+    wait_for(lambda: a.status()["under_replicated"] == 0
+             and a.status()["outbox_depth"] == 0, 90)
+    assert shas <= _held(b)
+    for node in (a, b):
+        assert node.status()["instances"] == len(_held(node))
+        assert _intact(node)
