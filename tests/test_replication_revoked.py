@@ -47,8 +47,17 @@ def test_copies_owed_to_a_revoked_member_go_to_the_owners_that_remain(
              and id_of["NODEC"] in mesh_view(b)["revoked"], 40)
     # With two members and R = 2 both own every study: "replicated" is true only once B
     # holds each one, which is checked against B's own files, not A's word.
-    wait_for(lambda: a.status()["under_replicated"] == 0
-             and a.status()["outbox_depth"] == 0, 90)
+    early: list[int] = []
+
+    def replicated() -> bool:
+        status = a.status()
+        done = status["under_replicated"] == 0 and status["outbox_depth"] == 0
+        if done and not shas <= _held(b):
+            early.append(len(shas - _held(b)))
+        return done
+
+    wait_for(replicated, 90, interval=0.05)
+    assert early == [], f"0 under-replicated while B lacked {early} instances"
     assert shas <= _held(b)
     for node in (a, b):
         assert node.status()["instances"] == len(_held(node))
