@@ -34,14 +34,7 @@ from discovery.membership import (
 from discovery.roster import RosterError
 from node import __version__, wait_cli
 from node.access_cli import audit, token
-from node.app import (
-    INDEX_FILE,
-    StartupError,
-    _lock_data_dir,
-    open_archive,
-    open_storage,
-    run_node,
-)
+from node.app import open_archive, open_storage, run_node
 from node.cli_common import _config, _fail, data_dir_option, err
 from node.config import (
     ACCESS_MODES,
@@ -54,6 +47,7 @@ from node.config import (
     parse_remote_ae,
 )
 from node.data_dir_modes import set_process_umask
+from node.datadir import INDEX_FILE, StartupError, lock_data_dir
 from node.dicom.retrieve_scu import RetrieveError, Selector, study_identifier
 from node.dicom.scp import configure_pynetdicom
 from node.dicom.scu import AssociationFailed, echo
@@ -185,7 +179,7 @@ def import_(data_dir: Path | None, paths: tuple[Path, ...]) -> None:
 
 
 async def _import(config: NodeConfig, files: list[Path]) -> dict[str, int]:
-    lock = _lock_data_dir(config.data_dir, config.data_dir_gid)
+    lock = lock_data_dir(config.data_dir, config.data_dir_gid)
     counts = {"stored": 0, "duplicate": 0, "conflict": 0, "skipped": 0, "failed": 0,
               "tombstoned": 0, "refused": 0}
     try:
