@@ -15,7 +15,7 @@ from rich.table import Table
 from node import tokens
 from node.atna import syslog_line
 from node.audit import AuditFilter, AuditReadError, parse_since, read_audit
-from node.cli_common import _config, _fail, data_dir_option
+from node.cli.common import _config, _fail, data_dir_option
 from node.datadir import INDEX_FILE
 from node.index import Index
 
