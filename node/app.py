@@ -27,6 +27,7 @@ from node.audit import Action, AuditEvent, AuditTrail, Outcome
 from node.config import NodeConfig
 from node.datadir import INDEX_FILE, StartupError, lock_data_dir
 from node.dicom.claims import MemberIdentity, Members
+from node.dicom.patches import UnsupportedLibrary
 from node.dicom.scp import DicomServer, configure_pynetdicom
 from node.dicom.tls import DicomTlsError, server_context
 from node.http import access_routes, auth, serving
@@ -136,7 +137,10 @@ class Node:
                                         **debt.as_json(member_aets(discovery))},
                         "retrieve": fetcher.stats.as_json()}
 
-            configure_pynetdicom(debug=cfg.log_level == "DEBUG")
+            try:
+                configure_pynetdicom(debug=cfg.log_level == "DEBUG")
+            except UnsupportedLibrary as exc:
+                raise StartupError(str(exc)) from None
             self.dicom = DicomServer(cfg, self.archive, self.discovery.dicom_destination,
                                      MeshRetrieve(self.discovery, fetcher), audit,
                                      self.discovery.known_aets, tls=self._dicom_tls(identity),

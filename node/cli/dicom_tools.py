@@ -15,6 +15,7 @@ from node.cli.archive import import_files
 from node.cli.common import _config, _fail, data_dir_option, progress_bar
 from node.config import ConfigError, NodeConfig, RemoteAE, parse_remote_ae
 from node.datadir import INDEX_FILE, StartupError
+from node.dicom.patches import UnsupportedLibrary
 from node.dicom.retrieve_scu import RetrieveError, Selector, study_identifier
 from node.dicom.scp import configure_pynetdicom
 from node.dicom.scu import AssociationFailed, echo
@@ -44,7 +45,7 @@ def retrieve(data_dir: Path | None, source: str, study_uid: str | None,
         _fail("give exactly one of --study UID and --patient ID")
     remote = _remote(source)
     config = _config(data_dir=data_dir, aet=aet)
-    configure_pynetdicom(debug=False)
+    _configure_pynetdicom()
     request = PullRequest(remote, Selector(study_uid, patient_id), method, port, timeout)
     bar = progress_bar("retrieving")
 
@@ -96,7 +97,7 @@ def send_(data_dir: Path | None, destination: str, study_uid: str, aet: str | No
         return
     if not items:
         _fail(f"no study {study_uid} in {config.data_dir}")
-    configure_pynetdicom(debug=False)
+    _configure_pynetdicom()
     with progress_bar("sending") as bar:
         task = bar.add_task("send", total=len(items))
         try:
@@ -156,3 +157,9 @@ def _print_counts(counts: Counts) -> None:
     if counts.failed:
         sys.exit(1)
 
+
+def _configure_pynetdicom() -> None:
+    try:
+        configure_pynetdicom(debug=False)
+    except UnsupportedLibrary as exc:
+        _fail(str(exc))
