@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import signal
@@ -26,8 +25,9 @@ from node.at_rest import ObjectKey
 from node.at_rest_keys import AtRestKeyError, load_key
 from node.audit import Action, AuditEvent, AuditTrail, Outcome
 from node.config import NodeConfig
-from node.data_dir_modes import DataDirModeError, secure_data_dir
+from node.datadir import INDEX_FILE, StartupError, lock_data_dir
 from node.dicom.claims import MemberIdentity, Members
+from node.dicom.patches import UnsupportedLibrary
 from node.dicom.scp import DicomServer, configure_pynetdicom
 from node.dicom.tls import DicomTlsError, server_context
 from node.http import access_routes, auth, serving
@@ -51,54 +51,6 @@ from replication.transfer import Receipts
 from replication.transfer import routes as transfer_routes
 
 log = logging.getLogger(__name__)
-INDEX_FILE = "index.sqlite"
-LOCK_FILE = ".lock"
-
-
-class StartupError(RuntimeError):
-    """The node cannot start; the message is one line saying why."""
-
-
-class DataDirInUse(StartupError):
-    """Another node (or an import) holds the data dir's lock."""
-
-
-def _lock_data_dir(data_dir: Path, gid: int | None = None, secure: bool = True) -> IO[str]:
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        fh = (data_dir / LOCK_FILE).open("a+")
-    except OSError as exc:
-        raise StartupError(f"cannot use data dir {data_dir}: {exc.strerror}") from None
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.close()
-        raise DataDirInUse(f"data dir {data_dir} is in use by another PACSmesh process") from None
-    if not secure:
-        return fh
-    try:
-        fixed = secure_data_dir(data_dir, gid)
-    except DataDirModeError as exc:
-        fh.close()
-        raise StartupError(str(exc)) from None
-    if fixed:
-        # The top level by name (index, folders); what lies deeper, counted.
-        named = [f.describe(str(f.path.relative_to(data_dir))) for f in fixed
-                 if data_dir in (f.path, f.path.parent)]
-        deeper = len(fixed) - len(named)
-        log.warning("data dir %s was open to other users; fixed: %s%s",
-                    data_dir, "; ".join(named),
-                    f"; and {deeper} path(s) inside its folders" if deeper else "")
-    return fh
-
-
-def data_dir_in_use(data_dir: Path) -> bool:
-    """Whether a node (or an import) holds ``data_dir`` right now."""
-    try:
-        _lock_data_dir(data_dir, secure=False).close()
-    except DataDirInUse:
-        return True
-    return False
 
 
 def at_rest_key(config: NodeConfig) -> ObjectKey | None:
@@ -147,7 +99,7 @@ class Node:
 
     async def start(self) -> None:
         cfg = self.config
-        self._lock = _lock_data_dir(cfg.data_dir, cfg.data_dir_gid)
+        self._lock = lock_data_dir(cfg.data_dir, cfg.data_dir_gid)
         try:
             self.archive, _ = await open_archive(cfg.data_dir, open_storage(cfg))
             audit = self.audit = AuditTrail(self.archive.index)
@@ -185,7 +137,10 @@ class Node:
                                         **debt.as_json(member_aets(discovery))},
                         "retrieve": fetcher.stats.as_json()}
 
-            configure_pynetdicom(debug=cfg.log_level == "DEBUG")
+            try:
+                configure_pynetdicom(debug=cfg.log_level == "DEBUG")
+            except UnsupportedLibrary as exc:
+                raise StartupError(str(exc)) from None
             self.dicom = DicomServer(cfg, self.archive, self.discovery.dicom_destination,
                                      MeshRetrieve(self.discovery, fetcher), audit,
                                      self.discovery.known_aets, tls=self._dicom_tls(identity),

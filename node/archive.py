@@ -22,10 +22,12 @@ from typing import Any, BinaryIO, TypeVar
 from node.dicom_header import InstanceKeys, InvalidDataset, read_keys
 from node.dicom_validate import validate
 from node.index import AddOutcome, Index
-from node.scrub import set_aside
 from node.storage import Storage, StorageError, sha256_hex
 
 log = logging.getLogger(__name__)
+# Quarantine lines keep the logger they had when the scrub module wrote them: operators'
+# log filters keep matching.
+quarantine_log = logging.getLogger("node.scrub")
 T = TypeVar("T")
 # Writers shared by all associations: enough for the associations a node usually has busy.
 _WRITERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="pacsmesh-write")
@@ -88,9 +90,24 @@ class Archive:
         """A read (or scrub) found object ``sha256`` damaged: quarantine it and forget it
         here, so that the mesh's anti-entropy sends a good copy back, and tell the audit
         trail."""
-        await set_aside(self.storage, self.index, sha256, why)
+        await self._quarantine(sha256, why)
         if self.on_damaged is not None:
             self.on_damaged(sha256)
+
+    async def _quarantine(self, name: str, why: str) -> None:
+        """Move the object to quarantine and drop its index rows, so the instance counts
+        as missing here and anti-entropy fetches it again from a replica."""
+        holders = await self.index.sops_with_sha(name)
+        try:
+            await asyncio.to_thread(self.storage.move_to_quarantine, self.storage.path(name))
+        except FileNotFoundError:
+            return  # replaced or removed meanwhile
+        if holders:
+            await self.index.remove_instances(holders)
+        quarantine_log.error(
+            "object %s set aside (%s): moved to quarantine; %d instance(s) will be fetched"
+            " again from the mesh", name[:12], why, len(holders),
+        )
 
     def ingest(self, data: bytes, source_aet: str = "") -> IngestResult:
         """Store one Part 10 object, if whole and well-formed (node/dicom_validate.py).

@@ -11,11 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import BinaryIO
 
-from pydicom import config as pydicom_config
 from pydicom import dcmread
 from pydicom.datadict import keyword_dict
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+
+from node.dicom.patches import quiet_pydicom_reading
 
 
 class InvalidDataset(ValueError):
@@ -78,9 +79,8 @@ TEXT_KEYWORDS: dict[str, str] = {
     "number_of_frames": "NumberOfFrames",
 }
 
-# We store bytes as received: odd values are the sender's business, and pydicom's
-# validation messages quote values (patient names, IDs) into the logs. Process-wide.
-pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+# Process-wide, for every process that reads a header, node or not.
+quiet_pydicom_reading()
 
 _SPECIFIC_CHARACTER_SET = 0x00080005
 # Single-byte and UTF-8 repertoires (PS3.3 C.12.1.1.2) without code extensions.

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
-from node.app import data_dir_in_use
 from node.config import NodeConfig, RemoteAE
+from node.datadir import data_dir_in_use
 from node.dicom.retrieve_scu import (
     GetUnsupported,
     RetrieveError,

@@ -16,15 +16,11 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from node.archive import Archive
 from node.data_dir_modes import tighten_file
-from node.index import Index
 from node.storage import Storage, TamperedObject
 from node.tasks import cancel_and_wait
-
-if TYPE_CHECKING:  # the archive uses this module's set_aside
-    from node.archive import Archive
 
 log = logging.getLogger(__name__)
 
@@ -96,22 +92,6 @@ class Scrubber:
                 break
         return batch
 
-
-
-async def set_aside(storage: Storage, index: Index, name: str, why: str) -> None:
-    """Quarantine the damaged object ``name`` and drop its index rows, so the instance
-    counts as missing here and anti-entropy fetches it again from a replica."""
-    holders = await index.sops_with_sha(name)
-    try:
-        await asyncio.to_thread(storage.move_to_quarantine, storage.path(name))
-    except FileNotFoundError:
-        return  # replaced or removed meanwhile
-    if holders:
-        await index.remove_instances(holders)
-    log.error(
-        "object %s set aside (%s): moved to quarantine; %d instance(s) will be fetched"
-        " again from the mesh", name[:12], why, len(holders),
-    )
 
 
 def _owner_only(path: Path, gid: int | None) -> None:

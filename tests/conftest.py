@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from node.app import INDEX_FILE
+from node.datadir import INDEX_FILE
 from node.index import Index
 from node.storage import Storage
 from tests.mesh_support import start_founder

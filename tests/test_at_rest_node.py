@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from node.app import INDEX_FILE
 from node.at_rest import is_sealed
 from node.at_rest_keys import KEY_FILE, KEYS_DIR, load_key
+from node.datadir import INDEX_FILE
 from node.storage import Storage
 from tests.mesh_support import wait_for
 from tests.support import (

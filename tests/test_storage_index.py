@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from node.app import INDEX_FILE, StartupError, open_archive
+from node.app import StartupError, open_archive
+from node.datadir import INDEX_FILE
 from node.dicom_header import InstanceKeys, read_keys
 from node.index import SCHEMA_VERSION, AddOutcome, Index, IndexFailure
 from node.reconcile import ReconcileReport, reconcile

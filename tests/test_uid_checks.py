@@ -7,7 +7,7 @@ from pydicom.uid import UID
 from pynetdicom import pdu_items
 from pynetdicom.pdu_items import TransferSyntaxSubItem
 
-from node.dicom.uid_checks import memoize_uid_checks
+from node.dicom.patches import memoize_uid_checks
 
 
 def test_memoized_uid_checks_answer_as_before_and_still_refuse_bad_values() -> None:

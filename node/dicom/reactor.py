@@ -48,7 +48,7 @@ from pynetdicom.utils import make_target
 
 from node.dicom.admission import Slot
 from node.dicom.encoding import encode_store_rsp
-from node.dicom.uid_checks import memoize_uid_checks
+from node.dicom.patches import memoize_uid_checks
 
 log = logging.getLogger(__name__)
 # The longest either thread blocks before re-checking timers and kill flags; pynetdicom

@@ -24,14 +24,11 @@ from pynetdicom import (
     AE,
     ALL_TRANSFER_SYNTAXES,
     AllStoragePresentationContexts,
-    _config,
     build_context,
     evt,
 )
-from pynetdicom import sop_class as known_classes
 from pynetdicom.events import Event
 from pynetdicom.presentation import PresentationContext
-from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
@@ -46,12 +43,14 @@ from pynetdicom.transport import ThreadedAssociationServer
 from node.archive import Archive, IngestResult, IngestStatus
 from node.audit import Action, AuditTrail, Outcome, store_outcome
 from node.config import NodeConfig
+from node.dicom import patches
 from node.dicom.access import AccessPolicy
 from node.dicom.admission import Admission, AdmissionLimits
 from node.dicom.audit_hooks import NOT_AUTHORIZED, DicomAudit, requestor
 from node.dicom.claims import KnownPeers, Members
 from node.dicom.encoding import encode_file_meta
 from node.dicom.gate import AssociationGate
+from node.dicom.patches import RETIRED_IMAGE_STORAGE
 from node.dicom.reactor import start_server
 from node.dicom_header import InvalidDataset
 from node.dicom_validate import InvalidUID
@@ -96,16 +95,6 @@ MAX_REQUESTED_CONTEXTS = 128
 _PLAIN_FIRST = [ExplicitVRLittleEndian, ImplicitVRLittleEndian,
                 DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian]
 STORAGE_SYNTAXES = _PLAIN_FIRST + [ts for ts in ALL_TRANSFER_SYNTAXES if ts not in _PLAIN_FIRST]
-# Retired image storage classes pynetdicom does not list; old ultrasound and nuclear
-# medicine archives are full of them, and a PACS must still take them in.
-RETIRED_IMAGE_STORAGE = {
-    "1.2.840.10008.5.1.4.1.1.3": "UltrasoundMultiFrameImageStorageRetired",
-    "1.2.840.10008.5.1.4.1.1.5": "NuclearMedicineImageStorageRetired",
-    "1.2.840.10008.5.1.4.1.1.6": "UltrasoundImageStorageRetired",
-    "1.2.840.10008.5.1.4.1.1.12.3": "XRayAngiographicBiPlaneImageStorageRetired",
-}
-
-
 def storage_classes() -> list[str]:
     """Every storage SOP class this node takes: pynetdicom's, and retired image ones."""
     return [str(cx.abstract_syntax) for cx in AllStoragePresentationContexts
@@ -113,14 +102,9 @@ def storage_classes() -> list[str]:
 
 
 def configure_pynetdicom(debug: bool) -> None:
-    """Process-wide pynetdicom settings: raw-bytes fast paths, no identifiers in logs."""
-    for uid, keyword in RETIRED_IMAGE_STORAGE.items():
-        if not hasattr(known_classes, keyword):
-            known_classes.register_uid(uid, keyword, StorageServiceClass)
-    _config.STORE_SEND_CHUNKED_DATASET = True
-    _config.LOG_REQUEST_IDENTIFIERS = False
-    _config.LOG_RESPONSE_IDENTIFIERS = False
-    _config.LOG_HANDLER_LEVEL = "none"
+    """Process-wide pynetdicom settings (node/dicom/patches.py, which checks the pinned
+    versions first) and its log level."""
+    patches.apply()
     logging.getLogger("pynetdicom").setLevel(logging.DEBUG if debug else logging.WARNING)
 
 

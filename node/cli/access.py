@@ -13,10 +13,10 @@ from rich.console import Console
 from rich.table import Table
 
 from node import tokens
-from node.app import INDEX_FILE
 from node.atna import syslog_line
 from node.audit import AuditFilter, AuditReadError, parse_since, read_audit
-from node.cli_common import _config, _fail, data_dir_option
+from node.cli.common import _config, _fail, data_dir_option
+from node.datadir import INDEX_FILE
 from node.index import Index
 
 
