@@ -162,7 +162,7 @@ class Sealer:
         return b"".join(out)
 
     def finish(self) -> bytes:
-        sealed = self._cipher.seal(self._index, self._pending, True)
+        sealed = self._cipher.seal(self._index, memoryview(self._pending), True)
         self._index += 1
         self._pending = bytearray()
         return sealed

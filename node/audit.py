@@ -167,7 +167,8 @@ def read_audit(index_path: Path, where: AuditFilter) -> list[dict[str, Any]]:
     """Rows oldest first. Opens the index read-only, so it works while the node runs."""
     if not index_path.exists():
         raise AuditReadError(f"no index at {index_path}: is this a PACSmesh data dir?")
-    clauses, params = [], []
+    clauses: list[str] = []
+    params: list[str | float] = []
     for column, value in (("patient_id", where.patient_id), ("study_uid", where.study_uid),
                           ("action", where.action)):
         if value is not None:

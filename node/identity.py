@@ -109,10 +109,10 @@ def load_or_create_identity(data_dir: Path, common_name: str = "pacsmesh node") 
     try:
         cert_pem = cert_path.read_bytes()
         cert = x509.load_pem_x509_certificate(cert_pem)
-        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        loaded = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
     except (OSError, ValueError) as exc:
         raise IdentityError(f"cannot read the node identity in {directory}: {exc}") from None
-    if key.public_key().public_bytes(
+    if loaded.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     ) != cert.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo

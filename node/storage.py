@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from node.at_rest import (
     HEADER_LEN,
@@ -252,8 +252,11 @@ class Storage:
             if not is_sealed(head):
                 fh.seek(0)
                 return fh
-            return SealedReader(self.key, fh, os.fstat(fh.fileno()).st_size,
-                                error=functools.partial(TamperedObject, sha256))
+            # A RawIOBase, which typeshed does not count as a BinaryIO; it has every
+            # method the callers use (read, seek, tell, close, context manager).
+            return cast(BinaryIO, SealedReader(self.key, fh, os.fstat(fh.fileno()).st_size,
+                                               error=functools.partial(TamperedObject,
+                                                                       sha256)))
         except BaseException:
             fh.close()
             raise

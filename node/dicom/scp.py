@@ -538,8 +538,12 @@ def _unsendable(inst: StoredInstance) -> Dataset:
 
 
 class HasSyntax(Protocol):
-    sop_class_uid: str
-    transfer_syntax_uid: str
+    # Read-only properties: the frozen dataclasses passed here cannot be assigned to.
+    @property
+    def sop_class_uid(self) -> str: ...
+
+    @property
+    def transfer_syntax_uid(self) -> str: ...
 
 
 def move_contexts(instances: Iterable[HasSyntax]) -> list[PresentationContext]:
