@@ -6,8 +6,7 @@ transaction, so the change feed tells catalogs elsewhere that this copy is gone.
 
 from __future__ import annotations
 
-from typing import Any
-
+from node.cache import CacheEntry
 from node.db import Database
 from node.index import StoredInstance
 
@@ -38,11 +37,12 @@ class CacheStore:
         rows = await self._db.conn.execute_fetchall("SELECT COALESCE(SUM(size), 0) FROM cache_use")
         return int(next(iter(rows))[0])
 
-    async def cache_entries(self) -> list[dict[str, Any]]:
-        return await self._db.fetchall(
+    async def cache_entries(self) -> list[CacheEntry]:
+        rows = await self._db.fetchall(
             "SELECT sop_uid, sha256, study_uid, size, last_used FROM cache_use"
         )
-
+        return [CacheEntry(r["sop_uid"], r["study_uid"], int(r["size"]), float(r["last_used"]))
+                for r in rows]
 
     async def evict(self, sop_uids: list[str], now: float) -> list[str]:
         """Drop cached instances from the index (the caller removes the files it gets

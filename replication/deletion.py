@@ -48,7 +48,7 @@ def routes(index: Index) -> list[web.RouteDef]:
         if request.query.get("digest") == ours:
             return web.json_response({"digest": ours, "same": True})
         rows = await stones.tombstones()
-        return web.json_response({"digest": ours, "tombstones": [r["document"] for r in rows]})
+        return web.json_response({"digest": ours, "tombstones": [r.document for r in rows]})
 
     return [web.get(TOMBSTONES_PATH, tombstones)]
 

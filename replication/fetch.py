@@ -22,7 +22,7 @@ from discovery.probe import ProbeFailed
 from discovery.service import Discovery
 from node.archive import Archive, IngestStatus
 from node.body_file import BatchedFeed
-from node.cache import CacheEntry, evictions
+from node.cache import evictions
 from node.dicom_header import InvalidDataset
 from node.index import IndexFailure, StoredInstance
 from node.storage import StorageError
@@ -159,8 +159,7 @@ class Fetcher:
         index = self.archive.index
         if await self._cache.cache_bytes() <= self.cache_bytes:
             return
-        entries = [CacheEntry(e["sop_uid"], e["study_uid"], int(e["size"]),
-                              float(e["last_used"])) for e in await self._cache.cache_entries()]
+        entries = await self._cache.cache_entries()
         members, me, replicas = self.discovery.members(), self.discovery.node_id, self._replicas()
 
         def pinned(study_uid: str) -> bool:

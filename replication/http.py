@@ -47,10 +47,10 @@ def routes(index: Index, discovery: Discovery, durability: Durability) -> list[w
     async def tombstones(request: web.Request) -> web.Response:
         """The studies deleted mesh-wide, and what deleting each removed here."""
         return web.json_response([
-            {"StudyInstanceUID": r["study_uid"], "deleted_by": r["deleted_by"],
-             "deleted_at": r["deleted_at"], "reason": r["reason"],
-             "received_from": r["received_from"], "applied_at": r["applied_at"],
-             "instances_removed": r["instances_removed"], "bytes_removed": r["bytes_removed"],
+            {"StudyInstanceUID": r.study_uid, "deleted_by": r.deleted_by,
+             "deleted_at": r.deleted_at, "reason": r.reason,
+             "received_from": r.received_from, "applied_at": r.applied_at,
+             "instances_removed": r.instances_removed, "bytes_removed": r.bytes_removed,
              "applied_on": discovery.node_id}
             for r in await stones.tombstones()
         ])

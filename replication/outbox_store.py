@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from node.db import Database
 from node.index import UPSERT_STATE
+from replication.planner import Copy, Queued
 
 # Copies of a deleted study are never queued, whatever raced the deletion.
 _QUEUE_COPY = (
@@ -23,6 +25,17 @@ _QUEUE_COPY = (
 
 def _queue_rows(rows: list[tuple[str, str, str, str]]) -> list[tuple[str, ...]]:
     return [(*row, row[2]) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class TargetDebt:
+    """The copies waiting for one target member, and their bytes."""
+
+    copies: int
+    bytes: int
+
+
+NOTHING_OWED = TargetDebt(0, 0)
 
 
 class OutboxStore:
@@ -63,26 +76,29 @@ class OutboxStore:
 
     # --- reads --------------------------------------------------------------------------
 
-    async def due(self, now: float, limit: int = 100) -> list[dict[str, Any]]:
-        return await self._db.fetchall(
+    async def due(self, now: float, limit: int = 100) -> list[Queued]:
+        rows = await self._db.fetchall(
             "SELECT * FROM outbox WHERE next_try <= ? ORDER BY next_try, sop_uid LIMIT ?",
             (now, limit),
         )
+        return [Queued.from_row(r) for r in rows]
 
-    async def due_to(self, target: str, now: float, limit: int) -> list[dict[str, Any]]:
+    async def due_to(self, target: str, now: float, limit: int) -> list[Queued]:
         """Due rows for one target, oldest first: each target is read on its own, so rows
         owed to a member that cannot take them never crowd out another's."""
-        return await self._db.fetchall(
+        rows = await self._db.fetchall(
             "SELECT * FROM outbox WHERE target = ? AND next_try <= ?"
             " ORDER BY next_try, sop_uid LIMIT ?", (target, now, limit),
         )
+        return [Queued.from_row(r) for r in rows]
 
-    async def owed_to(self, targets: list[str]) -> list[dict[str, Any]]:
+    async def owed_to(self, targets: list[str]) -> list[Copy]:
         marks = ", ".join("?" * len(targets))
-        return await self._db.fetchall(
+        rows = await self._db.fetchall(
             f"SELECT sop_uid, target, study_uid, sha256 FROM outbox WHERE target IN ({marks})",
             targets,
         )
+        return [Copy.from_row(r) for r in rows]
 
     async def outbox_summary(self) -> tuple[int, int]:
         """(rows waiting, studies with a copy still owed to an owner)."""
@@ -91,13 +107,13 @@ class OutboxStore:
         )
         return int(rows[0]["depth"]), int(rows[0]["studies"])
 
-    async def outbox_by_target(self) -> dict[str, tuple[int, int]]:
-        """Target node id -> (copies waiting, their bytes) for every target owed a copy."""
+    async def outbox_by_target(self) -> dict[str, TargetDebt]:
+        """Target node id -> copies waiting and their bytes, for every target owed a copy."""
         rows = await self._db.fetchall(
             "SELECT o.target, COUNT(*) AS depth, COALESCE(SUM(i.size), 0) AS bytes"
             " FROM outbox o LEFT JOIN instances i ON i.sop_uid = o.sop_uid GROUP BY o.target"
         )
-        return {r["target"]: (int(r["depth"]), int(r["bytes"])) for r in rows}
+        return {r["target"]: TargetDebt(int(r["depth"]), int(r["bytes"])) for r in rows}
 
     async def replication_debt(
         self, checkpoint: tuple[str, str], foreign_prefix: str, study_uid: str | None = None,

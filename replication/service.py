@@ -37,7 +37,7 @@ from replication.breaker import CircuitBreaker
 from replication.catalog_store import CatalogStore
 from replication.deletion import Deletions
 from replication.feed import CHANGES_PATH
-from replication.outbox_store import OutboxStore
+from replication.outbox_store import NOTHING_OWED, OutboxStore
 from replication.outgoing import send_object
 from replication.placement import DEFAULT_REPLICAS
 from replication.planner import (
@@ -314,7 +314,7 @@ class Replicator:
             self._scanned_for, self._duties = frozenset(), None
             return
         index = self.archive.index
-        candidates = [Held(r["study_uid"], r["sop_uid"], r["sha256"])
+        candidates = [Held(r.study_uid, r.sop_uid, r.sha256)
                       for r in await self._outbox.owed_to(sorted(down))]
         now = self._clock()
         if down != self._scanned_for or now >= self._next_holdings_scan:
@@ -345,8 +345,7 @@ class Replicator:
         for target in sorted(alive):
             if self._busy[target] >= PARALLEL_SENDS:
                 continue
-            rows = [Queued.from_row(r) for r in await self._outbox.due_to(
-                target, now, 2 * PARALLEL_SENDS)]
+            rows = await self._outbox.due_to(target, now, 2 * PARALLEL_SENDS)
             for row in startable(rows, now, alive, self._sending,
                                  lambda t: self._breaker(t).allow(), self._busy,
                                  PARALLEL_SENDS):
@@ -433,7 +432,7 @@ class Replicator:
             return  # nothing to reset: spare the outbox scan
         owed = await self._outbox.outbox_by_target()
         for peer, backlog in self._backlogs.items():
-            backlog.observe(owed.get(peer, (0, 0))[0])
+            backlog.observe(owed.get(peer, NOTHING_OWED).copies)
 
     async def peers_status(self) -> list[dict[str, Any]]:
         """Per member: liveness, breaker, copies owed, send rate, catch-up progress."""
@@ -443,7 +442,8 @@ class Replicator:
             if peer == self.discovery.node_id:
                 continue
             known = self.discovery.table.peers.get(peer)
-            depth, waiting = owed.get(peer, (0, 0))
+            debt = owed.get(peer, NOTHING_OWED)
+            depth, waiting = debt.copies, debt.bytes
             rate = self._rate(peer).rate()
             backlog = self._backlogs.get(peer, Backlog())
             out.append({

@@ -14,7 +14,7 @@ from typing import Any
 from node.db import Database
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Tombstoned:
     """A deleted study as this node recorded it; ``document`` is the signed original."""
 
@@ -26,13 +26,29 @@ class Tombstoned:
     document: dict[str, Any]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StudyDeletion:
     instances: int
     bytes: int
     # Files to remove: the instances' objects, and conflicting copies kept aside.
     objects: tuple[str, ...]
     conflict_copies: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TombstoneRecord:
+    """A tombstone held here with this node's audit of applying it."""
+
+    study_uid: str
+    sig: str
+    deleted_by: str
+    deleted_at: float
+    reason: str
+    document: dict[str, Any]  # the signed original, as it spreads
+    received_from: str
+    applied_at: float
+    instances_removed: int
+    bytes_removed: int
 
 
 def _tombstoned(row: dict[str, Any]) -> Tombstoned:
@@ -50,12 +66,17 @@ class TombstoneStore:
         )
         return _tombstoned(rows[0]) if rows else None
 
-    async def tombstones(self) -> list[dict[str, Any]]:
+    async def tombstones(self) -> list[TombstoneRecord]:
         """Every tombstone with this node's audit of it, newest first."""
         rows = await self._db.fetchall("SELECT * FROM tombstones ORDER BY deleted_at DESC")
-        for row in rows:
-            row["document"] = json.loads(row["document"])
-        return rows
+        return [
+            TombstoneRecord(
+                r["study_uid"], r["sig"], r["deleted_by"], r["deleted_at"], r["reason"],
+                json.loads(r["document"]), r["received_from"], r["applied_at"],
+                int(r["instances_removed"]), int(r["bytes_removed"]),
+            )
+            for r in rows
+        ]
 
     async def tombstone_sigs(self) -> list[str]:
         """The signatures of the tombstones held here: all a gossip digest needs."""

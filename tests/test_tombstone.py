@@ -123,7 +123,7 @@ async def test_deleting_a_study_drops_it_and_refuses_it_afterwards(
     assert (removed.instances, removed.bytes, removed.objects) == (1, len(doomed), (doomed_sha,))
     assert not storage.exists(doomed_sha) and storage.exists(kept_sha)
     assert [s["study_uid"] for s in await index.studies()] == [kept_keys.study_instance_uid]
-    assert [r["study_uid"] for r in await outbox.owed_to(["PEER"])] == [
+    assert [r.study_uid for r in await outbox.owed_to(["PEER"])] == [
         kept_keys.study_instance_uid]
     assert await catalog.study_holders(study) == {}
     # Nothing brings it back: a store, a queued copy, a peer's catalog that lags behind.
@@ -134,8 +134,8 @@ async def test_deleting_a_study_drops_it_and_refuses_it_afterwards(
     await catalog.record_catalog_changes("PEER", [_held_by_peer(study, doomed_keys, doomed_sha)], 2)
     assert await catalog.study_holders(study) == {}
     [audit] = await stones.tombstones()
-    assert audit["instances_removed"] == 1 and audit["received_from"] == "admin command"
-    assert audit["document"] == stone.to_json() and audit["applied_at"] == NOW + 1
+    assert audit.instances_removed == 1 and audit.received_from == "admin command"
+    assert audit.document == stone.to_json() and audit.applied_at == NOW + 1
 
 
 async def test_file_left_by_a_crash_during_deletion_is_removed_at_start(

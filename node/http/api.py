@@ -26,7 +26,7 @@ class _Nothing:
         return 0, 0
 
 
-BACKLOG_KEY: web.AppKey[Backlog] = web.AppKey("backlog", Backlog)  # type: ignore[type-abstract]
+BACKLOG_KEY: web.AppKey[Backlog] = web.AppKey("backlog", Backlog)
 StatusPart = Callable[[], Awaitable[dict[str, Any]]]
 STATUS_PARTS_KEY: web.AppKey[list[StatusPart]] = web.AppKey("status_parts", list)
 
