@@ -27,6 +27,7 @@ from pathlib import Path
 from node.dicom_header import InstanceKeys
 from node.index import Index
 from replication.durability import CHECKPOINT, Durability
+from replication.outbox_store import OutboxStore
 
 MEMBERS = ["me", "bb", "cc"]
 
@@ -67,7 +68,7 @@ async def run(instances: int, queued: int, pending: int, reads: int) -> None:
             seq = (await index.changes_since(instances - 1, 1))[-1]["seq"]
             rows = [(f"1.2.9.{n}", "bb", f"1.2.8.{n // 100}", f"{n:064x}")
                     for n in range(queued)]
-            await index.enqueue(rows, (*CHECKPOINT, seq))
+            await OutboxStore(index.db).enqueue(rows, (*CHECKPOINT, seq))
             for n in range(instances, instances + pending):
                 await index.add_instance(_keys(n), f"{n:064x}", 1000, "MODALITY")
             steady = Durability(index, _Members(), lambda: 2)

@@ -33,20 +33,23 @@ from node.dicom.tls import DicomTlsError, server_context
 from node.http import access_routes, auth, serving
 from node.http.api import make_app
 from node.identity import IdentityError, NodeIdentity, load_or_create_identity
-from node.index import Index, StudyDeletion
+from node.index import Index
 from node.reconcile import ReconcileReport, reconcile
 from node.scrub import Scrubber
 from node.storage import Storage
 from replication.antientropy import routes as anti_entropy_routes
+from replication.catalog_store import CatalogStore
 from replication.deletion import routes as deletion_routes
 from replication.durability import Durability
 from replication.feed import routes as feed_routes
 from replication.fetch import Fetcher
 from replication.http import member_aets
 from replication.http import routes as replication_http_routes
+from replication.outbox_store import OutboxStore
 from replication.remote_find import routes as remote_find_routes
 from replication.retrieve import MeshRetrieve
 from replication.service import ReplicationSettings, Replicator
+from replication.tombstone_store import StudyDeletion
 from replication.transfer import Receipts
 from replication.transfer import routes as transfer_routes
 
@@ -77,6 +80,7 @@ async def open_archive(
         index = await Index.open(data_dir / INDEX_FILE)
     except Exception as exc:
         raise StartupError(f"cannot open index {data_dir / INDEX_FILE}: {exc}") from None
+    index.mesh_view = CatalogStore(index.db)  # C-FIND and retrieves over the mesh catalog
     try:
         report = await reconcile(storage, index)
     except BaseException:
@@ -158,6 +162,7 @@ class Node:
                  *access_routes.routes(self.archive, audit, cfg.http_max_body)],
                 [replication_status],
                 [auth.middleware(self.archive.index, cfg.http_auth, audit)],
+                backlog=OutboxStore(self.archive.index.db),
             )
             serving.harden(app)
             # keepalive_timeout also bounds slow request headers (node/http/serving.py).

@@ -21,9 +21,10 @@ from aiohttp import web
 
 from discovery.service import Discovery
 from node.archive import Archive
-from node.index import Index, StudyDeletion, Tombstoned
+from node.index import Index
 from replication import spool
 from replication.tombstone import Tombstone, TombstoneError, check_tombstone, digest, supersedes
+from replication.tombstone_store import StudyDeletion, Tombstoned, TombstoneStore
 
 log = logging.getLogger(__name__)
 TOMBSTONES_PATH = "/mesh/tombstones"
@@ -40,12 +41,14 @@ def _as_tombstone(mesh_id: str, row: Tombstoned) -> Tombstone:
 
 
 def routes(index: Index) -> list[web.RouteDef]:
+    stones = TombstoneStore(index.db)
+
     async def tombstones(request: web.Request) -> web.Response:
-        ours = digest(await index.tombstone_sigs())
+        ours = digest(await stones.tombstone_sigs())
         if request.query.get("digest") == ours:
             return web.json_response({"digest": ours, "same": True})
-        rows = await index.tombstones()
-        return web.json_response({"digest": ours, "tombstones": [r["document"] for r in rows]})
+        rows = await stones.tombstones()
+        return web.json_response({"digest": ours, "tombstones": [r.document for r in rows]})
 
     return [web.get(TOMBSTONES_PATH, tombstones)]
 
@@ -57,6 +60,7 @@ class Deletions:
         self.archive = archive
         self.discovery = discovery
         self._clock = clock
+        self._stones = TombstoneStore(archive.index.db)
         self._warned: set[str] = set()
         # Told of each tombstone applied here: (study, admin's node, learnt from, removed).
         # The composition root points it at the audit trail.
@@ -79,13 +83,12 @@ class Deletions:
         return valid
 
     async def _apply(self, mesh_id: str, stone: Tombstone, source: str) -> None:
-        index = self.archive.index
-        known = await index.tombstone(stone.study_uid)
+        known = await self._stones.tombstone(stone.study_uid)
         if known is not None:
             if supersedes(stone, _as_tombstone(mesh_id, known)):
-                await index.replace_tombstone(_stored(stone))
+                await self._stones.replace_tombstone(_stored(stone))
             return
-        removed = await index.delete_study(_stored(stone), source, self._clock())
+        removed = await self._stones.delete_study(_stored(stone), source, self._clock())
         await asyncio.to_thread(self.archive.storage.purge, removed.objects,
                                 removed.conflict_copies)
         # The study UID is cut short and the reason (free text) kept out of the log:
@@ -116,7 +119,7 @@ class Deletions:
 
     async def pull(self, peer: str) -> None:
         """Learn the tombstones ``peer`` holds that we lack. Raises ProbeFailed."""
-        ours = digest(await self.archive.index.tombstone_sigs())
+        ours = digest(await self._stones.tombstone_sigs())
         answer = await self.discovery.ask_member(
             peer, "GET", TOMBSTONES_PATH, params={"digest": ours}
         )

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from node.index import Index
+from replication.outbox_store import OutboxStore
 from replication.placement import owners
 
 # Instances whose source starts with this came from a member (replication, hinted
@@ -147,6 +148,7 @@ class Durability:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.index = index
+        self._outbox = OutboxStore(index.db)
         self.membership = membership
         self.replicas = replicas
         # A delivery the catalog has not heard of yet (the replicator remembers it).
@@ -172,10 +174,10 @@ class Durability:
         check = in_mesh and len(now_members) >= replicas and now_members != self._clean_for
         placed: list[dict[str, Any]] = []
         if check and study_uid is not None:
-            placed = await self.index.received_placement(CHECKPOINT, FOREIGN_PREFIX, study_uid)
+            placed = await self._outbox.received_placement(CHECKPOINT, FOREIGN_PREFIX, study_uid)
         elif check:
             placed = await self._placed_rows(now_members)
-        rows = await self.index.replication_debt(
+        rows = await self._outbox.replication_debt(
             CHECKPOINT, FOREIGN_PREFIX, study_uid,
             with_received=not in_mesh or len(now_members) < replicas,
         )
@@ -193,7 +195,7 @@ class Durability:
             rows: list[dict[str, Any]] = []
             while True:
                 after = int(rows[-1]["seq"]) if rows else 0
-                page = await self.index.received_placement(
+                page = await self._outbox.received_placement(
                     CHECKPOINT, FOREIGN_PREFIX, after_seq=after, limit=PLACED_PAGE)
                 rows += page
                 if len(page) < PLACED_PAGE:

@@ -22,11 +22,13 @@ from discovery.probe import ProbeFailed
 from discovery.service import Discovery
 from node.archive import Archive, IngestStatus
 from node.body_file import BatchedFeed
-from node.cache import CacheEntry, evictions
+from node.cache import evictions
 from node.dicom_header import InvalidDataset
 from node.index import IndexFailure, StoredInstance
 from node.storage import StorageError
 from replication.breaker import CircuitBreaker
+from replication.cache_store import CacheStore
+from replication.catalog_store import CatalogStore
 from replication.incoming import Incoming, IncomingError
 from replication.outgoing import SLOWEST_RATE
 from replication.placement import owners
@@ -78,6 +80,8 @@ class Fetcher:
         self.cache_bytes = cache_bytes
         self._replicas = replicas
         self._clock = clock
+        self._cache = CacheStore(archive.index.db)
+        self._catalog = CatalogStore(archive.index.db)
         self._breakers: defaultdict[str, CircuitBreaker] = defaultdict(
             lambda: CircuitBreaker(self._clock))
         self._failures: dict[str, int] = {}
@@ -94,7 +98,7 @@ class Fetcher:
 
     async def fetch(self, inst: StoredInstance) -> None:
         """Bring ``inst`` here from a holder, or raise FetchFailed."""
-        held = (await self.archive.index.holders_of([inst.sop_uid])).get(inst.sop_uid, [])
+        held = (await self._catalog.holders_of([inst.sop_uid])).get(inst.sop_uid, [])
         ranked = self.ranked(node for node, sha in held if sha == inst.sha256)
         last: Exception | None = None
         for node in ranked:
@@ -139,12 +143,12 @@ class Fetcher:
             raise IncomingError(f"fetched object not storable: {exc}") from exc
         if result.status not in (IngestStatus.STORED, IngestStatus.DUPLICATE):
             raise IncomingError(f"fetched object not kept here: {result.status.value}")
-        await self.archive.index.cache_add(inst, self._clock())
+        await self._cache.cache_add(inst, self._clock())
 
     async def used_locally(self, sop_uids: list[str]) -> None:
         """A retrieve sent these from local files: cached ones are recently used."""
         if sop_uids:
-            hits = await self.archive.index.cache_touch(sop_uids, self._clock())
+            hits = await self._cache.cache_touch(sop_uids, self._clock())
             self.stats.from_cache += hits
             log.debug("%d of %d instances served from the cache", hits, len(sop_uids))
 
@@ -153,10 +157,9 @@ class Fetcher:
         never one of a study this node owns, nor one in ``keep`` (being sent, read only
         when something must go)."""
         index = self.archive.index
-        if await index.cache_bytes() <= self.cache_bytes:
+        if await self._cache.cache_bytes() <= self.cache_bytes:
             return
-        entries = [CacheEntry(e["sop_uid"], e["study_uid"], int(e["size"]),
-                              float(e["last_used"])) for e in await index.cache_entries()]
+        entries = await self._cache.cache_entries()
         members, me, replicas = self.discovery.members(), self.discovery.node_id, self._replicas()
 
         def pinned(study_uid: str) -> bool:
@@ -165,7 +168,7 @@ class Fetcher:
         doomed = evictions(entries, self.cache_bytes, pinned, frozenset(keep))
         if not doomed:
             return
-        for sha in await index.evict(doomed, self._clock()):
+        for sha in await self._cache.evict(doomed, self._clock()):
             if not await index.sops_with_sha(sha):
                 try:
                     await asyncio.to_thread(self.archive.storage.remove, sha)

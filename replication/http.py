@@ -6,7 +6,9 @@ from aiohttp import web
 
 from discovery.service import Discovery
 from node.index import Index
+from replication.catalog_store import CatalogStore
 from replication.durability import Durability
+from replication.tombstone_store import TombstoneStore
 
 
 def member_aets(discovery: Discovery) -> dict[str, str]:
@@ -15,11 +17,13 @@ def member_aets(discovery: Discovery) -> dict[str, str]:
 
 
 def routes(index: Index, discovery: Discovery, durability: Durability) -> list[web.RouteDef]:
+    catalog, stones = CatalogStore(index.db), TombstoneStore(index.db)
+
     async def study(request: web.Request) -> web.Response:
         """Who holds a study: this node (its own index) and members (the catalog); and
         what this node still owes its owners (replication.durability)."""
         uid = request.match_info["study_uid"]
-        holders = await index.study_holders(uid)
+        holders = await catalog.study_holders(uid)
         local = await index.study_instance_count(uid)
         if local:
             holders[discovery.node_id] = local
@@ -43,12 +47,12 @@ def routes(index: Index, discovery: Discovery, durability: Durability) -> list[w
     async def tombstones(request: web.Request) -> web.Response:
         """The studies deleted mesh-wide, and what deleting each removed here."""
         return web.json_response([
-            {"StudyInstanceUID": r["study_uid"], "deleted_by": r["deleted_by"],
-             "deleted_at": r["deleted_at"], "reason": r["reason"],
-             "received_from": r["received_from"], "applied_at": r["applied_at"],
-             "instances_removed": r["instances_removed"], "bytes_removed": r["bytes_removed"],
+            {"StudyInstanceUID": r.study_uid, "deleted_by": r.deleted_by,
+             "deleted_at": r.deleted_at, "reason": r.reason,
+             "received_from": r.received_from, "applied_at": r.applied_at,
+             "instances_removed": r.instances_removed, "bytes_removed": r.bytes_removed,
              "applied_on": discovery.node_id}
-            for r in await index.tombstones()
+            for r in await stones.tombstones()
         ])
 
     return [web.get("/api/studies/{study_uid}", study),

@@ -19,6 +19,7 @@ from discovery.probe import ProbeFailed
 from discovery.service import Discovery
 from node.index import Index
 from node.query import Query, QueryError, parse_identifier
+from replication.catalog_store import CatalogStore
 
 log = logging.getLogger(__name__)
 FIND_PATH = "/mesh/find"
@@ -70,7 +71,7 @@ async def _ask_holders(
     study: str, identifier: Dataset, root: str,
 ) -> list[dict[str, Any]] | None:
     body = {"identifier": identifier.to_json_dict(), "root": root}
-    for holder in rank(await index.study_holders(study)):
+    for holder in rank(await CatalogStore(index.db).study_holders(study)):
         try:
             answer = await discovery.ask_member(holder, "POST", FIND_PATH, body=body,
                                                 seconds=FIND_SECONDS)

@@ -34,8 +34,10 @@ from node.storage import TamperedObject
 from node.tasks import cancel_and_wait
 from replication.antientropy import missing_at
 from replication.breaker import CircuitBreaker
+from replication.catalog_store import CatalogStore
 from replication.deletion import Deletions
 from replication.feed import CHANGES_PATH
+from replication.outbox_store import NOTHING_OWED, OutboxStore
 from replication.outgoing import send_object
 from replication.placement import DEFAULT_REPLICAS
 from replication.planner import (
@@ -91,6 +93,8 @@ class Replicator:
         self.archive = archive
         self.discovery = discovery
         self.settings = settings
+        self._outbox = OutboxStore(archive.index.db)
+        self._known = CatalogStore(archive.index.db)  # the mesh catalog: who holds what
         self._clock = clock
         self._breakers: defaultdict[str, CircuitBreaker] = defaultdict(
             lambda: CircuitBreaker(self._clock))
@@ -162,7 +166,7 @@ class Replicator:
         members = self.discovery.members()
         if self.discovery.node_id not in members:
             return  # not (or no longer) a member: keep everything as it was
-        dropped = await self.archive.index.drop_rows_not_to(members)
+        dropped = await self._outbox.drop_rows_not_to(members)
         if dropped:
             log.info("%d copies owed to former members dropped; today's owners get theirs"
                      " through anti-entropy", dropped)
@@ -218,7 +222,7 @@ class Replicator:
         # A copy anti-entropy queued and this node delivered before its change was read
         # here is not queued again: the owner has it.
         copies = [c for c in copies if c.key not in self._delivered_at]
-        await index.enqueue([c.as_row() for c in copies],
+        await self._outbox.enqueue([c.as_row() for c in copies],
                             (STATE[0], STATE[1], changes[-1]["seq"]))
         if copies:
             log.info("%d copies queued for %d owners", len(copies),
@@ -260,7 +264,7 @@ class Replicator:
             while await self._enqueue_page():
                 pass
             copies = [c for c in copies if self._delivered_at.get(c.key, -1.0) < started]
-            added = await self.archive.index.add_to_outbox([c.as_row() for c in copies]) \
+            added = await self._outbox.add_to_outbox([c.as_row() for c in copies]) \
                 if copies else 0
         if added:
             log.info("anti-entropy: %d copies owed to %s queued", added, peer[:15])
@@ -275,7 +279,7 @@ class Replicator:
         for member in self.discovery.members():
             if member in (peer, self.discovery.node_id):
                 continue
-            for sop, held in (await self.archive.index.catalog_holds(member, list(sha))).items():
+            for sop, held in (await self._known.catalog_holds(member, list(sha))).items():
                 if held == sha[sop]:
                     holders[sop].add(member)
             for sop in sha:
@@ -305,7 +309,7 @@ class Replicator:
                     peer, "GET", CHANGES_PATH, params={"since": str(since)}
                 )
                 since = int(page["next"])
-                await index.record_catalog_changes(peer, page["changes"], since)
+                await self._known.record_catalog_changes(peer, page["changes"], since)
                 if not page["more"]:
                     break
         except (ProbeFailed, KeyError, TypeError, ValueError) as exc:
@@ -324,8 +328,8 @@ class Replicator:
             self._scanned_for, self._duties = frozenset(), None
             return
         index = self.archive.index
-        candidates = [Held(r["study_uid"], r["sop_uid"], r["sha256"])
-                      for r in await index.owed_to(sorted(down))]
+        candidates = [Held(r.study_uid, r.sop_uid, r.sha256)
+                      for r in await self._outbox.owed_to(sorted(down))]
         now = self._clock()
         if down != self._scanned_for or now >= self._next_holdings_scan:
             self._scanned_for = frozenset(down)
@@ -337,10 +341,10 @@ class Replicator:
         hints = hinted_copies(candidates, duties)
         # The owner's rows stay until it returns: a stand-in that has its hinted copy
         # (delivered lately, or in its change feed) must not be sent it every round.
-        held = {t: await index.catalog_holds(t, [c.sop_uid for c in hints if c.target == t])
+        held = {t: await self._known.catalog_holds(t, [c.sop_uid for c in hints if c.target == t])
                 for t in {c.target for c in hints}}
         fresh = not_yet_held(hints, held, self._delivered_at.keys())
-        added = await index.add_to_outbox([c.as_row() for c in fresh]) if fresh else 0
+        added = await self._outbox.add_to_outbox([c.as_row() for c in fresh]) if fresh else 0
         if added:
             log.info("%d hinted copies queued for stand-ins of unreachable owners", added)
 
@@ -355,8 +359,7 @@ class Replicator:
         for target in sorted(alive):
             if self._busy[target] >= PARALLEL_SENDS:
                 continue
-            rows = [Queued.from_row(r) for r in await self.archive.index.due_to(
-                target, now, 2 * PARALLEL_SENDS)]
+            rows = await self._outbox.due_to(target, now, 2 * PARALLEL_SENDS)
             for row in startable(rows, now, alive, self._sending,
                                  lambda t: self._breaker(t).allow(), self._busy,
                                  PARALLEL_SENDS):
@@ -381,7 +384,7 @@ class Replicator:
                 # reaches us by gossip too. Nothing to retry; both sides log it.
                 log.warning("owner %s refused a copy for good: %s", target[:15],
                             FINAL_REFUSALS[exc.status])
-                await self.archive.index.delivered(sop_uid, target)
+                await self._outbox.delivered(sop_uid, target)
                 return
             if isinstance(exc, Refused) and exc.status == NOT_STORABLE:
                 # The owner refuses these bytes as truncated or with invalid UIDs (an
@@ -389,7 +392,7 @@ class Replicator:
                 # and it is not delivered either. The row stays, parked, with the reason.
                 log.warning("owner %s refuses a copy as not storable; parked: %s",
                             target[:15], exc)
-                await self.archive.index.postpone(sop_uid, target, math.inf, str(exc))
+                await self._outbox.postpone(sop_uid, target, math.inf, str(exc))
                 return
             if isinstance(exc, TamperedObject):
                 # Our copy is damaged, not the peer: set it aside (anti-entropy brings a
@@ -399,11 +402,11 @@ class Replicator:
             else:
                 self._breaker(target).failed()
             wait = outbox_wait(row.attempts)
-            await self.archive.index.postpone(sop_uid, target, self._clock() + wait, str(exc))
+            await self._outbox.postpone(sop_uid, target, self._clock() + wait, str(exc))
             log.info("copy to %s failed (retry in %.1f s): %s", target[:15], wait, exc)
         else:
             self._breaker(target).succeeded()
-            await self.archive.index.delivered(sop_uid, target)
+            await self._outbox.delivered(sop_uid, target)
             self._record_delivery(sop_uid, target)
         finally:
             self._sending.discard((sop_uid, target))
@@ -441,19 +444,20 @@ class Replicator:
     async def _observe_backlogs(self) -> None:
         if not any(b.delivered for b in self._backlogs.values()):
             return  # nothing to reset: spare the outbox scan
-        owed = await self.archive.index.outbox_by_target()
+        owed = await self._outbox.outbox_by_target()
         for peer, backlog in self._backlogs.items():
-            backlog.observe(owed.get(peer, (0, 0))[0])
+            backlog.observe(owed.get(peer, NOTHING_OWED).copies)
 
     async def peers_status(self) -> list[dict[str, Any]]:
         """Per member: liveness, breaker, copies owed, send rate, catch-up progress."""
-        owed = await self.archive.index.outbox_by_target()
+        owed = await self._outbox.outbox_by_target()
         out = []
         for peer in self.discovery.members():
             if peer == self.discovery.node_id:
                 continue
             known = self.discovery.table.peers.get(peer)
-            depth, waiting = owed.get(peer, (0, 0))
+            debt = owed.get(peer, NOTHING_OWED)
+            depth, waiting = debt.copies, debt.bytes
             rate = self._rate(peer).rate()
             backlog = self._backlogs.get(peer, Backlog())
             out.append({

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from node.dicom_header import InstanceKeys
 from node.index import Index
 from replication import service
+from replication.catalog_store import CatalogStore
 from replication.durability import (
     CHECKPOINT,
     FOREIGN_PREFIX,
@@ -15,6 +16,7 @@ from replication.durability import (
     Durability,
     tally,
 )
+from replication.outbox_store import OutboxStore
 from replication.placement import owners
 
 ME, B, C = "me", "bb", "cc"
@@ -118,7 +120,7 @@ async def test_index_counts_stored_instances_until_rows_replace_them(index: Inde
     # count is the same on either side of it.
     changes = await index.changes_since(0)
     rows = [(f"{study}.1.{n}", t, study, f"{n:064x}") for n in range(3) for t in (B, C)]
-    await index.enqueue(rows, (*CHECKPOINT, changes[-1]["seq"]))
+    await OutboxStore(index.db).enqueue(rows, (*CHECKPOINT, changes[-1]["seq"]))
     after = await owed(index, members, 2)
     assert after.copies == 6 and after.studies == {study}
     assert {t: o.instances for t, o in after.by_target.items()} == {B: 3, C: 3}
@@ -128,7 +130,7 @@ async def test_index_counts_stored_instances_until_rows_replace_them(index: Inde
     durability = Durability(index, members, lambda: 2, lambda s, t: (s, t) in acked)
     for n in range(3):  # acknowledged by both owners
         for target in (B, C):
-            await index.delivered(f"{study}.1.{n}", target)
+            await OutboxStore(index.db).delivered(f"{study}.1.{n}", target)
             acked.add((f"{study}.1.{n}", target))
             if (n, target) != (2, C):
                 assert not (await durability.owed(study)).replicated
@@ -158,7 +160,8 @@ async def test_after_the_members_change_owners_not_known_to_hold_a_copy_are_owed
     await index.add_instance(_keys(study, 0), "a" * 64, 10, source_aet="MODALITY")
     sop = f"{study}.1.0"
     # Enqueued while this node was the only member: no rows were made.
-    await index.enqueue([], (*CHECKPOINT, (await index.changes_since(0))[-1]["seq"]))
+    last_seq = (await index.changes_since(0))[-1]["seq"]
+    await OutboxStore(index.db).enqueue([], (*CHECKPOINT, last_seq))
     alone = _Members(ids=[ME])
     assert (await owed(index, alone, 2)).short == {study}
 
@@ -172,7 +175,7 @@ async def test_after_the_members_change_owners_not_known_to_hold_a_copy_are_owed
     assert not (await durability.owed(study)).replicated
 
     # Anti-entropy queues C's copy; B acknowledges one the catalog has not heard of.
-    await index.add_to_outbox([(sop, C, study, "a" * 64)])
+    await OutboxStore(index.db).add_to_outbox([(sop, C, study, "a" * 64)])
     acked.add((sop, B))
     debt = await durability.owed()
     # The full check's rows are reused for a second: stale, they only count too much.
@@ -180,17 +183,17 @@ async def test_after_the_members_change_owners_not_known_to_hold_a_copy_are_owed
     now[0] += PLACED_REUSE + 0.1
     debt = await durability.owed()
     assert debt.unconfirmed == 0 and debt.copies == 1 and debt.studies == {study}
-    await index.delivered(sop, C)
-    await index.record_catalog_changes(C, [
+    await OutboxStore(index.db).delivered(sop, C)
+    await CatalogStore(index.db).record_catalog_changes(C, [
         {"kind": "add", "sop_uid": sop, "study_uid": study, "sha256": "a" * 64}], 1)
     assert (await durability.owed()).replicated
     # Clean for these members: the full check is not repeated while they stay.
     acked.clear()
     assert (await durability.owed()).replicated
     # A catalog entry with other bytes is no copy of ours.
-    await index.record_catalog_changes(B, [
+    await CatalogStore(index.db).record_catalog_changes(B, [
         {"kind": "add", "sop_uid": sop, "study_uid": study, "sha256": "b" * 64}], 1)
-    placed = await index.received_placement(CHECKPOINT, FOREIGN_PREFIX, study)
+    placed = await OutboxStore(index.db).received_placement(CHECKPOINT, FOREIGN_PREFIX, study)
     assert [r["held_by"] for r in placed] == [C]
     assert tally([], MEMBERS, ME, 2, True, placed).by_target[B].instances == 1
 
@@ -202,6 +205,7 @@ async def test_full_check_reads_every_page(index: Index, monkeypatch) -> None:
     study = _study_owned({B, C})
     for n in range(5):
         await index.add_instance(_keys(study, n), f"{n:064x}", 10, source_aet="MODALITY")
-    await index.enqueue([], (*CHECKPOINT, (await index.changes_since(0))[-1]["seq"]))
+    last_seq = (await index.changes_since(0))[-1]["seq"]
+    await OutboxStore(index.db).enqueue([], (*CHECKPOINT, last_seq))
     debt = await Durability(index, _Members(), lambda: 2).owed()
     assert debt.unconfirmed == 10 and debt.by_target[B].instances == 5

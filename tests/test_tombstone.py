@@ -9,9 +9,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from discovery.invite import public_key_text
 from node.dicom_header import InstanceKeys
-from node.index import AddOutcome, Index, Tombstoned
+from node.index import AddOutcome, Index
 from node.reconcile import ReconcileReport, reconcile
 from node.storage import Storage
+from replication.catalog_store import CatalogStore
+from replication.outbox_store import OutboxStore
 from replication.tombstone import (
     Tombstone,
     TombstoneError,
@@ -20,6 +22,7 @@ from replication.tombstone import (
     make_tombstone,
     supersedes,
 )
+from replication.tombstone_store import Tombstoned, TombstoneStore
 from tests.test_storage_index import small_samples, store
 
 NOW = 1_800_000_000.0
@@ -106,31 +109,33 @@ async def test_deleting_a_study_drops_it_and_refuses_it_afterwards(
     doomed_keys, doomed_sha = await store(storage, index, doomed)
     kept_keys, kept_sha = await store(storage, index, kept)
     study = doomed_keys.study_instance_uid
-    await index.add_to_outbox([(doomed_keys.sop_instance_uid, "PEER", study, doomed_sha),
-                               (kept_keys.sop_instance_uid, "PEER", kept_keys.study_instance_uid,
-                                kept_sha)])
-    await index.record_catalog_changes("PEER", [_held_by_peer(study, doomed_keys, doomed_sha)], 1)
+    outbox, catalog = OutboxStore(index.db), CatalogStore(index.db)
+    stones = TombstoneStore(index.db)
+    await outbox.add_to_outbox([(doomed_keys.sop_instance_uid, "PEER", study, doomed_sha),
+                                (kept_keys.sop_instance_uid, "PEER", kept_keys.study_instance_uid,
+                                 kept_sha)])
+    await catalog.record_catalog_changes("PEER", [_held_by_peer(study, doomed_keys, doomed_sha)], 1)
 
     stone = make_tombstone(admin, MESH, study, "A", NOW)
-    removed = await index.delete_study(_record(stone), "admin command", NOW + 1)
+    removed = await stones.delete_study(_record(stone), "admin command", NOW + 1)
     storage.purge(removed.objects, removed.conflict_copies)
 
     assert (removed.instances, removed.bytes, removed.objects) == (1, len(doomed), (doomed_sha,))
     assert not storage.exists(doomed_sha) and storage.exists(kept_sha)
     assert [s["study_uid"] for s in await index.studies()] == [kept_keys.study_instance_uid]
-    assert [r["study_uid"] for r in await index.owed_to(["PEER"])] == [
+    assert [r.study_uid for r in await outbox.owed_to(["PEER"])] == [
         kept_keys.study_instance_uid]
-    assert await index.study_holders(study) == {}
+    assert await catalog.study_holders(study) == {}
     # Nothing brings it back: a store, a queued copy, a peer's catalog that lags behind.
     outcome, _ = await index.add_instance(doomed_keys, doomed_sha, len(doomed), "MODALITY")
     assert outcome is AddOutcome.TOMBSTONED
-    assert await index.add_to_outbox([(doomed_keys.sop_instance_uid, "P2", study,
-                                       doomed_sha)]) == 0
-    await index.record_catalog_changes("PEER", [_held_by_peer(study, doomed_keys, doomed_sha)], 2)
-    assert await index.study_holders(study) == {}
-    [audit] = await index.tombstones()
-    assert audit["instances_removed"] == 1 and audit["received_from"] == "admin command"
-    assert audit["document"] == stone.to_json() and audit["applied_at"] == NOW + 1
+    assert await outbox.add_to_outbox([(doomed_keys.sop_instance_uid, "P2", study,
+                                        doomed_sha)]) == 0
+    await catalog.record_catalog_changes("PEER", [_held_by_peer(study, doomed_keys, doomed_sha)], 2)
+    assert await catalog.study_holders(study) == {}
+    [audit] = await stones.tombstones()
+    assert audit.instances_removed == 1 and audit.received_from == "admin command"
+    assert audit.document == stone.to_json() and audit.applied_at == NOW + 1
 
 
 async def test_file_left_by_a_crash_during_deletion_is_removed_at_start(
@@ -139,7 +144,8 @@ async def test_file_left_by_a_crash_during_deletion_is_removed_at_start(
     data = small_samples()[0]
     keys, sha = await store(storage, index, data)
     stone = make_tombstone(admin, MESH, keys.study_instance_uid, "A", NOW)
-    await index.delete_study(_record(stone), "PEER", NOW)  # crash: files not yet removed
+    stones = TombstoneStore(index.db)
+    await stones.delete_study(_record(stone), "PEER", NOW)  # crash: files not yet removed
     assert storage.exists(sha)
 
     assert await reconcile(storage, index) == ReconcileReport(tombstoned_removed=1)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -13,13 +13,27 @@ from node.index import Index
 INDEX_KEY: web.AppKey[Index] = web.AppKey("index", Index)
 AET_KEY: web.AppKey[str] = web.AppKey("aet", str)
 NODE_ID_KEY: web.AppKey[str] = web.AppKey("node_id", str)
+
+
+class Backlog(Protocol):
+    """What the node still owes other members (replication.outbox_store fills it in)."""
+
+    async def outbox_summary(self) -> tuple[int, int]: ...
+
+
+class _Nothing:
+    async def outbox_summary(self) -> tuple[int, int]:
+        return 0, 0
+
+
+BACKLOG_KEY: web.AppKey[Backlog] = web.AppKey("backlog", Backlog)
 StatusPart = Callable[[], Awaitable[dict[str, Any]]]
 STATUS_PARTS_KEY: web.AppKey[list[StatusPart]] = web.AppKey("status_parts", list)
 
 
 async def status(request: web.Request) -> web.Response:
     counts = await request.app[INDEX_KEY].counts()
-    outbox_depth, under_replicated = await request.app[INDEX_KEY].outbox_summary()
+    outbox_depth, under_replicated = await request.app[BACKLOG_KEY].outbox_summary()
     answer: dict[str, Any] = {
         "aet": request.app[AET_KEY],
         "node_id": request.app[NODE_ID_KEY],
@@ -62,13 +76,14 @@ def study_json(row: dict) -> dict:
 def make_app(
     index: Index, aet: str, node_id: str, extra_routes: Iterable[web.RouteDef] = (),
     status_parts: Iterable[StatusPart] = (),
-    middlewares: Iterable[Any] = (),
+    middlewares: Iterable[Any] = (), backlog: Backlog | None = None,
 ) -> web.Application:
     """``status_parts`` add their keys to ``/api/status``; ``middlewares`` guard every
-    route (node.http.auth)."""
+    route (node.http.auth); ``backlog`` counts the copies owed (none: a lone node)."""
     app = web.Application(middlewares=list(middlewares))
     app[STATUS_PARTS_KEY] = list(status_parts)
     app[INDEX_KEY] = index
+    app[BACKLOG_KEY] = backlog or _Nothing()
     app[AET_KEY] = aet
     app[NODE_ID_KEY] = node_id
     app.router.add_get("/api/status", status)
