@@ -24,9 +24,9 @@ from node.archive import Archive
 from node.index import Index, StudyDeletion, Tombstoned
 from replication import spool
 from replication.tombstone import Tombstone, TombstoneError, check_tombstone, digest, supersedes
+from replication.wire import TOMBSTONES_PATH, TombstoneList
 
 log = logging.getLogger(__name__)
-TOMBSTONES_PATH = "/mesh/tombstones"
 FROM_ADMIN_COMMAND = "admin command"
 
 
@@ -43,9 +43,10 @@ def routes(index: Index) -> list[web.RouteDef]:
     async def tombstones(request: web.Request) -> web.Response:
         ours = digest(await index.tombstone_sigs())
         if request.query.get("digest") == ours:
-            return web.json_response({"digest": ours, "same": True})
+            return web.json_response(TombstoneList(ours, same=True).to_json())
         rows = await index.tombstones()
-        return web.json_response({"digest": ours, "tombstones": [r["document"] for r in rows]})
+        return web.json_response(
+            TombstoneList(ours, tombstones=tuple(r["document"] for r in rows)).to_json())
 
     return [web.get(TOMBSTONES_PATH, tombstones)]
 
@@ -115,11 +116,12 @@ class Deletions:
             await asyncio.to_thread(spool.done if valid else spool.reject, path)
 
     async def pull(self, peer: str) -> None:
-        """Learn the tombstones ``peer`` holds that we lack. Raises ProbeFailed."""
+        """Learn the tombstones ``peer`` holds that we lack. Raises ProbeFailed, and
+        RemoteAnswerInvalid for an answer that is not a tombstone list."""
         ours = digest(await self.archive.index.tombstone_sigs())
-        answer = await self.discovery.ask_member(
+        answer = TombstoneList.from_json(await self.discovery.ask_member(
             peer, "GET", TOMBSTONES_PATH, params={"digest": ours}
-        )
-        if answer.get("same"):
+        ))
+        if answer.same:
             return
-        await self.accept(answer["tombstones"], peer)
+        await self.accept(answer.tombstones, peer)

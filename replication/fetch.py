@@ -27,6 +27,7 @@ from node.dicom_header import InvalidDataset
 from node.index import IndexFailure, StoredInstance
 from node.storage import StorageError
 from replication.breaker import CircuitBreaker
+from replication.errors import RemoteReplicationError
 from replication.incoming import Incoming, IncomingError
 from replication.outgoing import SLOWEST_RATE
 from replication.placement import owners
@@ -38,7 +39,7 @@ LOOKAHEAD = 4  # instances fetched ahead of the one being sent
 FETCH_SECONDS = 120.0
 
 
-class FetchFailed(RuntimeError):
+class FetchFailed(RemoteReplicationError, RuntimeError):
     """No live holder could deliver the instance."""
 
 
