@@ -1,0 +1,165 @@
+"""A peer answering garbage is logged and skipped, as before the wire was typed; a bug of
+ours (here: the store raising KeyError) is no longer taken for the peer's and shows.
+Fakes for the index and discovery: no sockets."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, cast
+
+import pytest
+from pydicom.dataset import Dataset
+
+from discovery.probe import ProbeFailed
+from node.archive import Archive
+from node.query import parse_identifier
+from replication.deletion import Deletions
+from replication.placement import owners
+from replication.remote_find import _ask_holders
+from replication.service import ReplicationSettings, Replicator
+from replication.wire import CHANGES_PATH, DIGEST_PATH, FIND_PATH, TOMBSTONES_PATH
+
+ME, PEER = "me-node", "peer-node"
+SHA = "cd" * 32
+
+
+def _study() -> str:
+    """A study the peer owns with two replicas over [ME, PEER]: any does."""
+    uid = "1.2.3.1"
+    assert PEER in owners(uid, [ME, PEER], 2)
+    return uid
+
+
+class FakeIndex:
+    def __init__(self, fail_with: Exception | None = None) -> None:
+        self.recorded: list[tuple[str, list[dict[str, Any]], int]] = []
+        self.fail_with = fail_with
+
+    async def load_state(self, namespace: str) -> dict[str, Any]:
+        return {}
+
+    async def record_catalog_changes(self, peer: str, changes: list[dict[str, Any]],
+                                     since: int) -> None:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.recorded.append((peer, changes, since))
+
+    async def holdings(self) -> list[tuple[str, str, str]]:
+        return [(_study(), "1.2.3.1.1", SHA)]
+
+    async def tombstone_sigs(self) -> list[str]:
+        return []
+
+    async def study_holders(self, study: str) -> dict[str, int]:
+        return {PEER: 1}
+
+
+class FakeArchive:
+    def __init__(self, index: FakeIndex) -> None:
+        self.index = index
+
+
+class FakeDiscovery:
+    node_id = ME
+    roster = None
+
+    def __init__(self, answers: dict[str, Any]) -> None:
+        self.answers = answers
+
+    def members(self) -> list[str]:
+        return [ME, PEER]
+
+    async def ask_member(self, node_id: str, method: str, path: str, **kwargs: Any) -> Any:
+        answer = self.answers[path]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def _replicator(index: FakeIndex, answers: dict[str, Any]) -> Replicator:
+    return Replicator(cast(Archive, FakeArchive(index)), cast(Any, FakeDiscovery(answers)),
+                      ReplicationSettings())
+
+
+GOOD_PAGE = {"changes": [{"seq": 1, "kind": "add", "sop_uid": "1.2.3.1.1",
+                          "study_uid": "1.2.3.1", "at": 1.0, "sha256": SHA}],
+             "next": 1, "more": False}
+
+
+async def test_a_good_change_page_reaches_the_catalog() -> None:
+    index = FakeIndex()
+    await _replicator(index, {CHANGES_PATH: GOOD_PAGE})._pull_catalog(PEER)
+    [(peer, changes, since)] = index.recorded
+    assert (peer, since, changes[0]["sha256"], changes[0]["modality"]) == (PEER, 1, SHA, None)
+
+
+@pytest.mark.parametrize("garbage", [None, [], "x", {"changes": [], "next": "1", "more": False},
+                                     {"changes": [{"kind": "add"}], "next": 1, "more": False},
+                                     ProbeFailed("gone")])
+async def test_a_garbage_change_page_is_logged_and_skipped(
+    garbage: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    index = FakeIndex()
+    with caplog.at_level(logging.INFO, logger="replication.service"):
+        await _replicator(index, {CHANGES_PATH: garbage})._pull_catalog(PEER)
+    assert index.recorded == []
+    assert any("catalog pull from" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_bug_of_ours_in_the_catalog_pull_is_not_taken_for_the_peer() -> None:
+    index = FakeIndex(fail_with=KeyError("our own bug"))
+    with pytest.raises(KeyError, match="our own bug"):
+        await _replicator(index, {CHANGES_PATH: GOOD_PAGE})._pull_catalog(PEER)
+
+
+@pytest.mark.parametrize("garbage", [None, ["0"], {"0": 5}, {"zero": "aa"}, ProbeFailed("x")])
+async def test_anti_entropy_with_a_garbage_digest_is_logged_and_skipped(
+    garbage: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    replicator = _replicator(FakeIndex(), {DIGEST_PATH: garbage})
+    replicator._tombstones_read.add(PEER)
+    with caplog.at_level(logging.INFO, logger="replication.service"):
+        await replicator._repair_with(PEER)
+    assert any("anti-entropy with" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("garbage", [None, [], {"same": True}, {"digest": "d"},
+                                     {"digest": "d", "tombstones": "x"}, ProbeFailed("x")])
+async def test_a_garbage_tombstone_list_is_logged_and_the_peer_counted_as_asked(
+    garbage: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    replicator = _replicator(FakeIndex(), {TOMBSTONES_PATH: garbage})
+    with caplog.at_level(logging.INFO, logger="replication.service"):
+        await replicator._pull_tombstones(PEER)
+    assert PEER in replicator._tombstones_read
+    assert any("tombstone pull from" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_same_tombstone_list_applies_nothing() -> None:
+    index = FakeIndex()
+    deletions = Deletions(cast(Archive, FakeArchive(index)),
+                          cast(Any, FakeDiscovery({TOMBSTONES_PATH: {"digest": "d",
+                                                                     "same": True}})))
+    await deletions.pull(PEER)
+
+
+@pytest.mark.parametrize("garbage", [None, {"rows": None}, {"rows": [5]}, {}, ProbeFailed("x")])
+async def test_a_holder_answering_garbage_to_find_is_passed_over(garbage: Any) -> None:
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "IMAGE"
+    identifier.StudyInstanceUID = "1.2.3.1"
+    parse_identifier(identifier, "STUDY")  # a query the holder could answer
+    answer = await _ask_holders(cast(Any, FakeIndex()), cast(Any, FakeDiscovery(
+        {FIND_PATH: garbage})), lambda holders: list(holders), "1.2.3.1", identifier,
+        "STUDY")
+    assert answer is None  # no holder answered: the caller falls back on the catalog
+
+
+async def test_a_holder_answering_rows_to_find_is_believed() -> None:
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "IMAGE"
+    rows = [{"SOPInstanceUID": "1.2.3.1.1"}]
+    answer = await _ask_holders(cast(Any, FakeIndex()), cast(Any, FakeDiscovery(
+        {FIND_PATH: {"rows": rows}})), lambda holders: list(holders), "1.2.3.1",
+        identifier, "STUDY")
+    assert answer == rows
