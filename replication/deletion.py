@@ -25,9 +25,9 @@ from node.index import Index
 from replication import spool
 from replication.tombstone import Tombstone, TombstoneError, check_tombstone, digest, supersedes
 from replication.tombstone_store import StudyDeletion, Tombstoned, TombstoneStore
+from replication.wire import TOMBSTONES_PATH, TombstoneList
 
 log = logging.getLogger(__name__)
-TOMBSTONES_PATH = "/mesh/tombstones"
 FROM_ADMIN_COMMAND = "admin command"
 
 
@@ -46,9 +46,10 @@ def routes(index: Index) -> list[web.RouteDef]:
     async def tombstones(request: web.Request) -> web.Response:
         ours = digest(await stones.tombstone_sigs())
         if request.query.get("digest") == ours:
-            return web.json_response({"digest": ours, "same": True})
+            return web.json_response(TombstoneList(ours, same=True).to_json())
         rows = await stones.tombstones()
-        return web.json_response({"digest": ours, "tombstones": [r.document for r in rows]})
+        return web.json_response(
+            TombstoneList(ours, tombstones=tuple(r.document for r in rows)).to_json())
 
     return [web.get(TOMBSTONES_PATH, tombstones)]
 
@@ -118,11 +119,12 @@ class Deletions:
             await asyncio.to_thread(spool.done if valid else spool.reject, path)
 
     async def pull(self, peer: str) -> None:
-        """Learn the tombstones ``peer`` holds that we lack. Raises ProbeFailed."""
+        """Learn the tombstones ``peer`` holds that we lack. Raises ProbeFailed, and
+        RemoteAnswerInvalid for an answer that is not a tombstone list."""
         ours = digest(await self._stones.tombstone_sigs())
-        answer = await self.discovery.ask_member(
+        answer = TombstoneList.from_json(await self.discovery.ask_member(
             peer, "GET", TOMBSTONES_PATH, params={"digest": ours}
-        )
-        if answer.get("same"):
+        ))
+        if answer.same:
             return
-        await self.accept(answer["tombstones"], peer)
+        await self.accept(answer.tombstones, peer)

@@ -9,8 +9,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from node.index import Index
+from replication.wire import CHANGES_PATH
 
-CHANGES_PATH = "/mesh/changes"
+__all__ = ["CHANGES_PATH", "MAX_PAGE", "routes"]
 MAX_PAGE = 1000
 
 

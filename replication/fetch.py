@@ -29,6 +29,7 @@ from node.storage import StorageError
 from replication.breaker import CircuitBreaker
 from replication.cache_store import CacheStore
 from replication.catalog_store import CatalogStore
+from replication.errors import RemoteReplicationError
 from replication.incoming import Incoming, IncomingError
 from replication.outgoing import SLOWEST_RATE
 from replication.placement import owners
@@ -40,7 +41,7 @@ LOOKAHEAD = 4  # instances fetched ahead of the one being sent
 FETCH_SECONDS = 120.0
 
 
-class FetchFailed(RuntimeError):
+class FetchFailed(RemoteReplicationError, RuntimeError):
     """No live holder could deliver the instance."""
 
 

@@ -30,6 +30,7 @@ from node.at_rest import (
 )
 from node.body_file import BodyFile
 from node.storage import Storage
+from replication.errors import RemoteReplicationError
 
 # Smaller instances are cheaper to resend than to resume (a round trip, and a re-hash
 # of the part already held).
@@ -37,8 +38,9 @@ RESUME_MIN = 8 * 2**20
 _READ = 2**20
 
 
-class IncomingError(ValueError):
-    """The body cannot become the announced object (bad encoding, wrong size or hash)."""
+class IncomingError(RemoteReplicationError, ValueError):
+    """The body cannot become the announced object (bad encoding, wrong size or hash):
+    the sender's (or, fetching, the holder's) bytes, so the next try goes elsewhere."""
 
 
 class OffsetMismatch(IncomingError):

@@ -18,15 +18,16 @@ import zstandard
 
 from node.storage import TamperedObject
 from replication.incoming import resumable
-from replication.transfer import (
+from replication.transfer import LEVEL, should_compress
+from replication.wire import (
     ENCODING_HEADER,
-    LEVEL,
     OBJECTS_PATH,
     OFFSET_HEADER,
     PARTIAL_PATH,
     SHA_HEADER,
     SIZE_HEADER,
-    should_compress,
+    PartialHeld,
+    TransferReceipt,
 )
 
 CHUNK = 2**20
@@ -83,7 +84,7 @@ async def send_object(
     lost (the receiver stopped, the link broke after the body), so the receiver is asked
     first whether it holds the object, as for every resumable one. Raises what ``ask``
     raises, TamperedObject when the stored object fails its check, OSError when it cannot
-    be read, ValueError on a malformed answer."""
+    be read, RemoteAnswerInvalid on a malformed answer."""
     fh = await asyncio.to_thread(open_object)
     try:
         return await _send(ask, fh, sha256, transfer_syntax_uid, on_bytes, ask_first)
@@ -98,13 +99,11 @@ async def _send(
     size = await asyncio.to_thread(fh.seek, 0, io.SEEK_END)
     offset = 0
     if resumable(size) or ask_first:
-        held = await ask("GET", PARTIAL_PATH.format(sha256=sha256))
-        if not isinstance(held, dict):
-            raise ValueError(f"not an answer about a partial transfer: {held!r:.80}")
-        if held.get("stored"):
+        held = PartialHeld.from_json(await ask("GET", PARTIAL_PATH.format(sha256=sha256)))
+        if held.stored:
             return "held"
         if resumable(size):
-            offset = max(0, min(int(held.get("offset", 0)), size))
+            offset = max(0, min(held.offset, size))
     compress = should_compress(transfer_syntax_uid)
     headers = {SHA_HEADER: sha256, SIZE_HEADER: str(size), OFFSET_HEADER: str(offset)}
     if compress:
@@ -120,4 +119,4 @@ async def _send(
         if damage:
             raise damage[0] from None
         raise
-    return str(answer.get("status", "")) if isinstance(answer, dict) else ""
+    return TransferReceipt.from_json(answer).status

@@ -8,6 +8,7 @@ only when no holder can be reached.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -20,24 +21,25 @@ from discovery.service import Discovery
 from node.index import Index
 from node.query import Query, QueryError, parse_identifier
 from replication.catalog_store import CatalogStore
+from replication.errors import RemoteAnswerInvalid
+from replication.wire import FIND_PATH, FindAnswer, FindRequest
 
 log = logging.getLogger(__name__)
-FIND_PATH = "/mesh/find"
 FIND_SECONDS = 30.0
 
 
 def routes(index: Index) -> list[web.RouteDef]:
     async def find(request: web.Request) -> web.Response:
         try:
-            body = await request.json()
-            identifier = Dataset.from_json(body["identifier"])
-            query = parse_identifier(identifier, str(body.get("root", "STUDY")))
-        except (QueryError, KeyError, TypeError, ValueError) as exc:
+            ask = FindRequest.from_json(await request.json())
+            query = parse_identifier(ask.identifier, ask.root)
+        except (QueryError, RemoteAnswerInvalid, json.JSONDecodeError, UnicodeDecodeError) \
+                as exc:
             raise web.HTTPBadRequest(text=f"query not understood: {exc}") from None
         rows = await index.find(query)
         log.info("C-FIND for member %s at %s level: %d match(es)",
                  request["peer"][:15], query.level, len(rows))
-        return web.json_response({"rows": rows})
+        return web.json_response(FindAnswer(tuple(rows)).to_json())
 
     return [web.post(FIND_PATH, find)]
 
@@ -70,12 +72,12 @@ async def _ask_holders(
     index: Index, discovery: Discovery, rank: Callable[[Iterable[str]], list[str]],
     study: str, identifier: Dataset, root: str,
 ) -> list[dict[str, Any]] | None:
-    body = {"identifier": identifier.to_json_dict(), "root": root}
+    body = FindRequest(identifier, root).to_json()
     for holder in rank(await CatalogStore(index.db).study_holders(study)):
         try:
             answer = await discovery.ask_member(holder, "POST", FIND_PATH, body=body,
                                                 seconds=FIND_SECONDS)
-            return list(answer["rows"])
-        except (ProbeFailed, KeyError, TypeError) as exc:
+            return list(FindAnswer.from_json(answer).rows)
+        except (ProbeFailed, RemoteAnswerInvalid) as exc:
             log.info("IMAGE-level C-FIND at %s failed: %s", holder[:15], exc)
     return None

@@ -36,7 +36,7 @@ from replication.antientropy import missing_at
 from replication.breaker import CircuitBreaker
 from replication.catalog_store import CatalogStore
 from replication.deletion import Deletions
-from replication.feed import CHANGES_PATH
+from replication.errors import RemoteAnswerInvalid
 from replication.outbox_store import NOTHING_OWED, OutboxStore
 from replication.outgoing import send_object
 from replication.placement import DEFAULT_REPLICAS
@@ -57,6 +57,7 @@ from replication.planner import (
 )
 from replication.progress import Backlog, RateWindow, catch_up
 from replication.retry import outbox_wait, quick_retries
+from replication.wire import CHANGES_PATH, ChangePage
 
 log = logging.getLogger(__name__)
 STATE = ("replication", "local_seq")
@@ -241,7 +242,7 @@ class Replicator:
         try:
             rows = await missing_at(self.archive.index, self.discovery, peer,
                                     self.settings.replicas)
-        except (ProbeFailed, ValueError, TypeError, AttributeError) as exc:
+        except (ProbeFailed, RemoteAnswerInvalid) as exc:
             log.info("anti-entropy with %s failed: %s", peer[:15], exc)
             return
         # A copy delivered while the peer's lists were being read is not missing:
@@ -292,7 +293,7 @@ class Replicator:
         anti-entropy could offer it (or take from it) a deleted study."""
         try:
             await self.deletions.pull(peer)
-        except (ProbeFailed, KeyError, TypeError, AttributeError) as exc:
+        except (ProbeFailed, RemoteAnswerInvalid) as exc:
             log.info("tombstone pull from %s failed: %s", peer[:15], exc)
         finally:
             # Asked (as before this ran as its own task): a peer whose tombstones cannot
@@ -305,14 +306,14 @@ class Replicator:
         since = int((await index.load_state("catalog")).get(peer, 0))
         try:
             while True:
-                page = await self.discovery.ask_member(
+                page = ChangePage.from_json(await self.discovery.ask_member(
                     peer, "GET", CHANGES_PATH, params={"since": str(since)}
-                )
-                since = int(page["next"])
-                await self._known.record_catalog_changes(peer, page["changes"], since)
-                if not page["more"]:
+                ))
+                since = page.next
+                await self._known.record_catalog_changes(peer, page.rows(), since)
+                if not page.more:
                     break
-        except (ProbeFailed, KeyError, TypeError, ValueError) as exc:
+        except (ProbeFailed, RemoteAnswerInvalid) as exc:
             log.info("catalog pull from %s failed: %s", peer[:15], exc)
 
     async def _hint_round(self) -> None:
@@ -377,7 +378,7 @@ class Replicator:
         sop_uid, target = row.copy.sop_uid, row.copy.target
         try:
             await self._transfer(row.copy, row.attempts > 0)
-        except (ProbeFailed, OSError, ValueError) as exc:
+        except (ProbeFailed, OSError, RemoteAnswerInvalid) as exc:
             if isinstance(exc, Refused) and exc.status in FINAL_REFUSALS:
                 # 409: the owner holds other bytes under this UID and keeps its first copy,
                 # as C-STORE does. 410: the owner holds a tombstone for the study, which

@@ -21,6 +21,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from discovery.invite import b64, canonical, public_key_text, unb64, verify_admin_signature
+from replication.errors import ReplicationError
 
 KIND = "tombstone"
 MAX_REASON = 200
@@ -28,8 +29,11 @@ MAX_REASON = 200
 _UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 
 
-class TombstoneError(ValueError):
-    """Not a tombstone this mesh accepts (malformed, another mesh, forged, tampered)."""
+class TombstoneError(ReplicationError, ValueError):
+    """Not a tombstone this mesh accepts (malformed, another mesh, forged, tampered).
+
+    Under the root, not one of its branches: the document may be a peer's (gossip) or
+    this node's own (``pacsmesh delete``, the spool), and only the caller knows which."""
 
 
 def valid_uid(uid: str) -> bool:
@@ -74,16 +78,11 @@ def make_tombstone(
 
 def check_tombstone(data: Any, mesh_id: str, admin_key: str) -> Tombstone:
     """The tombstone ``data`` holds, if this mesh's admin key signed exactly it."""
+    stone = _parse(data)
     try:
-        if data["kind"] != KIND:
-            raise ValueError(f"kind {data['kind']!r}")
-        stone = Tombstone(
-            mesh_id=str(data["mesh"]), study_uid=str(data["study"]), deleted_by=str(data["by"]),
-            at=float(data["at"]), reason=str(data.get("reason", "")), sig=str(data["sig"]),
-        )
         signature = unb64(stone.sig)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise TombstoneError(f"malformed tombstone ({exc})") from None
+    except ValueError as exc:  # binascii.Error: not base64
+        raise TombstoneError(f"malformed tombstone (signature: {exc})") from None
     if stone.mesh_id != mesh_id:
         raise TombstoneError("tombstone of another mesh")
     if not valid_uid(stone.study_uid):
@@ -95,6 +94,24 @@ def check_tombstone(data: Any, mesh_id: str, admin_key: str) -> Tombstone:
     if not verify_admin_signature(admin_key, payload, signature):
         raise TombstoneError("tombstone not signed by the mesh admin key")
     return stone
+
+
+def _parse(data: Any) -> Tombstone:
+    """The fields of a tombstone document, each of its JSON type (a number for ``at``)."""
+    if not isinstance(data, dict):
+        raise TombstoneError(f"malformed tombstone (a {type(data).__name__}, not an object)")
+    if data.get("kind") != KIND:
+        raise TombstoneError(f"malformed tombstone (kind {data.get('kind')!r:.40})")
+    for key in ("mesh", "study", "by", "sig"):
+        if not isinstance(data.get(key), str):
+            raise TombstoneError(f"malformed tombstone ({key!r} missing or not a string)")
+    at, reason = data.get("at"), data.get("reason", "")
+    if isinstance(at, bool) or not isinstance(at, int | float):
+        raise TombstoneError("malformed tombstone ('at' missing or not a number)")
+    if not isinstance(reason, str):
+        raise TombstoneError("malformed tombstone ('reason' not a string)")
+    return Tombstone(mesh_id=data["mesh"], study_uid=data["study"], deleted_by=data["by"],
+                     at=float(at), reason=reason, sig=data["sig"])
 
 
 def is_admin_key(admin: Ed25519PrivateKey, admin_key: str) -> bool:

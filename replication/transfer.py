@@ -33,15 +33,18 @@ from replication.incoming import (
     OffsetMismatch,
     resumable,
 )
+from replication.wire import (
+    ENCODING_HEADER,
+    OBJECTS_PATH,
+    OFFSET_HEADER,
+    PARTIAL_PATH,
+    SHA_HEADER,
+    SIZE_HEADER,
+    PartialHeld,
+    TransferReceipt,
+)
 
 log = logging.getLogger(__name__)
-OBJECTS_PATH = "/mesh/objects/{sha256}"
-PARTIAL_PATH = "/mesh/objects/{sha256}/partial"
-SHA_HEADER = "X-Pacsmesh-Sha256"
-SIZE_HEADER = "X-Pacsmesh-Size"  # raw bytes of the whole object
-OFFSET_HEADER = "X-Pacsmesh-Offset"  # raw bytes the body skips (held here already)
-# Our own header rather than Content-Encoding, so no HTTP layer decodes it behind our back.
-ENCODING_HEADER = "X-Pacsmesh-Encoding"
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 DEFLATED = "1.2.840.10008.1.2.1.99"
 LEVEL = 3  # fast; the gain over higher levels is small for pixel data
@@ -119,9 +122,9 @@ def routes(archive: Archive, receipts: Receipts) -> list[web.RouteDef]:
                 and await asyncio.to_thread(storage.exists, sha)):
             if sha not in receiving:
                 await asyncio.to_thread(drop_moot_part, sha)
-            return web.json_response({"stored": True, "offset": 0})
-        return web.json_response(
-            {"stored": False, "offset": await asyncio.to_thread(storage.partial_held, sha)})
+            return web.json_response(PartialHeld(stored=True, offset=0).to_json())
+        held = await asyncio.to_thread(storage.partial_held, sha)
+        return web.json_response(PartialHeld(stored=False, offset=held).to_json())
 
     async def take_body(request: web.Request, incoming: Incoming) -> None:
         finished = False
@@ -190,7 +193,7 @@ def routes(archive: Archive, receipts: Receipts) -> list[web.RouteDef]:
                 await asyncio.to_thread(drop_moot_part, sha)
         else:
             receipts.stored += 1
-        return web.json_response({"status": result.status.value})
+        return web.json_response(TransferReceipt(result.status.value).to_json())
 
     async def get_object(request: web.Request) -> web.StreamResponse:
         """The stored bytes of an object, for a member retrieving a study it lacks."""
