@@ -10,6 +10,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from discovery.errors import RemoteDiscoveryError
+
 DICOM_TYPE = "_dicom._tcp.local."
 DICOM_TLS_TYPE = "_dicom-tls._tcp.local."  # the same record for DIMSE over TLS
 MESH_TYPE = "_pacsmesh._tcp.local."
@@ -18,7 +20,7 @@ PROTOCOL_VERSION = 1
 DEVICE_TYPES = ("ARCHIVE", "WSD")  # site server, workstation (PS3.15 H.4.2 examples)
 
 
-class RecordError(ValueError):
+class RecordError(RemoteDiscoveryError, ValueError):
     """A record that is not ours to use (malformed, other protocol)."""
 
 
