@@ -48,9 +48,7 @@ class _Unusable(Exception):
 
 
 def _persisted(row: dict[str, Any]) -> PeerInfo:
-    def fail(why: str) -> _Unusable:
-        return _Unusable(why)
-
+    fail = _Unusable
     return PeerInfo(
         node_id=f.text(row, "node_id", fail), addresses=f.texts(row, "addresses", fail),
         mesh_port=f.integer(row, "mesh_port", fail), aet=f.text(row, "aet", fail, ""),

@@ -16,7 +16,13 @@ from discovery.membership import MembershipError, MembershipStore
 from discovery.probe import ProbeFailed, Refused
 from discovery.records import RecordError
 from discovery.roster import RosterError
-from discovery.service import Discovery, DiscoveryError, DiscoverySettings, NotAMember
+from discovery.service import (
+    Discovery,
+    DiscoveryError,
+    DiscoverySettings,
+    NotAMember,
+    PeerStore,
+)
 from discovery.tls import PeerNotTrusted
 from node.identity import load_or_create_identity
 
@@ -85,3 +91,29 @@ def test_each_discovery_error_is_on_its_branch_and_keeps_its_builtin_base(
 def test_refused_keeps_its_status_and_detail() -> None:
     exc = Refused(403, "https://h:1/mesh/join: HTTP 403 no", "no")
     assert (exc.status, exc.detail, str(exc)) == (403, "no", "https://h:1/mesh/join: HTTP 403 no")
+
+
+def test_persisted_peers_are_hints_and_rows_of_another_shape_are_skipped(
+    tmp_path: Path,
+) -> None:
+    good = {"node_id": "B-NODE", "aet": "B", "addresses": ["10.0.0.2"], "mesh_port": 4242,
+            "dicom_port": 11112, "last_seen": WALL}
+    rows = [{"node_id": "C-NODE"}, {**good, "node_id": "D-NODE", "addresses": "10.0.0.4"},
+            {**good, "node_id": "E-NODE", "mesh_port": None}, good]
+
+    async def load() -> list[dict[str, object]]:
+        return rows
+
+    async def save(node_id: str, row: dict[str, object]) -> None:
+        raise AssertionError("nothing is saved")
+
+    identity = load_or_create_identity(tmp_path / "id")
+    settings = DiscoverySettings(identity=identity, aet="A", mesh_port=1, dicom_port=2,
+                                 mdns=False)
+    discovery = Discovery(settings, MembershipStore(tmp_path), PeerStore(load, save),
+                          clock=lambda: 0.0, wall=lambda: WALL)
+    asyncio.run(discovery._prober.load_persisted())
+    assert list(discovery.table.peers) == ["B-NODE"]
+    peer = discovery.table.peers["B-NODE"]
+    assert (peer.addresses, peer.mesh_port, peer.aet, peer.sources) == (
+        ("10.0.0.2",), 4242, "B", frozenset({"persisted"}))
