@@ -21,3 +21,22 @@ class RemoteDiscoveryError(DiscoveryError):
 
 class RemoteAnswerInvalid(RemoteDiscoveryError, ValueError):
     """A peer's answer did not have the shape of the message its path promises."""
+
+
+class StartFailed(LocalDiscoveryError, RuntimeError):
+    """Discovery cannot start as configured; the message is one line.
+
+    Also a RuntimeError, as discovery's start errors were before the package had a root."""
+
+
+class ProbeFailed(RemoteDiscoveryError, ConnectionError):
+    """Nothing answered, or something that is not a PACSmesh member of our mesh."""
+
+
+class Refused(ProbeFailed):
+    """The peer answered, with an HTTP error status."""
+
+    def __init__(self, status: int, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.detail = detail  # the body of the answer (its first 200 characters)

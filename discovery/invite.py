@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from discovery import json_fields as f
+from discovery.errors import LocalDiscoveryError
 from node.identity import IdentityError, node_id_digest, node_id_from_digest
 
 # The prefix stays for every payload version: a new prefix would make older members
@@ -29,8 +32,12 @@ PREFIX = "pacsmesh-invite-1"
 PINNED_VERSION = 2
 
 
-class InviteError(ValueError):
+class InviteError(LocalDiscoveryError, ValueError):
     """Not a valid invite for this mesh (malformed, forged, expired, used up)."""
+
+
+def _not_a_token(why: str) -> InviteError:
+    return InviteError(f"not an invite token ({why})")
 
 
 def b64(data: bytes) -> str:
@@ -91,29 +98,35 @@ def make_invite(
     return f"{PREFIX}.{b64(payload)}.{b64(admin.sign(payload))}"
 
 
-def _pins(data: dict[str, Any]) -> tuple[str, ...]:
-    digests = [unb64(str(p)) for p in data.get("pins", [])]
-    if any(len(d) != 32 for d in digests):
-        raise ValueError("a pin is not a SHA-256")
-    return tuple(node_id_from_digest(d) for d in digests)
+def _pins(data: Mapping[str, Any]) -> tuple[str, ...]:
+    digests = [f.as_bytes(p) for p in f.items(data, "pins", _not_a_token)]
+    if any(d is None or len(d) != 32 for d in digests):
+        raise _not_a_token("a pin is not a SHA-256")
+    return tuple(node_id_from_digest(d) for d in digests if d is not None)
 
 
 def parse_invite(token: str) -> Invite:
     """Check form and signature (against the admin key the token names)."""
+    parts = token.strip().split(".")
+    if len(parts) != 3:
+        raise _not_a_token(f"{len(parts)} parts, not 3")
+    prefix, body, sig = parts
+    if prefix != PREFIX:
+        raise _not_a_token("unknown token format")
+    payload, signature = f.as_bytes(body), f.as_bytes(sig)
+    if payload is None or signature is None:
+        raise _not_a_token("not base64")
     try:
-        prefix, body, sig = token.strip().split(".")
-        if prefix != PREFIX:
-            raise ValueError("unknown token format")
-        payload, signature = unb64(body), unb64(sig)
-        data = json.loads(payload)
-        invite = Invite(
-            mesh_id=str(data["mesh"]), admin_key=str(data["admin"]), token_id=str(data["id"]),
-            expires=float(data["exp"]), uses=int(data["uses"]),
-            seeds=tuple(str(s) for s in data.get("seeds", [])),
-            pins=_pins(data), version=int(data.get("v", 1)),
-        )
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise InviteError(f"not an invite token ({exc})") from None
+        data = f.mapping(json.loads(payload), "the payload", _not_a_token)
+    except ValueError as exc:  # not JSON (or not UTF-8)
+        raise _not_a_token(str(exc)) from None
+    invite = Invite(
+        mesh_id=f.text(data, "mesh", _not_a_token), admin_key=f.text(data, "admin", _not_a_token),
+        token_id=f.text(data, "id", _not_a_token), expires=f.real(data, "exp", _not_a_token),
+        uses=f.integer(data, "uses", _not_a_token),
+        seeds=f.texts(data, "seeds", _not_a_token),
+        pins=_pins(data), version=f.integer(data, "v", _not_a_token, 1),
+    )
     if not verify_admin_signature(invite.admin_key, payload, signature):
         raise InviteError("invite signature does not verify")
     return invite

@@ -22,7 +22,8 @@ import aiohttp
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from discovery.invite import Invite, b64, canonical
+from discovery.errors import ProbeFailed, Refused, RemoteAnswerInvalid
+from discovery.invite import Invite, canonical
 from discovery.join_policy import (
     REFUSED_CAP,
     TRANSIENT_CAP,
@@ -33,9 +34,10 @@ from discovery.join_policy import (
     refusal,
     telling,
 )
-from discovery.probe import JOIN_PATH, ProbeFailed, Refused, call
-from discovery.roster import Roster, RosterError
+from discovery.mesh_client import call
+from discovery.roster import Roster
 from discovery.tls import joining_context, pinned_context
+from discovery.wire import JOIN_PATH, JoinReply, JoinRequest
 from node.identity import NodeIdentity, node_id_for
 
 log = logging.getLogger(__name__)
@@ -80,12 +82,11 @@ class JoinClient:
         self.invite = invite
         self._seconds = seconds
 
-    def _request(self) -> dict[str, str]:
+    def _request(self) -> JoinRequest:
         key = self._identity.private_key()
         proof = key.sign(join_proof_payload(self.invite, self._identity.node_id),
                          ec.ECDSA(hashes.SHA256()))
-        return {"token": self._token, "aet": self._aet,
-                "cert": self._identity.cert_pem.decode(), "proof": b64(proof)}
+        return JoinRequest(self._token, self._aet, self._identity.cert_pem.decode(), proof)
 
     async def _pinned(self, host: str, port: int, where: str) -> tuple[
             ssl.SSLContext, str] | JoinAnswer:
@@ -115,15 +116,15 @@ class JoinClient:
         async with aiohttp.ClientSession() as session:
             try:
                 answer = await call(session, "POST", host, port, JOIN_PATH, self._seconds,
-                                    context, body=self._request())
-                roster = Roster.from_json(answer["roster"])
+                                    context, body=self._request().to_json())
+                roster = JoinReply.from_json(answer).roster.roster()
             except Refused as exc:
                 return JoinAnswer(refusal(where, exc.detail.removeprefix(REFUSAL_PREFIX)
                                           or str(exc)), server_id=server_id)
             except ProbeFailed as exc:
                 return JoinAnswer(Attempt(Outcome.UNREACHABLE, where, printable(str(exc))),
                                   server_id=server_id)
-            except (RosterError, KeyError, TypeError) as exc:
+            except RemoteAnswerInvalid as exc:
                 return JoinAnswer(refusal(where, f"not a join answer ({exc})"),
                                   server_id=server_id)
         # Trust nothing the server says until the admin key from the invite vouches for it:
@@ -148,10 +149,12 @@ class Joining:
         self, client: JoinClient, clock: Callable[[], float],
         targets: Callable[[], list[tuple[str, int]]],
         admitted: Callable[[Roster, str, int], Awaitable[None]], on_refused: JoinEvent,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.client = client
         self.schedule = JoinSchedule(clock)
         self._clock = clock
+        self._wall = wall
         self._targets = targets
         self._admitted = admitted
         self._on_refused = on_refused
@@ -162,7 +165,7 @@ class Joining:
 
     async def round(self) -> None:
         attempts: list[Attempt] = []
-        if time.time() > self.client.invite.expires:
+        if self._wall() > self.client.invite.expires:
             attempts.append(Attempt(Outcome.REFUSED_FOR_GOOD, "", "invite has expired"))
         for host, port in [] if attempts else self._targets():
             answer = await self.client.attempt(host, port)

@@ -19,6 +19,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from discovery.errors import LocalDiscoveryError
 from discovery.invite import make_invite
 from discovery.roster import Roster, RosterError
 from node.atomic_file import atomic_write
@@ -30,7 +31,7 @@ ADMIN_KEY_FILE = "admin.key"
 LOCK_FILE = "roster.lock"
 
 
-class MembershipError(RuntimeError):
+class MembershipError(LocalDiscoveryError, RuntimeError):
     """A mesh command cannot be carried out here; the message says why, in one line."""
 
 

@@ -10,6 +10,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from discovery.errors import RemoteDiscoveryError
+
+# TXT properties as zeroconf gives them (bytes) or as tests write them (text). A union of
+# mappings, not a mapping of unions: Mapping is invariant in its key type.
+TxtProperties = (Mapping[bytes, bytes | None] | Mapping[str, str | None]
+                 | Mapping[bytes | str, bytes | str | None])
+
 DICOM_TYPE = "_dicom._tcp.local."
 DICOM_TLS_TYPE = "_dicom-tls._tcp.local."  # the same record for DIMSE over TLS
 MESH_TYPE = "_pacsmesh._tcp.local."
@@ -18,7 +25,7 @@ PROTOCOL_VERSION = 1
 DEVICE_TYPES = ("ARCHIVE", "WSD")  # site server, workstation (PS3.15 H.4.2 examples)
 
 
-class RecordError(ValueError):
+class RecordError(RemoteDiscoveryError, ValueError):
     """A record that is not ours to use (malformed, other protocol)."""
 
 
@@ -69,7 +76,7 @@ def mesh_hash(mesh_id: str) -> str:
     return hashlib.sha256(f"pacsmesh-mesh:{mesh_id}".encode()).hexdigest()[:16]
 
 
-def _text(props: Mapping[bytes | str, bytes | str | None], key: str) -> str | None:
+def _text(props: TxtProperties, key: str) -> str | None:
     for k, v in props.items():
         name = k.decode("utf-8", "replace") if isinstance(k, bytes) else k
         if name.lower() == key.lower():
@@ -90,7 +97,7 @@ def _port(value: str | None, what: str) -> int:
 
 
 def decode_mesh(
-    props: Mapping[bytes | str, bytes | str | None], addresses: tuple[str, ...] = ()
+    props: TxtProperties, addresses: tuple[str, ...] = ()
 ) -> MeshRecord:
     if _text(props, "txtvers") != TXT_VERSION:
         raise RecordError("unknown txtvers")
@@ -113,7 +120,7 @@ def decode_mesh(
 
 
 def decode_dicom(
-    props: Mapping[bytes | str, bytes | str | None], port: int, addresses: tuple[str, ...] = ()
+    props: TxtProperties, port: int, addresses: tuple[str, ...] = ()
 ) -> DicomRecord:
     aet = (_text(props, "AET") or "").strip()
     if not aet or len(aet) > 16:

@@ -24,13 +24,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from discovery import json_fields as f
+from discovery.errors import LocalDiscoveryError
 from discovery.invite import (
     InviteError,
     b64,
     canonical,
     check_invite,
     public_key_text,
-    unb64,
     verify_admin_signature,
 )
 from node.identity import node_id_for
@@ -38,7 +39,7 @@ from node.identity import node_id_for
 ADMIN = "admin"
 
 
-class RosterError(ValueError):
+class RosterError(LocalDiscoveryError, ValueError):
     """The roster cannot be used (another mesh, unreadable)."""
 
 
@@ -65,6 +66,20 @@ class RosterView:
 
 def _payload(entry: dict[str, Any]) -> bytes:
     return canonical({k: v for k, v in entry.items() if k != "sig"})
+
+
+def _unreadable(why: str) -> RosterError:
+    return RosterError(f"unreadable roster: {why}")
+
+
+def _signature(entry: dict[str, Any]) -> bytes | None:
+    """An entry's signature, or None if it has none that decodes."""
+    return f.as_bytes(str(entry["sig"])) if "sig" in entry else None
+
+
+def _claimed_at(entry: dict[str, Any]) -> float:
+    """The time an entry claims, for ordering; 0 for one without a readable time."""
+    return f.as_float(entry.get("at", 0) or 0) or 0.0
 
 
 def _cert_node_id(cert_pem: str) -> str:
@@ -96,11 +111,13 @@ class Roster:
 
     @classmethod
     def from_json(cls, data: Any) -> Roster:
-        try:
-            return cls(str(data["mesh"]), str(data["admin"]),
-                       [dict(e) for e in data.get("entries", [])])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise RosterError(f"unreadable roster: {exc}") from None
+        """A roster from our own file (a peer's goes through ``discovery.wire.RosterPage``)."""
+        body = f.mapping(data, "the roster", _unreadable)
+        entries = f.items(body, "entries", _unreadable)
+        if not all(isinstance(e, dict) for e in entries):
+            raise _unreadable("an entry is not an object")
+        return cls(f.text(body, "mesh", _unreadable), f.text(body, "admin", _unreadable),
+                   [dict(e) for e in entries])
 
     # --- writing entries ---------------------------------------------------------------
 
@@ -141,7 +158,7 @@ class Roster:
                 f"AE title {aet!r} is already held by member {holder[:15]}: "
                 "join with another --aet"
             )
-        entry = {"kind": "member", "node_id": node_id, "cert": cert_pem, "aet": aet,
+        entry: dict[str, Any] = {"kind": "member", "node_id": node_id, "cert": cert_pem, "aet": aet,
                  "at": now, "by": admitter_id, "invite": invite_token}
         entry["sig"] = b64(admitter_key.sign(_payload(entry), ec.ECDSA(hashes.SHA256())))
         trial = Roster(self.mesh_id, self.admin_key, [*self.entries, entry])
@@ -183,19 +200,16 @@ class Roster:
             rejected.append((str(entry.get("sig", ""))[:16], reason))
 
         # Deterministic order, the same on every node: by claimed time, then signature.
-        ordered = sorted(self.entries, key=lambda e: (float(e.get("at", 0) or 0),
-                                                       str(e.get("sig", ""))))
+        ordered = sorted(self.entries, key=lambda e: (_claimed_at(e), str(e.get("sig", ""))))
         # Judged against the final revocations: a title freed by a revocation signed later
         # than the second admission is free for it on every node alike.
         revoked_in_the_end = _valid_revocations(self.admin_key, ordered)
         for entry in ordered:
-            try:
-                kind, sig = entry["kind"], unb64(str(entry["sig"]))
-                payload = _payload(entry)
-                at = float(entry["at"])
-            except (KeyError, TypeError, ValueError):
+            sig, at = _signature(entry), f.as_float(entry.get("at"))
+            if "kind" not in entry or sig is None or at is None:
                 reject(entry, "malformed entry")
                 continue
+            kind, payload = entry["kind"], _payload(entry)
             if kind == "revoke":
                 if not verify_admin_signature(self.admin_key, payload, sig):
                     reject(entry, "revocation not signed by the admin key")
@@ -203,10 +217,10 @@ class Roster:
                 revoked.add(str(entry.get("node_id")))
                 accepted_sigs.append(entry["sig"])
                 continue
+            cert_pem = str(entry.get("cert", ""))
             try:
-                cert_pem = str(entry["cert"])
                 node_id = _cert_node_id(cert_pem)
-            except (KeyError, ValueError):
+            except ValueError:  # not a PEM certificate (an empty one included)
                 reject(entry, "unreadable certificate")
                 continue
             if node_id != entry.get("node_id"):
@@ -278,9 +292,7 @@ def _valid_revocations(admin_key: str, entries: Iterable[dict[str, Any]]) -> set
     for entry in entries:
         if entry.get("kind") != "revoke":
             continue
-        try:
-            if verify_admin_signature(admin_key, _payload(entry), unb64(str(entry["sig"]))):
-                out.add(str(entry.get("node_id")))
-        except (KeyError, TypeError, ValueError):
-            continue
+        sig = _signature(entry)
+        if sig is not None and verify_admin_signature(admin_key, _payload(entry), sig):
+            out.add(str(entry.get("node_id")))
     return out

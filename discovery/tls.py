@@ -13,10 +13,11 @@ from __future__ import annotations
 import ssl
 from collections.abc import Iterable
 
+from discovery.errors import RemoteDiscoveryError
 from node.identity import NodeIdentity, node_id_for
 
 
-class PeerNotTrusted(ConnectionError):
+class PeerNotTrusted(RemoteDiscoveryError, ConnectionError):
     """The other side is not the member we meant to talk to."""
 
 
