@@ -118,8 +118,8 @@ def routes(archive: Archive, receipts: Receipts) -> list[web.RouteDef]:
 
     async def partial(request: web.Request) -> web.Response:
         sha = object_sha(request)
-        if (await archive.index.sops_with_sha(sha)
-                and await asyncio.to_thread(storage.exists, sha)):
+        indexed = bool(await archive.index.sops_with_sha(sha))
+        if indexed and await asyncio.to_thread(storage.exists, sha):
             if sha not in receiving:
                 await asyncio.to_thread(drop_moot_part, sha)
             return web.json_response(PartialHeld(stored=True, offset=0).to_json())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -32,19 +33,36 @@ def ctrl_c_default() -> None:
 
 
 _HANDED_OUT: set[int] = set()
+# Below Linux's ephemeral range (32768-60999 by default; checked in free_port): the kernel
+# never gives these to an outgoing connection as its source port. A node killed and
+# started again on its port used to find it taken now and then by some connection's
+# source port (its own peers' or another test's), ESTABLISHED or in TIME_WAIT.
+PORTS = range(20000, 32768)
+_pick = random.Random()
 
 
 def free_port() -> int:
-    """A free port, never one this process handed out before: the kernel may give the
-    same ephemeral port to two binds in a row once the first socket is closed, and a
-    node given one port twice refuses to start ("ports must differ")."""
+    """A port free now, below the ephemeral range, never one this process handed out
+    before (a node given one port twice refuses to start: "ports must differ")."""
+    low = _ephemeral_low()
     while True:
+        port = _pick.randrange(PORTS.start, min(PORTS.stop, low))
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return PORTS.stop
 
 
 def dcmtk(tool: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
