@@ -247,8 +247,8 @@ class Replicator:
             return
         # A copy delivered while the peer's lists were being read is not missing:
         # queueing it again would send it twice.
-        missing = [Copy(*r) for r in rows
-                   if self._delivered_at.get((r[0], r[1]), -1.0) < started]
+        owed = [Copy(*r) for r in rows]
+        missing = [c for c in owed if self._delivered_at.get(c.key, -1.0) < started]
         members = self.discovery.members()
         sources = await self.archive.index.sources([c.sop_uid for c in missing]) \
             if missing else {}
