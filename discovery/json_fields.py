@@ -60,30 +60,29 @@ def mapping(value: object, what: str, fail: Fail) -> Mapping[str, Any]:
     return value
 
 
-def text(data: Mapping[str, Any], key: str, fail: Fail, default: str = _MISSING) -> str:
+def _field(data: Mapping[str, Any], key: str, fail: Fail, default: Any) -> Any:
     value = data.get(key, default)
     if value is _MISSING:
         raise fail(f"no {key!r}")
+    return value
+
+
+def text(data: Mapping[str, Any], key: str, fail: Fail, default: str = _MISSING) -> str:
+    value = _field(data, key, fail, default)
     if not isinstance(value, str):
         raise fail(f"{key!r} is not text")
     return value
 
 
 def integer(data: Mapping[str, Any], key: str, fail: Fail, default: int = _MISSING) -> int:
-    value = data.get(key, default)
-    if value is _MISSING:
-        raise fail(f"no {key!r}")
-    number = as_int(value)
+    number = as_int(_field(data, key, fail, default))
     if number is None:
         raise fail(f"{key!r} is not an integer")
     return number
 
 
 def real(data: Mapping[str, Any], key: str, fail: Fail, default: float = _MISSING) -> float:
-    value = data.get(key, default)
-    if value is _MISSING:
-        raise fail(f"no {key!r}")
-    number = as_float(value)
+    number = as_float(_field(data, key, fail, default))
     if number is None:
         raise fail(f"{key!r} is not a number")
     return number

@@ -31,6 +31,12 @@ AUDIT_COLUMNS = ("at", "action", "outcome", "user", "calling_aet", "node_id", "a
                  "patient_id", "study_uid", "detail")
 TOMBSTONED_ERROR = "study deleted (tombstone)"  # raised by the v6 trigger
 # Shared with replication's stores, whose checkpoints move in their own transactions.
+# Series and studies left without instances once some are removed, in the same
+# transaction (reconciliation here, cache eviction in replication/cache_store.py).
+PRUNE_EMPTY = (
+    "DELETE FROM series WHERE series_uid NOT IN (SELECT DISTINCT series_uid FROM instances)",
+    "DELETE FROM studies WHERE study_uid NOT IN (SELECT DISTINCT study_uid FROM series)",
+)
 UPSERT_STATE = (
     "INSERT INTO state (namespace, key, value, updated_at) VALUES (?,?,?,?)"
     " ON CONFLICT(namespace, key) DO UPDATE SET value = excluded.value,"
@@ -155,14 +161,8 @@ class Index:
                 cur = await conn.execute("DELETE FROM instances WHERE sop_uid = ?", (sop_uid,))
                 removed += cur.rowcount
                 await cur.close()
-            await conn.execute(
-                "DELETE FROM series WHERE series_uid NOT IN"
-                " (SELECT DISTINCT series_uid FROM instances)"
-            )
-            await conn.execute(
-                "DELETE FROM studies WHERE study_uid NOT IN"
-                " (SELECT DISTINCT study_uid FROM series)"
-            )
+            for statement in PRUNE_EMPTY:
+                await conn.execute(statement)
         return removed
 
     # --- reads --------------------------------------------------------------------------

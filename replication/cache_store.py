@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from node.cache import CacheEntry
 from node.db import Database
-from node.index import StoredInstance
+from node.index import PRUNE_EMPTY, StoredInstance
 
 
 class CacheStore:
@@ -63,12 +63,6 @@ class CacheStore:
                     " VALUES ('remove', ?, ?, ?)", (sop, rows[0]["study_uid"], now),
                 )
                 gone.append(rows[0]["sha256"])
-            await conn.execute(
-                "DELETE FROM series WHERE series_uid NOT IN"
-                " (SELECT DISTINCT series_uid FROM instances)"
-            )
-            await conn.execute(
-                "DELETE FROM studies WHERE study_uid NOT IN"
-                " (SELECT DISTINCT study_uid FROM series)"
-            )
+            for statement in PRUNE_EMPTY:
+                await conn.execute(statement)
         return gone
