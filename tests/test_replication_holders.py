@@ -26,6 +26,21 @@ def _intact(node: NodeProcess) -> bool:
                for p in (node.data_dir / "objects").rglob("*.dcm"))
 
 
+def three_settled_members(make_node) -> tuple[list[NodeProcess], dict[str, str]]:
+    """A, B and C, each seeing the other two alive, with nothing left to send; and the
+    node id of each AE title."""
+    a = start_founder(make_node)
+    token = invite(a, "--uses", "2")
+    b = joiner(make_node, a, "nodeb", token).start()
+    c = joiner(make_node, a, "nodec", token).start()
+    nodes = [a, b, c]
+    wait_for(lambda: all(set(peer_states(n).values()) == {"alive"}
+                         and len(peer_states(n)) == 2 for n in nodes), 60)
+    id_of = {n.aet: mesh_view(n)["node_id"] for n in nodes}
+    wait_for(lambda: all(n.status()["outbox_depth"] == 0 for n in nodes), 60)
+    return nodes, id_of
+
+
 def test_a_new_owner_gets_each_copy_once_though_two_members_hold_it(
     make_node, tmp_path: Path
 ) -> None:
@@ -70,21 +85,13 @@ def test_a_member_back_from_an_outage_gets_each_copy_once_from_origin_and_co_own
     """A stores while C is down: C's copies wait in A's outbox, and B, C's co-owner of
     those studies, holds them too. When C returns, A's queued rows and B's comparison
     with C (both at once) must not both send."""
-    a = start_founder(make_node)
-    token = invite(a, "--uses", "2")
-    b = joiner(make_node, a, "nodeb", token).start()
-    c = joiner(make_node, a, "nodec", token).start()
-    nodes = [a, b, c]
-    wait_for(lambda: all(set(peer_states(n).values()) == {"alive"}
-                         and len(peer_states(n)) == 2 for n in nodes), 60)
-    ids = {mesh_view(n)["node_id"]: n for n in nodes}
-    id_of = {n.aet: i for i, n in ids.items()}
-    wait_for(lambda: all(n.status()["outbox_depth"] == 0 for n in nodes), 60)
+    nodes, id_of = three_settled_members(make_node)
+    a, b, c = nodes
     c.stop()
     wait_for(lambda: peer_states(a).get("NODEC") == "dead"
              and peer_states(b).get("NODEC") == "dead", 40)
     # Studies B and C own: A (which owns none of them) queues copies for both.
-    members = list(ids)
+    members = list(id_of.values())
     numbers = [n for n in range(1, 400)
                if set(owners(_uid(1, n), members, 2))
                == {id_of["NODEB"], id_of["NODEC"]}][:STUDIES // 2]

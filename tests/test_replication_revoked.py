@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from replication.placement import owners
-from tests.mesh_support import cli, invite, joiner, mesh_view, peer_states, start_founder, wait_for
+from tests.mesh_support import cli, mesh_view, peer_states, wait_for
 from tests.support import storescu
 from tests.test_faults import _uid, make_ct
-from tests.test_replication_holders import _held, _intact
+from tests.test_replication_holders import _held, _intact, three_settled_members
 
 STUDIES = 8
 
@@ -18,21 +18,14 @@ STUDIES = 8
 def test_copies_owed_to_a_revoked_member_go_to_the_owners_that_remain(
     make_node, tmp_path: Path
 ) -> None:
-    a = start_founder(make_node)
-    token = invite(a, "--uses", "2")
-    b = joiner(make_node, a, "nodeb", token).start()
-    c = joiner(make_node, a, "nodec", token).start()
-    nodes = [a, b, c]
-    wait_for(lambda: all(set(peer_states(n).values()) == {"alive"}
-                         and len(peer_states(n)) == 2 for n in nodes), 60)
-    ids = {mesh_view(n)["node_id"]: n for n in nodes}
-    id_of = {n.aet: i for i, n in ids.items()}
-    wait_for(lambda: all(n.status()["outbox_depth"] == 0 for n in nodes), 60)
+    nodes, id_of = three_settled_members(make_node)
+    a, b, c = nodes
+    ids = list(id_of.values())
     c.stop()
     wait_for(lambda: peer_states(a).get("NODEC") == "dead", 40)
     # Studies A and C own: A's copies for C wait in its outbox, B holds none of its own.
     numbers = [n for n in range(1, 400)
-               if set(owners(_uid(1, n), list(ids), 2))
+               if set(owners(_uid(1, n), ids, 2))
                == {id_of["NODEA"], id_of["NODEC"]}][:STUDIES]
     files = [make_ct(tmp_path / f"{n}.dcm", n, 0, size=1400, noise=True) for n in numbers]
     before = _held(a)
