@@ -43,6 +43,7 @@ from pynetdicom import (
     utils,
 )
 from pynetdicom import sop_class as known_classes
+from pynetdicom.ae import ApplicationEntity
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dul import DULServiceProvider
@@ -54,13 +55,18 @@ from node.errors import LocalFailure
 # The minor versions pyproject.toml pins (tests/test_dicom_patches.py keeps them equal).
 PINNED = {"pynetdicom": "3.0", "pydicom": "3.0"}
 
-# What node/dicom/reactor.py overrides or calls that is not public API; checked at start
+# What node/dicom/reactor.py, direct.py and retrieve_scp.py override or call that is not
+# public API; checked at start
 # so that an install that bypassed the pins (``pip install --no-deps``) fails clearly.
 REACTOR_HOOKS: tuple[tuple[type, str], ...] = (
     (DULServiceProvider, "run_reactor"),
     (DULServiceProvider, "_process_recv_primitive"),
     (DULServiceProvider, "_is_transport_event"),
     (DIMSEServiceProvider, "send_msg"),
+    (DIMSEServiceProvider, "receive_primitive"),
+    (ApplicationEntity, "_create_socket"),
+    (Association, "_get_valid_context"),
+    (Association, "_handle_no_response"),
     (Association, "_run_reactor"),
     (Association, "_serve_request"),
     (AssociationSocket, "recv"),
@@ -107,7 +113,7 @@ def check_reactor_hooks() -> None:
                if not hasattr(owner, name)]
     if missing:
         raise UnsupportedLibrary(
-            f"pynetdicom {pynetdicom.__version__} lacks what node/dicom/reactor.py overrides:"
+            f"pynetdicom {pynetdicom.__version__} lacks what node/dicom/ overrides or calls:"
             f" {', '.join(missing)}"
         )
 
