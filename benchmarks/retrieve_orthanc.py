@@ -22,6 +22,7 @@ import os
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -176,6 +177,7 @@ def main() -> None:
                              destinations, args.count),
         }
         figures: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        stack.callback(lambda: print(node.log()[-4000:]) if sys.exc_info()[0] else None)
         for case in cases:
             runners["PACSmesh"](case)  # warm-up: page cache, first association
             runners["Orthanc"](case)

@@ -132,6 +132,15 @@ def dataset_offset(data: bytes) -> int | None:
     return 144 + int.from_bytes(data[140:144], "little")
 
 
+def stored_dataset(path: str | Path) -> memoryview:
+    """The data set of a Part 10 file, after its file meta (read whole: one copy)."""
+    raw = Path(path).read_bytes()
+    offset = dataset_offset(raw)
+    if offset is None:
+        offset = split_dataset(Path(path))[1]
+    return memoryview(raw)[offset:]
+
+
 _STATUS: dict[int, Dataset] = {}
 
 
@@ -147,7 +156,7 @@ def _status(code: int) -> Dataset:
 def send_stored(
     assoc: Any, path: str | Path, sop_class: str, sop_instance: str, transfer_syntax: str,
     msg_id: int, originator_aet: str | None = None, originator_id: int | None = None,
-    data: bytes | None = None,
+    data: bytes | memoryview | None = None,
 ) -> Dataset | None:
     """``assoc.send_c_store(path)`` for a file sent as it is (or ``data``: a data set
     already in ``transfer_syntax``), written directly; None if this association needs
@@ -162,15 +171,7 @@ def send_stored(
         context = assoc._get_valid_context(sop_class, transfer_syntax, "scu",
                                            allow_conversion=False)
         context_id = waiter.contexts[(sop_class, transfer_syntax)] = int(context.context_id)
-    payload: bytes | memoryview
-    if data is None:
-        raw = Path(path).read_bytes()
-        offset = dataset_offset(raw)
-        if offset is None:
-            offset = split_dataset(Path(path))[1]
-        payload = memoryview(raw)[offset:]
-    else:
-        payload = data
+    payload = stored_dataset(path) if data is None else data
     command = encode_store_rq(sop_class, sop_instance, msg_id, 2, originator_aet,
                               originator_id)
     waiter.awaiting = msg_id

@@ -15,6 +15,7 @@ import logging
 import socket
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
+from pathlib import Path
 from typing import Any, Protocol
 
 from pydicom.dataset import Dataset
@@ -29,7 +30,7 @@ from node.archive import Archive
 from node.audit import Action, Outcome
 from node.config import NodeConfig
 from node.dicom.audit_hooks import DicomAudit
-from node.dicom.direct import pause_reactor, resume_reactor, send_stored
+from node.dicom.direct import pause_reactor, resume_reactor, send_stored, stored_dataset
 from node.dicom.reactor import FastStoreResponses, WakingAssociation, WakingDUL
 from node.dicom.statuses import (
     CANCEL,
@@ -43,7 +44,7 @@ from node.dicom.statuses import (
 from node.index import StoredInstance
 from node.query import Query, parse_identifier
 from node.storage import PlainFile, TamperedObject
-from node.transcode import TranscodeError, choose_plan, prepare
+from node.transcode import Plan, TranscodeError, choose_plan, explicit_to_implicit, prepare
 
 log = logging.getLogger(__name__)
 MAX_REQUESTED_CONTEXTS = 128
@@ -129,10 +130,17 @@ class RetrieveService:
         plan = choose_plan(inst.transfer_syntax_uid, accepted_for(inst.sop_class_uid))
         plain: PlainFile | None = None
         try:
-            plain = self.archive.storage.plain_file(inst.sha256)
-            payload: Any = prepare(plain.path, plan)
-            if isinstance(payload, str):
-                payload, plain = StoredFile(payload, inst, plain), None  # it closes plain
+            plain = opened = self.archive.storage.plain_file(inst.sha256)
+            payload: Any
+            if plan is Plan.REENCODE and _to_implicit(inst, accepted_for):
+                # Converted from the stored bytes as it is sent.
+                payload = StoredFile(str(opened.path), inst, opened, ImplicitVRLittleEndian)
+            else:
+                payload = prepare(opened.path, plan)
+                if isinstance(payload, str):
+                    payload = StoredFile(payload, inst, opened)
+            if isinstance(payload, StoredFile):
+                plain = None  # the StoredFile closes it once sent
         except TamperedObject as exc:
             log.error("instance %s not sent: %s", inst.sha256[:12], exc)
             self.archive.on_loop(self.archive.set_aside(exc.sha256, str(exc)))
@@ -233,14 +241,28 @@ class StoredFile(Dataset):
     the path through, and :func:`_stream_stored_files` hands it to ``send_c_store``.
     """
 
-    def __init__(self, path: str, inst: StoredInstance, plain: PlainFile) -> None:
+    def __init__(self, path: str, inst: StoredInstance, plain: PlainFile,
+                 send_as: str | None = None) -> None:
         super().__init__()
-        self.SOPClassUID = inst.sop_class_uid
-        self.SOPInstanceUID = inst.sop_uid
         object.__setattr__(self, "stored_path", path)
         object.__setattr__(self, "inst", inst)
+        # The transfer syntax to send in, when not the stored one.
+        object.__setattr__(self, "send_as", send_as or inst.transfer_syntax_uid)
         # Keeps an unsealed in-memory copy alive until it is sent.
         object.__setattr__(self, "plain", plain)
+
+    # Read, not stored: a data element set on a Dataset costs ~30 us, paid per instance,
+    # and pynetdicom reads only the SOP Instance UID (of a failed sub-operation).
+    @property
+    def SOPClassUID(self) -> str:
+        return str(self.inst.sop_class_uid)
+
+    @property
+    def SOPInstanceUID(self) -> str:
+        return str(self.inst.sop_uid)
+
+    def __bool__(self) -> bool:  # no elements, yet something to send
+        return True
 
 
 def _stream_stored_files(assoc: Any) -> None:
@@ -251,22 +273,37 @@ def _stream_stored_files(assoc: Any) -> None:
     def send_c_store(dataset: Any, msg_id: int = 1, priority: int = 2,
                      originator_aet: str | None = None,
                      originator_id: int | None = None) -> Dataset:
-        if isinstance(dataset, StoredFile):
-            try:
-                inst = dataset.inst
-                status = send_stored(assoc, dataset.stored_path, inst.sop_class_uid,
-                                     inst.sop_uid, inst.transfer_syntax_uid, msg_id,
-                                     originator_aet, originator_id)
+        if not isinstance(dataset, StoredFile):
+            return original(dataset, msg_id, priority, originator_aet, originator_id)
+        try:
+            inst, path = dataset.inst, dataset.stored_path
+            data = None
+            if dataset.send_as != inst.transfer_syntax_uid:
+                data = explicit_to_implicit(stored_dataset(path))
+            if data is not None or dataset.send_as == inst.transfer_syntax_uid:
+                status = send_stored(assoc, path, inst.sop_class_uid, inst.sop_uid,
+                                     dataset.send_as, msg_id, originator_aet, originator_id,
+                                     data)
                 if status is not None:
                     return status
-                return original(dataset.stored_path, msg_id, priority, originator_aet,
-                                originator_id)
-            finally:
-                dataset.plain.close()
-        return original(dataset, msg_id, priority, originator_aet, originator_id)
+            if dataset.send_as == inst.transfer_syntax_uid:
+                return original(path, msg_id, priority, originator_aet, originator_id)
+            # pydicom decodes what the byte converter does not follow, and pynetdicom
+            # re-encodes it.
+            return original(prepare(Path(path), Plan.REENCODE), msg_id, priority,
+                            originator_aet, originator_id)
+        finally:
+            dataset.plain.close()
 
     send_c_store.streams_stored_files = True  # type: ignore[attr-defined]
     assoc.send_c_store = send_c_store
+
+
+def _to_implicit(inst: StoredInstance, accepted_for: Callable[[str], set[str]]) -> bool:
+    """Whether the bytes converter can send this instance (a requester that takes
+    Implicit VR Little Endian only, say)."""
+    return (inst.transfer_syntax_uid == ExplicitVRLittleEndian
+            and ImplicitVRLittleEndian in accepted_for(inst.sop_class_uid))
 
 
 def _unsendable(inst: StoredInstance) -> Dataset:
