@@ -177,15 +177,18 @@ def main() -> None:
                              destinations, args.count),
         }
         figures: dict[tuple[str, str], list[tuple[float, float]]] = {}
-        stack.callback(lambda: print(node.log()[-4000:]) if sys.exc_info()[0] else None)
-        for case in cases:
-            runners["PACSmesh"](case)  # warm-up: page cache, first association
-            runners["Orthanc"](case)
-        for round_no in range(args.rounds):
+        try:
             for case in cases:
-                order = list(runners) if round_no % 2 == 0 else list(reversed(runners))
-                for server in order:
-                    figures.setdefault((case, server), []).append(runners[server](case))
+                runners["PACSmesh"](case)  # warm-up: page cache, first association
+                runners["Orthanc"](case)
+            for round_no in range(args.rounds):
+                for case in cases:
+                    order = list(runners) if round_no % 2 == 0 else list(reversed(runners))
+                    for server in order:
+                        figures.setdefault((case, server), []).append(runners[server](case))
+        except RuntimeError:
+            print(f"PACSmesh's log, the end:\n{node.log()[-4000:]}", file=sys.stderr)
+            raise
         report(figures, cases, args.count)
 
 

@@ -96,27 +96,66 @@ class _NotPlain(Exception):
 
 def explicit_to_implicit(data: bytes | memoryview) -> bytes | None:
     """An Explicit VR Little Endian data set re-encoded as Implicit VR Little Endian,
-    without decoding a value: each element header loses its VR, sequences and items
-    keep their defined or undefined lengths (defined ones recomputed) and group lengths
-    are left out, as pydicom writes them; values keep their bytes (pydicom re-encodes
-    the values it decodes, e.g. dropping a space inside a multi-valued CS). None for
-    what it does not follow (an undefined-length element that is not a sequence, an
-    unknown VR, a truncated data set): pydicom then decodes it."""
-    out = bytearray()
+    without decoding a value (:func:`explicit_to_implicit_parts`, joined)."""
+    parts = explicit_to_implicit_parts(data)
+    return None if parts is None else b"".join(parts)
+
+
+def explicit_to_implicit_parts(data: bytes | memoryview) -> list[bytes | memoryview] | None:
+    """The Implicit VR Little Endian re-encoding of an Explicit VR Little Endian data
+    set, in parts to send one after the other: large values are views of ``data``, not
+    copies. Each element header loses its VR, sequences and items keep their defined
+    or undefined lengths (defined ones recomputed) and group lengths are left out, as
+    pydicom writes them; values keep their bytes (pydicom re-encodes the values it
+    decodes, e.g. dropping a space inside a multi-valued CS). None for what it does not
+    follow (an undefined-length element that is not a sequence, an unknown VR, a
+    truncated data set): pydicom then decodes it."""
+    out = _Parts()
     try:
         end = _elements(memoryview(data), 0, len(data), out, in_item=False)
     except (_NotPlain, struct.error):
         return None
-    return bytes(out) if end == len(data) else None
+    return out.close() if end == len(data) else None
 
 
-def _elements(view: memoryview, pos: int, end: int, out: bytearray, in_item: bool) -> int:
+class _Parts:
+    """Small pieces joined, large values (pixel data) kept as views."""
+
+    LARGE = 64 * 1024
+
+    def __init__(self) -> None:
+        self.parts: list[bytes | memoryview] = []
+        self.tail = bytearray()
+
+    def add(self, piece: bytes | bytearray | memoryview) -> None:
+        if isinstance(piece, memoryview) and len(piece) >= self.LARGE:
+            self.close()
+            self.parts.append(piece)
+        else:
+            self.tail += piece
+
+    def close(self) -> list[bytes | memoryview]:
+        if self.tail:
+            self.parts.append(bytes(self.tail))
+            self.tail = bytearray()
+        return self.parts
+
+
+def _put(out: bytearray | _Parts, piece: bytes | bytearray | memoryview) -> None:
+    if isinstance(out, _Parts):
+        out.add(piece)
+    else:
+        out += piece
+
+
+def _elements(view: memoryview, pos: int, end: int, out: bytearray | _Parts,
+              in_item: bool) -> int:
     """Convert elements from ``pos`` up to ``end`` (or, in an undefined-length item, its
     delimiter, which is copied); return where it stopped."""
     while pos < end:
         tag = struct.unpack_from("<I", view, pos)[0]
         if tag == _ITEM_END and in_item:
-            out += view[pos:pos + 8]
+            _put(out, view[pos:pos + 8])
             return pos + 8
         vr = bytes(view[pos + 4:pos + 6])
         if vr in _SHORT_VRS:
@@ -133,15 +172,16 @@ def _elements(view: memoryview, pos: int, end: int, out: bytearray, in_item: boo
         if length == _UNDEFINED or start + length > end:
             raise _NotPlain("undefined length")
         if tag >> 16:  # group lengths would be wrong once headers shrink: pydicom drops them
-            out += struct.pack("<II", tag, length)
-            out += view[start:start + length]
+            _put(out, struct.pack("<II", tag, length))
+            _put(out, view[start:start + length])
         pos = start + length
     if in_item and pos != end:
         raise _NotPlain("item overrun")
     return pos
 
 
-def _sequence(view: memoryview, tag: int, start: int, length: int, out: bytearray) -> int:
+def _sequence(view: memoryview, tag: int, start: int, length: int,
+              out: bytearray | _Parts) -> int:
     body = bytearray()
     pos = start
     stop = len(view) if length == _UNDEFINED else start + length
@@ -167,6 +207,6 @@ def _sequence(view: memoryview, tag: int, start: int, length: int, out: bytearra
             raise _NotPlain("sequence without its delimiter")
     if pos != stop and length != _UNDEFINED:
         raise _NotPlain("sequence overrun")
-    out += struct.pack("<II", tag, length if length == _UNDEFINED else len(body))
-    out += body
+    _put(out, struct.pack("<II", tag, length if length == _UNDEFINED else len(body)))
+    _put(out, body)
     return pos

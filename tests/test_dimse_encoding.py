@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from io import BytesIO
+from itertools import pairwise
 
 import pytest
 from pynetdicom.dimse_messages import C_ECHO_RSP, C_GET_RSP, C_MOVE_RSP, C_STORE_RQ, C_STORE_RSP
@@ -11,6 +12,7 @@ from pynetdicom.dsutils import create_file_meta, encode
 from pynetdicom.dsutils import encode_file_meta as encode_file_meta_pynetdicom
 from pynetdicom.pdu import P_DATA_TF
 
+from node.dicom.direct import fragments
 from node.dicom.encoding import (
     StoreResponse,
     decode_store_rsp,
@@ -182,3 +184,14 @@ def test_pdus_framed_as_pynetdicom_frames_them(length: int, max_pdu: int,
     ours = [header + data[start:end]
             for header, start, end in pdv_headers(3, len(data), max_pdu, command)]
     assert ours == (expected if command else expected[1:])  # [0]: the command
+
+
+@pytest.mark.parametrize("cuts", [[], [10], [16378], [16377, 16379, 40000], [1, 2, 3, 99_999]])
+@pytest.mark.parametrize("max_pdu", [16384, 0])
+def test_a_data_set_in_pieces_goes_out_as_the_whole_would(cuts: list[int], max_pdu: int) -> None:
+    data = bytes(range(256)) * 400  # 102400 bytes
+    bounds = [0, *cuts, len(data)]
+    pieces: list[bytes | memoryview] = [memoryview(data)[a:b] for a, b in pairwise(bounds)]
+    whole = b"".join(header + data[start:end]
+                     for header, start, end in pdv_headers(1, len(data), max_pdu, False))
+    assert b"".join(bytes(b) for part in fragments(1, pieces, max_pdu) for b in part) == whole

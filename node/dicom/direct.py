@@ -62,15 +62,19 @@ def can_write_directly(assoc: Any) -> bool:
     return lock is not None and sock is not None and not isinstance(sock, ssl.SSLSocket)
 
 
-def write_message(assoc: Any, context_id: int, command: bytes,
-                  data: bytes | memoryview | None = None) -> None:
-    """Send one DIMSE message (an encoded command set, and a data set if any), split
-    into PDUs no longer than the peer takes."""
+Data = bytes | memoryview | list[bytes | memoryview]
+
+
+def write_message(assoc: Any, context_id: int, command: bytes, data: Data | None = None) -> None:
+    """Send one DIMSE message (an encoded command set, and a data set if any: whole, or
+    in parts sent one after the other), split into PDUs no longer than the peer takes."""
     max_pdu = int(assoc.dimse.maximum_pdu_size or 0)
     parts: list[tuple[bytes, bytes | memoryview]] = [
         (header, command[start:end])
         for header, start, end in pdv_headers(context_id, len(command), max_pdu, True)]
-    if data is not None and len(data):
+    if isinstance(data, list):
+        parts += fragments(context_id, data, max_pdu)
+    elif data is not None and len(data):
         view = memoryview(data)
         parts += [(header, view[start:end])
                   for header, start, end in pdv_headers(context_id, len(view), max_pdu, False)]
@@ -81,14 +85,49 @@ def write_message(assoc: Any, context_id: int, command: bytes,
                     and dul.state_machine.current_state == "Sta6"):
                 _send_all(dul.socket.socket, parts)
                 return
-    for header, fragment in parts:  # pynetdicom's way, behind what is queued
+    for header, fragment in _joined(parts):  # pynetdicom's way, behind what is queued
         pdata = P_DATA()
-        pdata.presentation_data_value_list.append((context_id, header[-1:] + bytes(fragment)))
+        pdata.presentation_data_value_list.append((context_id, header[-1:] + fragment))
         dul.send_pdu(pdata)
 
 
+def _joined(parts: list[tuple[bytes, bytes | memoryview]]) -> list[tuple[bytes, bytes]]:
+    """One (header, value) a PDU: the slices that follow a header without one, joined."""
+    out: list[tuple[bytes, bytes]] = []
+    for header, fragment in parts:
+        if header:
+            out.append((header, bytes(fragment)))
+        else:
+            out[-1] = (out[-1][0], out[-1][1] + bytes(fragment))
+    return out
+
+
+def fragments(context_id: int, pieces: list[bytes | memoryview],
+               max_pdu: int) -> list[tuple[bytes, bytes | memoryview]]:
+    """PDUs of a data set in pieces: each header followed by the slices of the pieces
+    its fragment spans (a fragment of several slices is sent as one item per slice,
+    after one header)."""
+    views = [memoryview(p) for p in pieces if len(p)]
+    total = sum(len(v) for v in views)
+    out: list[tuple[bytes, bytes | memoryview]] = []
+    index, offset = 0, 0  # the piece and the position in it where the next fragment starts
+    for header, start, end in pdv_headers(context_id, total, max_pdu, False):
+        need, slices = end - start, []
+        while need:
+            piece = views[index]
+            take = min(need, len(piece) - offset)
+            slices.append(piece[offset:offset + take])
+            need -= take
+            offset += take
+            if offset == len(piece):
+                index, offset = index + 1, 0
+        out.append((header, slices[0]))
+        out += [(b"", more) for more in slices[1:]]
+    return out
+
+
 def _send_all(sock: socket.socket, parts: Sequence[tuple[bytes, bytes | memoryview]]) -> None:
-    buffers: list[bytes | memoryview] = [b for part in parts for b in part]
+    buffers: list[bytes | memoryview] = [b for part in parts for b in part if len(b)]
     for first in range(0, len(buffers), _IOV_BATCH):
         batch = buffers[first:first + _IOV_BATCH]
         sent, total = sock.sendmsg(batch), sum(len(b) for b in batch)
@@ -156,7 +195,7 @@ def _status(code: int) -> Dataset:
 def send_stored(
     assoc: Any, path: str | Path, sop_class: str, sop_instance: str, transfer_syntax: str,
     msg_id: int, originator_aet: str | None = None, originator_id: int | None = None,
-    data: bytes | memoryview | None = None,
+    data: Data | None = None,
 ) -> Dataset | None:
     """``assoc.send_c_store(path)`` for a file sent as it is (or ``data``: a data set
     already in ``transfer_syntax``), written directly; None if this association needs

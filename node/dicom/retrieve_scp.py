@@ -44,7 +44,13 @@ from node.dicom.statuses import (
 from node.index import StoredInstance
 from node.query import Query, parse_identifier
 from node.storage import PlainFile, TamperedObject
-from node.transcode import Plan, TranscodeError, choose_plan, explicit_to_implicit, prepare
+from node.transcode import (
+    Plan,
+    TranscodeError,
+    choose_plan,
+    explicit_to_implicit_parts,
+    prepare,
+)
 
 log = logging.getLogger(__name__)
 MAX_REQUESTED_CONTEXTS = 128
@@ -279,7 +285,7 @@ def _stream_stored_files(assoc: Any) -> None:
             inst, path = dataset.inst, dataset.stored_path
             data = None
             if dataset.send_as != inst.transfer_syntax_uid:
-                data = explicit_to_implicit(stored_dataset(path))
+                data = explicit_to_implicit_parts(stored_dataset(path))
             if data is not None or dataset.send_as == inst.transfer_syntax_uid:
                 status = send_stored(assoc, path, inst.sop_class_uid, inst.sop_uid,
                                      dataset.send_as, msg_id, originator_aet, originator_id,
