@@ -21,6 +21,7 @@ connection must not be read and written by two threads at once).
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import socket
 import ssl
@@ -142,6 +143,8 @@ class ResponseWaiter:
         self.awaiting: int | None = None
         self.responses: queue.SimpleQueue[StoreResponse] = queue.SimpleQueue()
         self.contexts: dict[tuple[str, str], int] = {}
+        # Only for the instance being sent: its bytes are written before the next read.
+        self.buffer = bytearray()
 
 
 def take_response(dimse: Any, primitive: P_DATA) -> bool:
@@ -163,7 +166,7 @@ def take_response(dimse: Any, primitive: P_DATA) -> bool:
     return True
 
 
-def dataset_offset(data: bytes) -> int | None:
+def dataset_offset(data: bytes | memoryview) -> int | None:
     """Where the data set starts in Part 10 bytes whose file meta begins with its group
     length, as every file this node writes does; None otherwise."""
     if data[:132] != PREAMBLE or data[132:140] != b"\x02\x00\x00\x00UL\x04\x00":
@@ -171,13 +174,29 @@ def dataset_offset(data: bytes) -> int | None:
     return 144 + int.from_bytes(data[140:144], "little")
 
 
-def stored_dataset(path: str | Path) -> memoryview:
-    """The data set of a Part 10 file, after its file meta (read whole: one copy)."""
-    raw = Path(path).read_bytes()
-    offset = dataset_offset(raw)
+def stored_dataset(path: str | Path, into: ResponseWaiter | None = None) -> memoryview:
+    """The data set of a Part 10 file, after its file meta: read whole, into the
+    waiter's buffer if given (reused from one instance to the next: a new 512 KiB
+    object per image cost more than the read)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        size = os.fstat(fd).st_size
+        if into is None:
+            buffer = bytearray(size)
+        else:
+            if len(into.buffer) < size:
+                into.buffer = bytearray(size)
+            buffer = into.buffer
+        view = memoryview(buffer)[:size]
+        got = 0
+        while got < size and (count := os.readv(fd, [view[got:]])):
+            got += count
+    finally:
+        os.close(fd)
+    offset = dataset_offset(view[:144].tobytes())
     if offset is None:
         offset = split_dataset(Path(path))[1]
-    return memoryview(raw)[offset:]
+    return view[offset:got]
 
 
 _STATUS: dict[int, Dataset] = {}
@@ -210,7 +229,7 @@ def send_stored(
         context = assoc._get_valid_context(sop_class, transfer_syntax, "scu",
                                            allow_conversion=False)
         context_id = waiter.contexts[(sop_class, transfer_syntax)] = int(context.context_id)
-    payload = stored_dataset(path) if data is None else data
+    payload = stored_dataset(path, waiter) if data is None else data
     command = encode_store_rq(sop_class, sop_instance, msg_id, 2, originator_aet,
                               originator_id)
     waiter.awaiting = msg_id
