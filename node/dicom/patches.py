@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import functools
 import re
+import time
+import types
 from collections.abc import Mapping
 
 import pydicom
@@ -43,6 +45,7 @@ from pynetdicom import (
     utils,
 )
 from pynetdicom import sop_class as known_classes
+from pynetdicom import timer as pynetdicom_timer
 from pynetdicom.ae import ApplicationEntity
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
@@ -132,6 +135,20 @@ def apply() -> None:
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
     _config.LOG_HANDLER_LEVEL = "none"
+    monotonic_timers()
+
+
+def monotonic_timers() -> None:
+    """pynetdicom's timers (ARTIM, and the idle timer behind the network timeout) read
+    the wall clock: a clock stepped forward a minute expires every association's idle
+    timer at once. Seen here as a C-MOVE whose association to its destination and
+    whose requester's association were both aborted mid-retrieve, in the same
+    millisecond, "idle past the network timeout" (on main too). They only measure
+    intervals: the monotonic clock is the right one."""
+    if getattr(pynetdicom_timer.time, "monotonic_only", False):
+        return
+    pynetdicom_timer.time = types.SimpleNamespace(  # type: ignore[assignment]
+        time=time.monotonic, monotonic_only=True)
 
 
 def quiet_pydicom_reading() -> None:
