@@ -49,6 +49,7 @@ from node.dicom.admission import Admission, AdmissionLimits
 from node.dicom.audit_hooks import NOT_AUTHORIZED, DicomAudit, requestor
 from node.dicom.claims import KnownPeers, Members
 from node.dicom.encoding import encode_file_meta
+from node.dicom.find_encoding import layout_for
 from node.dicom.gate import AssociationGate
 from node.dicom.patches import RETIRED_IMAGE_STORAGE
 from node.dicom.reactor import start_server
@@ -322,11 +323,13 @@ class DicomServer:
                           patient_id=_exact(event.identifier, "PatientID"),
                           study_uid=_exact(event.identifier, "StudyInstanceUID"),
                           detail=f"{query.level} level, {len(rows)} match(es)")
+        layout = layout_for(query, self.config.aet, event.context.transfer_syntax)
         for row in rows:
             if event.is_cancelled:
                 yield CANCEL, None
                 return
-            yield PENDING, response_identifier(query, row, self.config.aet)
+            yield PENDING, (response_identifier(query, row, self.config.aet)
+                            if layout is None else layout.identifier(row))
 
     # --- Retrieve ------------------------------------------------------------------------
 
