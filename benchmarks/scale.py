@@ -233,6 +233,56 @@ async def time_queries(archive: Archive, studies: int, mesh: bool,
     return results
 
 
+def timed_ingest(node: NodeProcess, folder: Path) -> float:
+    """Instances per second of one storescu association sending ``folder``."""
+    count = sum(1 for _ in folder.iterdir())
+    t0 = time.perf_counter()
+    subprocess.run(["storescu", "-aec", node.aet, "+sd", *node.address, str(folder)],
+                   check=True, capture_output=True, env={**os.environ, "TCP_NODELAY": "1"})
+    return count / (time.perf_counter() - t0)
+
+
+def ingest_batches(root: Path, studies: int, batches: int, per_batch: int) -> list[Path]:
+    """Folders of new small instances (studies beyond the filled ones), one per batch."""
+    folders = []
+    tpl = template()
+    for batch in range(batches):
+        folder = root / f"batch{batch}"
+        folder.mkdir(parents=True)
+        for n in range(per_batch):
+            study = 10 * studies + batch * per_batch + n
+            (folder / f"{n}.dcm").write_bytes(instance_bytes(study, studies, 0, tpl))
+        folders.append(folder)
+    return folders
+
+
+def compare_ingest(data_dir: Path, studies: int, batches: int = 3,
+                   per_batch: int = 300) -> dict[str, Any]:
+    """The ingest rate into the filled node against a node on an empty index, batches
+    alternating between the two, the same kind of instances."""
+    work = Path(tempfile.mkdtemp(prefix="pacsmesh-scale-ingest-"))
+    full_batches = ingest_batches(work / "full", studies, batches, per_batch)
+    empty_batches = ingest_batches(work / "empty", studies, batches, per_batch)
+    (work / "empty-data").mkdir()
+    full, empty = NodeProcess(data_dir), NodeProcess(work / "empty-data")
+    rates: dict[str, list[float]] = {"filled": [], "empty": []}
+    full.start(timeout=1800)
+    empty.start(timeout=120)
+    try:
+        for batch in range(batches):
+            rates["filled"].append(timed_ingest(full, full_batches[batch]))
+            rates["empty"].append(timed_ingest(empty, empty_batches[batch]))
+    finally:
+        full.stop()
+        empty.stop()
+    result = {name: [round(r, 1) for r in values] for name, values in rates.items()}
+    ratio = statistics.median(rates["filled"]) / statistics.median(rates["empty"])
+    result["filled/empty"] = round(ratio, 3)
+    print(f"  ingest, instances/s: filled {result['filled']}, empty {result['empty']};"
+          f" filled/empty {ratio:.2f} (target >= 0.90)", flush=True)
+    return result
+
+
 def time_findscu(data_dir: Path, studies: int, rounds: int) -> dict[str, Any]:
     """The same queries from DCMTK findscu (a process per query, as a RIS or a script
     runs it) to a real node started on the filled data dir, after its start-up."""
@@ -240,6 +290,7 @@ def time_findscu(data_dir: Path, studies: int, rounds: int) -> dict[str, Any]:
     started = time.perf_counter()
     node.start(timeout=1800)
     results: dict[str, Any] = {"start_seconds": round(time.perf_counter() - started, 2)}
+    print(f"  node started on the filled dir in {results['start_seconds']} s", flush=True)
     try:
         for name, match in queries(studies).items():
             keys = [f"{k}={v}" for k, v in match.items()]
@@ -300,6 +351,7 @@ async def main() -> None:
     if not args.in_process_only:
         report["findscu"] = await asyncio.to_thread(time_findscu, data_dir, args.studies,
                                                     args.rounds)
+        report["ingest"] = await asyncio.to_thread(compare_ingest, data_dir, args.studies)
     print(json.dumps(report, indent=1))
 
 
