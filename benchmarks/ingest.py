@@ -233,19 +233,36 @@ def storescu_cmd(tools: Tools, aet: str, port: int | str, files_dir: Path) -> li
 
 def timed_storescu(tools: Tools, aet: str, port: int, files_dir: Path, log_path: Path,
                    count: int) -> float:
-    """Send every file in one association; return the wall time of the storescu process."""
-    cmd = storescu_cmd(tools, aet, port, files_dir)
-    with log_path.open("wb") as log:
+    """Send every file, one association per sender folder (``files_dir``'s subfolders,
+    all at once, as several modalities do; or ``files_dir`` itself in one association);
+    return the wall time until the last storescu process ends."""
+    folders = sorted(p for p in files_dir.iterdir() if p.is_dir()) or [files_dir]
+    logs = [log_path.with_name(f"{log_path.stem}-{n}{log_path.suffix}")
+            for n in range(len(folders))] if len(folders) > 1 else [log_path]
+    handles = [log.open("wb") for log in logs]
+    try:
         t0 = time.perf_counter()
-        try:
-            rc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, env=child_env(),
-                                timeout=60 + count).returncode
-        except subprocess.TimeoutExpired:
-            raise BenchmarkError(f"storescu to {aet} timed out:\n{log_tail(log_path)}") from None
+        procs = [subprocess.Popen(storescu_cmd(tools, aet, port, folder),
+                                  stdin=subprocess.DEVNULL, stdout=handle,
+                                  stderr=subprocess.STDOUT, env=child_env())
+                 for folder, handle in zip(folders, handles, strict=True)]
+        codes = []
+        for proc in procs:
+            try:
+                codes.append(proc.wait(timeout=60 + count))
+            except subprocess.TimeoutExpired:
+                for other in procs:
+                    other.kill()
+                raise BenchmarkError(
+                    f"storescu to {aet} timed out:\n{log_tail(logs[0])}") from None
         elapsed = time.perf_counter() - t0
-    if rc != 0:
-        raise BenchmarkError(f"storescu to {aet} exited with status {rc}:\n{log_tail(log_path)}")
+    finally:
+        for handle in handles:
+            handle.close()
+    for code, log in zip(codes, logs, strict=True):
+        if code != 0:
+            raise BenchmarkError(
+                f"storescu to {aet} exited with status {code}:\n{log_tail(log)}")
     return elapsed
 
 
@@ -372,12 +389,14 @@ AETS = {"PACSmesh": PACSMESH_AET, "Orthanc": ORTHANC_AET, "storescp": STORESCP_A
 # --- report --------------------------------------------------------------------------------
 
 
-def report(times: dict[str, list[float]], count: int, mbytes: float, rounds: int) -> None:
+def report(times: dict[str, list[float]], count: int, mbytes: float, rounds: int,
+           senders: int = 1) -> None:
     """Per-target rates and medians; after an interrupt, whatever runs were completed."""
     names = list(times)
     cols = max(len(times[n]) for n in names)
     print()
-    print(f"{count} instances ({mbytes:.1f} MB) per run, one association; "
+    how = "one association" if senders == 1 else f"{senders} associations at once"
+    print(f"{count} instances ({mbytes:.1f} MB) per run, {how}; "
           f"instances/s = {count} / wall time of storescu; {rounds} rounds")
     round_cols = "".join(f"{'round ' + str(i + 1):>10}" for i in range(cols))
     header = f"{'target':<17}{round_cols}{'median/s':>11}{'MB/s':>8}{'median s':>10}"
@@ -427,6 +446,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="where the temporary files and archives go (default: the "
                         "system temp dir); it decides which disk, and so the fsync cost")
     parser.add_argument("--seed", type=int, default=1, help="pixel noise seed (default: 1)")
+    parser.add_argument("--senders", type=int, default=1,
+                        help="storescu processes sending --count instances each, all at"
+                        " once, one association each (default: 1)")
     parser.add_argument("--encrypt-at-rest", action="store_true",
                         help=f"also run a node with encryption at rest, as '{SEALED}'")
     args = parser.parse_args(argv)
@@ -454,10 +476,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             files_dir = root / "files"
             files_dir.mkdir()
             t0 = time.monotonic()
-            paths = generate_ct_series(files_dir, args.count, args.seed)
+            paths = []
+            for sender in range(args.senders):
+                folder = files_dir / f"sender{sender + 1}" if args.senders > 1 else files_dir
+                folder.mkdir(exist_ok=True)
+                paths += generate_ct_series(folder, args.count, args.seed + sender)
             mbytes = sum(p.stat().st_size for p in paths) / 1e6
-            print(f"generated {args.count} CT instances ({mbytes:.1f} MB) in {files_dir} "
-                  f"in {time.monotonic() - t0:.1f} s")
+            print(f"generated {args.senders} x {args.count} CT instances ({mbytes:.1f} MB)"
+                  f" in {files_dir} in {time.monotonic() - t0:.1f} s")
             print(f"client:   {shlex.join(storescu_cmd(tools, 'AET', 'PORT', files_dir))}"
                   " (env TCP_NODELAY=1)")
             mesh_port = node_takes_mesh_port()
@@ -470,6 +496,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("RUN is a fresh folder per run and target; PORT, HTTP, MESH fresh free ports")
             os.sync()
             names = list(targets)
+            total = args.count * args.senders
             for rnd in range(args.rounds):
                 # Rotate the order so no target always runs first (cold caches) or right
                 # after another one's disk writes.
@@ -478,7 +505,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     work = root / f"round{rnd + 1}-{name}"
                     work.mkdir()
                     try:
-                        elapsed = targets[name](Run(tools, files_dir, args.count, mesh_port, work))
+                        elapsed = targets[name](Run(tools, files_dir, total, mesh_port, work))
                     finally:
                         shutil.rmtree(work, ignore_errors=True)
                         # storescp never fsyncs: flush its (and the deletion's) dirty
@@ -486,15 +513,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         os.sync()
                     times[name].append(elapsed)
                     print(f"round {rnd + 1}: {name:<16} {elapsed:6.2f} s  "
-                          f"{args.count / elapsed:7.1f} instances/s", flush=True)
+                          f"{total / elapsed:7.1f} instances/s", flush=True)
     except KeyboardInterrupt:
         print("\ninterrupted: servers stopped, temporary files removed", file=sys.stderr)
-        report(times, args.count, mbytes, args.rounds)
+        report(times, args.count * args.senders, mbytes, args.rounds, args.senders)
         return 130
     except BenchmarkError as exc:
         print(f"\nbenchmark failed: {exc}", file=sys.stderr)
         return 1
-    report(times, args.count, mbytes, args.rounds)
+    report(times, args.count * args.senders, mbytes, args.rounds, args.senders)
     return 0
 
 

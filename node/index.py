@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from node.db import Database, IndexFailure, IndexFull, SqlFunction
 from node.dicom_header import InstanceKeys
 from node.migrations import MIGRATIONS, SCHEMA_VERSION
-from node.query import Query, pn_match, tm_norm
+from node.query import LOCAL_TABLES, Query, Tables, pn_key, pn_match, tm_norm
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "AddOutcome", "Counts", "Index", "IndexFailure",
            "IndexFull", "MeshView", "StoredInstance"]
@@ -42,7 +42,8 @@ UPSERT_STATE = (
     " ON CONFLICT(namespace, key) DO UPDATE SET value = excluded.value,"
     " updated_at = excluded.updated_at"
 )
-_SQL_FUNCTIONS: tuple[SqlFunction, ...] = (("tm_norm", 1, tm_norm), ("pn_match", 2, pn_match))
+_SQL_FUNCTIONS: tuple[SqlFunction, ...] = (
+    ("tm_norm", 1, tm_norm), ("pn_match", 2, pn_match), ("pn_key", 1, pn_key))
 
 
 class AddOutcome(enum.Enum):
@@ -74,11 +75,12 @@ class Counts:
 
 
 class MeshView(Protocol):
-    """Turns a match statement over tables studies, series and instances into the same
-    statement over everything the mesh holds (replication.catalog_store), so C-FIND has
-    one matcher; rows held elsewhere carry ``local`` 0."""
+    """Names what the match statement reads instead of tables studies, series and
+    instances to cover everything the mesh holds (replication.catalog_store), so C-FIND
+    has one matcher; rows held elsewhere carry ``local`` 0."""
 
-    def over_mesh(self, sql: str) -> str: ...
+    @property
+    def tables(self) -> Tables: ...
 
 
 class Index:
@@ -173,8 +175,8 @@ class Index:
     async def find(self, query: Query, mesh: bool = False) -> list[dict[str, Any]]:
         """C-FIND rows from this node's holdings, or (``mesh``) from everything the mesh
         holds as far as the catalog knows, each entity once."""
-        sql, params = query.sql()
-        return await self._fetchall(self._over_mesh(sql) if mesh else sql, params)
+        sql, params = query.sql(tables=self._tables(mesh))
+        return await self._fetchall(sql, params)
 
     async def instances_for(self, query: Query, mesh: bool = False) -> list[StoredInstance]:
         """The instances under every entity the query matches, in a stable order; with
@@ -183,8 +185,9 @@ class Index:
         image_query = Query(level="IMAGE", conditions=query.conditions)
         columns = ["i.sop_class_uid", "i.transfer_syntax_uid", "i.sha256", "i.size",
                    "se.study_uid", "se.series_uid"]
-        sql, params = image_query.sql(columns=[*columns, "i.local"] if mesh else columns)
-        rows = await self._fetchall(self._over_mesh(sql) if mesh else sql, params)
+        sql, params = image_query.sql(columns=[*columns, "i.local"] if mesh else columns,
+                                      tables=self._tables(mesh))
+        rows = await self._fetchall(sql, params)
         return [
             StoredInstance(
                 sop_uid=r["SOPInstanceUID"], sop_class_uid=r["i.sop_class_uid"],
@@ -195,8 +198,8 @@ class Index:
             for r in rows
         ]
 
-    def _over_mesh(self, sql: str) -> str:
-        return sql if self.mesh_view is None else self.mesh_view.over_mesh(sql)
+    def _tables(self, mesh: bool) -> Tables:
+        return self.mesh_view.tables if mesh and self.mesh_view is not None else LOCAL_TABLES
 
     async def sops_with_sha(self, sha256: str) -> list[str]:
         rows = await self._fetchall("SELECT sop_uid FROM instances WHERE sha256 = ?", (sha256,))

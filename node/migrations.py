@@ -293,6 +293,72 @@ MIGRATIONS: tuple[Migration, ...] = (
         revoked_at REAL
     );
     """),
+    # v9: each study's patient name as PN matching compares it (node.query.pn_key:
+    # folded; NULL for names with component groups, which match by any group), indexed,
+    # so C-FIND by name reads a range of the index instead of folding every row. Kept
+    # by triggers, so every writer of studies keeps it, and filled for the rows there.
+    Migration("node", """
+    ALTER TABLE studies ADD COLUMN patient_name_key TEXT;
+    UPDATE studies SET patient_name_key = pn_key(patient_name);
+    CREATE INDEX studies_name_key ON studies(patient_name_key);
+    CREATE TRIGGER studies_name_key_insert AFTER INSERT ON studies BEGIN
+        UPDATE studies SET patient_name_key = pn_key(NEW.patient_name)
+        WHERE study_uid = NEW.study_uid;
+    END;
+    CREATE TRIGGER studies_name_key_update AFTER UPDATE OF patient_name ON studies BEGIN
+        UPDATE studies SET patient_name_key = pn_key(NEW.patient_name)
+        WHERE study_uid = NEW.study_uid;
+    END;
+    """),
+    # v10: the catalog indexed for what C-FIND filters on (as studies is), and the mesh_*
+    # views rewritten so SQLite flattens them into the statement that reads them: no
+    # GROUP BY in mesh_instances (an instance held by several members is listed once,
+    # by its lowest member id, through an index), the name key in mesh_studies;
+    # mesh_series stays as v7 made it.
+    Migration("replication", """
+    ALTER TABLE catalog_studies ADD COLUMN patient_name_key TEXT;
+    UPDATE catalog_studies SET patient_name_key = pn_key(patient_name);
+    CREATE INDEX catalog_studies_name_key ON catalog_studies(patient_name_key);
+    CREATE INDEX catalog_studies_patient ON catalog_studies(patient_id);
+    CREATE INDEX catalog_studies_date ON catalog_studies(study_date);
+    CREATE INDEX catalog_studies_accession ON catalog_studies(accession_number);
+    CREATE TRIGGER catalog_studies_name_key_insert AFTER INSERT ON catalog_studies BEGIN
+        UPDATE catalog_studies SET patient_name_key = pn_key(NEW.patient_name)
+        WHERE study_uid = NEW.study_uid;
+    END;
+    CREATE TRIGGER catalog_studies_name_key_update AFTER UPDATE OF patient_name
+    ON catalog_studies BEGIN
+        UPDATE catalog_studies SET patient_name_key = pn_key(NEW.patient_name)
+        WHERE study_uid = NEW.study_uid;
+    END;
+    DROP INDEX catalog_sop;
+    CREATE INDEX catalog_sop ON catalog(sop_uid, node_id);
+    CREATE INDEX catalog_series_uid ON catalog(series_uid);
+    DROP VIEW mesh_studies;
+    DROP VIEW mesh_instances;
+    CREATE VIEW mesh_studies AS
+        SELECT study_uid, patient_id, patient_name, patient_birth_date, patient_sex,
+            study_date, study_time, accession_number, study_id, study_description,
+            referring_physician_name, patient_name_key FROM studies
+        UNION ALL
+        SELECT c.study_uid, c.patient_id, c.patient_name, c.patient_birth_date,
+            c.patient_sex, c.study_date, c.study_time, c.accession_number, c.study_id,
+            c.study_description, c.referring_physician_name, c.patient_name_key
+        FROM catalog_studies c
+        WHERE NOT EXISTS (SELECT 1 FROM studies s WHERE s.study_uid = c.study_uid)
+            AND EXISTS (SELECT 1 FROM catalog k WHERE k.study_uid = c.study_uid);
+    CREATE VIEW mesh_instances AS
+        SELECT sop_uid, series_uid, sop_class_uid, transfer_syntax_uid, instance_number,
+            rows, columns, number_of_frames, sha256, size, 1 AS local FROM instances
+        UNION ALL
+        SELECT c.sop_uid, c.series_uid, c.sop_class_uid, c.transfer_syntax_uid,
+            c.instance_number, c.rows, c.columns, c.number_of_frames, c.sha256, c.size,
+            0 AS local FROM catalog c
+        WHERE c.series_uid != ''
+            AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.sop_uid = c.sop_uid)
+            AND NOT EXISTS (SELECT 1 FROM catalog d WHERE d.sop_uid = c.sop_uid
+                            AND d.node_id < c.node_id);
+    """),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

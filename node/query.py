@@ -29,12 +29,13 @@ class Attr:
     level: str
     column: str  # SQL expression over aliases st (studies), se (series), i (instances)
     vr: str
+    key: str = ""  # an indexed column of pn_key(column), for PN
 
 
 # Attributes held in the index. Patient attributes live on the study rows.
 ATTRS: dict[str, Attr] = {
     "PatientID": Attr("PATIENT", "st.patient_id", "LO"),
-    "PatientName": Attr("PATIENT", "st.patient_name", "PN"),
+    "PatientName": Attr("PATIENT", "st.patient_name", "PN", key="st.patient_name_key"),
     "PatientBirthDate": Attr("PATIENT", "st.patient_birth_date", "DA"),
     "PatientSex": Attr("PATIENT", "st.patient_sex", "CS"),
     "StudyInstanceUID": Attr("STUDY", "st.study_uid", "UI"),
@@ -60,25 +61,30 @@ ATTRS: dict[str, Attr] = {
 }
 
 # Values computed per level: keyword -> (lowest level it is defined at, SQL expression).
-_PATIENT_STUDIES = "(SELECT COUNT(*) FROM studies s2 WHERE s2.patient_id = st.patient_id)"
-_PATIENT_SERIES = (
-    "(SELECT COUNT(*) FROM series x JOIN studies s2 ON x.study_uid = s2.study_uid"
-    " WHERE s2.patient_id = st.patient_id)"
+def _count(rows: str) -> str:
+    """COUNT(*) of ``rows`` (a FROM and WHERE). The inner SELECT with LIMIT -1 keeps
+    SQLite from merging it into the aggregate: merged, a mesh view (a UNION ALL) cannot
+    be flattened under an aggregate and is materialized whole for every row answered;
+    kept apart, the view is flattened into it and each branch searches its index."""
+    return f"(SELECT COUNT(*) FROM (SELECT 1 FROM {rows} LIMIT -1))"
+
+
+_SERIES_OF_STUDY = "SELECT x.series_uid FROM {series} x WHERE x.study_uid = st.study_uid"
+_STUDIES_OF_PATIENT = "SELECT s2.study_uid FROM {studies} s2 WHERE s2.patient_id = st.patient_id"
+_PATIENT_STUDIES = _count("{studies} s2 WHERE s2.patient_id = st.patient_id")
+_PATIENT_SERIES = _count(f"{{series}} x WHERE x.study_uid IN ({_STUDIES_OF_PATIENT})")
+_PATIENT_INSTANCES = _count(
+    "{instances} y WHERE y.series_uid IN (SELECT x.series_uid FROM {series} x"
+    f" WHERE x.study_uid IN ({_STUDIES_OF_PATIENT}))"
 )
-_PATIENT_INSTANCES = (
-    "(SELECT COUNT(*) FROM instances y JOIN series x ON y.series_uid = x.series_uid"
-    " JOIN studies s2 ON x.study_uid = s2.study_uid WHERE s2.patient_id = st.patient_id)"
-)
-_STUDY_SERIES = "(SELECT COUNT(*) FROM series x WHERE x.study_uid = st.study_uid)"
-_STUDY_INSTANCES = (
-    "(SELECT COUNT(*) FROM instances y JOIN series x ON y.series_uid = x.series_uid"
-    " WHERE x.study_uid = st.study_uid)"
-)
+_STUDY_SERIES = _count("{series} x WHERE x.study_uid = st.study_uid")
+_STUDY_INSTANCES = _count(f"{{instances}} y WHERE y.series_uid IN ({_SERIES_OF_STUDY})")
 _STUDY_MODALITIES = (
-    "(SELECT group_concat(m, '\\') FROM (SELECT DISTINCT x.modality AS m FROM series x"
-    " WHERE x.study_uid = st.study_uid AND x.modality != '' ORDER BY x.modality))"
+    "(SELECT group_concat(m, '\\') FROM (SELECT DISTINCT m FROM (SELECT x.modality AS m"
+    " FROM {series} x WHERE x.study_uid = st.study_uid AND x.modality != '' LIMIT -1)"
+    " ORDER BY m))"
 )
-_SERIES_INSTANCES = "(SELECT COUNT(*) FROM instances y WHERE y.series_uid = se.series_uid)"
+_SERIES_INSTANCES = _count("{instances} y WHERE y.series_uid = se.series_uid")
 
 COMPUTED: dict[str, tuple[str, str]] = {
     "NumberOfPatientRelatedStudies": ("PATIENT", _PATIENT_STUDIES),
@@ -102,6 +108,25 @@ UNIQUE_KEY = {
 _CONTROL_KEYWORDS = {"QueryRetrieveLevel", "SpecificCharacterSet"}
 
 
+@dataclass(frozen=True)
+class Tables:
+    """What the match SQL reads as studies, series and instances: this node's tables,
+    or views with the same columns (the mesh's, in replication.catalog_store). Named
+    in the statement itself, never wrapped in a CTE: SQLite would materialize a CTE
+    that the statement reads more than once (the counts do), the whole catalog on
+    every query, where a view is flattened and its branches use their indexes."""
+
+    studies: str = "studies"
+    series: str = "series"
+    instances: str = "instances"
+
+    def names(self) -> dict[str, str]:
+        return {"studies": self.studies, "series": self.series, "instances": self.instances}
+
+
+LOCAL_TABLES = Tables()
+
+
 @dataclass
 class Query:
     level: str
@@ -109,41 +134,85 @@ class Query:
     return_keys: list[str] = field(default_factory=list)  # keywords, in request order
     unknown_keys: list[int] = field(default_factory=list)  # tags answered with empty values
 
-    def sql(self, columns: Iterable[str] | None = None) -> tuple[str, list[Any]]:
-        """Return the statement and parameters; one row per matching entity."""
+    def sql(
+        self, columns: Iterable[str] | None = None, tables: Tables | None = None
+    ) -> tuple[str, list[Any]]:
+        """Return the statement and parameters; one row per matching entity, read from
+        ``tables`` (this node's own by default)."""
+        tables = tables or LOCAL_TABLES
         selected = {k: _select_expr(k, self.level) for k in self.return_keys}
         unique = UNIQUE_KEY[self.level]
         selected.setdefault(unique, _select_expr(unique, self.level))
         if columns:
             for c in columns:
                 selected[c] = c if "." in c else f"i.{c}"
-        select = ", ".join(f"{expr} AS \"{key}\"" for key, expr in selected.items())
-        where = " AND ".join(c for c, _ in self.conditions) or "1"
-        params = [p for _, ps in self.conditions for p in ps]
+        conditions = [*self.conditions, *_narrowing_below(self.level, self.conditions)]
+        where = " AND ".join(c for c, _ in conditions) or "1"
+        params = [p for _, ps in conditions for p in ps]
         if self.level == "PATIENT":
+            select = ", ".join(f"{expr} AS \"{key}\"" for key, expr in selected.items())
             sql = (
-                f"SELECT {select} FROM studies st WHERE {where} "
+                f"SELECT {select} FROM {{studies}} st WHERE {where} "
                 "GROUP BY st.patient_id ORDER BY st.patient_id"
             )
-        elif self.level == "STUDY":
-            sql = (
-                f"SELECT {select} FROM studies st WHERE {where}"
-                " ORDER BY st.study_date, st.study_uid"
-            )
-        elif self.level == "SERIES":
-            sql = (
-                f"SELECT {select} FROM series se JOIN studies st ON se.study_uid = st.study_uid "
-                f"WHERE {where} "
-                "ORDER BY st.study_uid, CAST(se.series_number AS INTEGER), se.series_uid"
-            )
-        else:
-            sql = (
-                f"SELECT {select} FROM instances i JOIN series se ON i.series_uid = se.series_uid "
-                f"JOIN studies st ON se.study_uid = st.study_uid WHERE {where} "
-                "ORDER BY st.study_uid, se.series_uid,"
-                " CAST(i.instance_number AS INTEGER), i.sop_uid"
-            )
-        return sql, params
+            return sql.format_map(tables.names()), params
+        sources, order = _FROM_AND_ORDER[self.level]
+        # Sorted apart from the statement that matches, behind a MATERIALIZED fence: with
+        # the ORDER BY on (or pushed back into) a join of mesh views, SQLite plans to
+        # produce rows in that order and reads every instance the mesh holds, no term
+        # pushed into the instances view.
+        inner = ", ".join([*(f"{expr} AS \"{key}\"" for key, expr in selected.items()),
+                           *(f"{expr} AS _o{n}" for n, expr in enumerate(order))])
+        outer = ", ".join(f"\"{key}\"" for key in selected)
+        sql = (f"WITH matched AS MATERIALIZED (SELECT {inner} FROM {sources} WHERE {where})"
+               f" SELECT {outer} FROM matched"
+               f" ORDER BY {', '.join(f'_o{n}' for n in range(len(order)))}")
+        return sql.format_map(tables.names()), params
+
+
+# What each level below PATIENT reads, and the order its rows are answered in.
+_FROM_AND_ORDER: dict[str, tuple[str, tuple[str, ...]]] = {
+    "STUDY": ("{studies} st", ("st.study_date", "st.study_uid")),
+    "SERIES": ("{series} se JOIN {studies} st ON se.study_uid = st.study_uid",
+               ("st.study_uid", "CAST(se.series_number AS INTEGER)", "se.series_uid")),
+    "IMAGE": ("{instances} i JOIN {series} se ON i.series_uid = se.series_uid"
+              " JOIN {studies} st ON se.study_uid = st.study_uid",
+              ("st.study_uid", "se.series_uid", "CAST(i.instance_number AS INTEGER)",
+               "i.sop_uid")),
+}
+_ALIAS_DEPTH = {"st": 0, "se": 1, "i": 2}
+
+
+def _depth(condition: str) -> int:
+    """0, 1, 2: the deepest of studies (st), series (se), instances (i) it reads."""
+    return max((_ALIAS_DEPTH[a] for a in re.findall(r"\b(st|se|i)\.", condition)), default=0)
+
+
+def _narrowing_below(level: str, conditions: list[tuple[str, list[Any]]]) -> list[
+        tuple[str, list[Any]]]:
+    """The conditions on studies (and series) again as a set of UIDs the rows below them
+    must be in. Redundant over tables, where the join reaches the rows by index anyway;
+    over views it is what lets SQLite push the restriction into the series and instances
+    views (a join term cannot be pushed into a view, an uncorrelated IN can), instead of
+    reading every instance the mesh holds. The subqueries' aliases are their own (st_,
+    se_): with the outer ones reused, SQLite no longer pushes the term down."""
+    if level not in ("SERIES", "IMAGE"):
+        return []
+    study = [c for c in conditions if _depth(c[0]) == 0]
+    series = [c for c in conditions if _depth(c[0]) == 1]
+    extra: list[tuple[str, list[Any]]] = []
+    if study:
+        where = " AND ".join(re.sub(r"\bst\.", "st_.", c) for c, _ in study)
+        in_studies = (f"SELECT st_.study_uid FROM {{studies}} st_ WHERE {where}",
+                      [p for _, ps in study for p in ps])
+        extra.append((f"se.study_uid IN ({in_studies[0]})", in_studies[1]))
+        series = [*series, (f"se.study_uid IN ({in_studies[0]})", in_studies[1])]
+    if level == "IMAGE" and series:
+        where = " AND ".join(re.sub(r"\bse\.", "se_.", c) for c, _ in series)
+        extra.append((
+            f"i.series_uid IN (SELECT se_.series_uid FROM {{series}} se_ WHERE {where})",
+            [p for _, ps in series for p in ps]))
+    return extra
 
 
 def _select_expr(keyword: str, level: str) -> str:
@@ -188,6 +257,29 @@ def pn_fold(text: str) -> str:
     decomposed = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", text))
     bare = "".join(c for c in decomposed if not unicodedata.combining(c))
     return unicodedata.normalize("NFC", bare).casefold()
+
+
+def pn_key(value: str | None) -> str | None:
+    """SQLite function: the indexed form of a stored PN (migration v9), ``pn_fold`` of
+    it; None for a name with component groups, which any group's query may match.
+    Changing the folding means rebuilding the keys (a migration), or names are missed."""
+    if value is None:
+        return None
+    folded = pn_fold(value)
+    return None if "=" in folded else folded
+
+
+def _pn_narrowing(key: str, folded_query: str) -> tuple[str, list[Any]] | None:
+    """A condition on the name key that every name ``pn_match`` accepts meets, and that
+    the key's index answers: the literal part before the first wildcard is a prefix of
+    the folded name. None when the query starts with a wildcard."""
+    literal = re.split(r"[*?]", folded_query, maxsplit=1)[0]
+    if literal == folded_query:
+        return f"({key} = ? OR {key} IS NULL)", [literal]
+    if not literal or ord(literal[-1]) >= 0x10FFFF:
+        return None
+    upper = literal[:-1] + chr(ord(literal[-1]) + 1)
+    return f"({key} >= ? AND {key} < ? OR {key} IS NULL)", [literal, upper]
 
 
 @lru_cache(maxsize=256)
@@ -239,7 +331,11 @@ def _condition(attr: Attr, value: str) -> tuple[str, list[Any]]:
             raise QueryError(f"{value!r} is not a number") from None
     if attr.vr == "PN":
         # Case and accents folded on both sides, over all of Unicode (see pn_match).
-        return f"pn_match({col}, ?)", [pn_fold(value)]
+        folded = pn_fold(value)
+        narrowing = _pn_narrowing(attr.key, folded) if attr.key else None
+        if narrowing is None:
+            return f"pn_match({col}, ?)", [folded]
+        return f"{narrowing[0]} AND pn_match({col}, ?)", [*narrowing[1], folded]
     target, text = col, value
     if "*" in value or "?" in value:
         return f"{target} GLOB ?", [_escape_glob(text)]
@@ -286,7 +382,7 @@ def parse_identifier(identifier: Dataset, model_root: str = "STUDY") -> Query:
                 if keyword == "ModalitiesInStudy" and elem.value:
                     mods = [m for m in _value_text(elem.value).split("\\") if m]
                     query.conditions.append((
-                        "EXISTS (SELECT 1 FROM series x WHERE x.study_uid = st.study_uid"
+                        "EXISTS (SELECT 1 FROM {series} x WHERE x.study_uid = st.study_uid"
                         f" AND x.modality IN ({', '.join('?' * len(mods))}))",
                         mods,
                     ))

@@ -1,7 +1,7 @@
 """The mesh catalog: which member holds which instance, with the keys C-FIND answers from.
 
 Learned from the members' change feeds (migrations v4 and v7, owner "replication"). The
-mesh_* views union it with this node's own holdings; :meth:`CatalogStore.over_mesh` is
+mesh_* views union it with this node's own holdings; :attr:`CatalogStore.tables` is
 the seam (``node.index.MeshView``) through which the node's C-FIND reads them.
 """
 
@@ -13,13 +13,11 @@ from typing import Any
 
 from node.db import Database
 from node.index import UPSERT_STATE
+from node.query import Tables
 
 # The match SQL of node.query reads tables studies, series and instances; over the mesh
 # the same statement reads the mesh_* views instead, so there is one matcher.
-_MESH_TABLES = (
-    "WITH studies AS (SELECT * FROM mesh_studies), series AS (SELECT * FROM mesh_series),"
-    " instances AS (SELECT * FROM mesh_instances) "
-)
+MESH_TABLES = Tables("mesh_studies", "mesh_series", "mesh_instances")
 _STUDY_KEYS = ("study_uid", "patient_id", "patient_name", "patient_birth_date",
                "patient_sex", "study_date", "study_time", "accession_number", "study_id",
                "study_description", "referring_physician_name")
@@ -43,8 +41,9 @@ class CatalogStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def over_mesh(self, sql: str) -> str:
-        return _MESH_TABLES + sql
+    @property
+    def tables(self) -> Tables:
+        return MESH_TABLES
 
     async def record_catalog_changes(
         self, node_id: str, changes: list[dict[str, Any]], checkpoint: int

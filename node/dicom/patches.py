@@ -31,6 +31,7 @@ import re
 import time
 import types
 from collections.abc import Mapping
+from typing import Any
 
 import pydicom
 import pynetdicom
@@ -42,6 +43,7 @@ from pynetdicom import (
     pdu_items,
     pdu_primitives,
     presentation,
+    service_class,
     utils,
 )
 from pynetdicom import sop_class as known_classes
@@ -53,6 +55,7 @@ from pynetdicom.dul import DULServiceProvider
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
+from node.dicom.find_encoding import EncodedIdentifier
 from node.errors import LocalFailure
 
 # The minor versions pyproject.toml pins (tests/test_dicom_patches.py keeps them equal).
@@ -127,6 +130,7 @@ def apply() -> None:
     check_reactor_hooks()
     quiet_pydicom_reading()
     memoize_uid_checks()
+    pass_encoded_identifiers()
     for uid, keyword in RETIRED_IMAGE_STORAGE.items():
         if not hasattr(known_classes, keyword):
             known_classes.register_uid(uid, keyword, StorageServiceClass)
@@ -149,6 +153,29 @@ def monotonic_timers() -> None:
         return
     pynetdicom_timer.time = types.SimpleNamespace(  # type: ignore[assignment]
         time=time.monotonic, monotonic_only=True)
+
+
+def pass_encoded_identifiers() -> None:
+    """C-FIND identifiers already encoded (node.dicom.find_encoding) go out as they
+    are: the C-FIND SCP's one ``encode`` call per pending response returns their bytes
+    instead of encoding a dataset. Anything else is encoded as before."""
+    global _passing_encoded
+    if _passing_encoded:
+        return
+    original = service_class.encode
+
+    @functools.wraps(original)
+    def encode(ds: Any, is_implicit_vr: bool, is_little_endian: bool,
+               deflated: bool = False) -> bytes | None:
+        if isinstance(ds, EncodedIdentifier):
+            return ds.encoded
+        return original(ds, is_implicit_vr, is_little_endian, deflated)
+
+    service_class.encode = encode  # type: ignore[assignment]
+    _passing_encoded = True
+
+
+_passing_encoded = False
 
 
 def quiet_pydicom_reading() -> None:

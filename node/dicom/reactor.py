@@ -35,7 +35,7 @@ from pynetdicom._globals import MODE_ACCEPTOR
 from pynetdicom.ae import ApplicationEntity
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
-from pynetdicom.dimse_primitives import C_GET, C_MOVE, C_STORE
+from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE, C_STORE
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.pdu_primitives import P_DATA
@@ -49,6 +49,7 @@ from pynetdicom.utils import make_target
 from node.dicom.admission import Slot
 from node.dicom.direct import take_response, write_message
 from node.dicom.encoding import C_GET_RSP, C_MOVE_RSP, encode_retrieve_rsp, encode_store_rsp
+from node.dicom.find_encoding import send_find_rsp
 from node.dicom.patches import memoize_uid_checks
 
 log = logging.getLogger(__name__)
@@ -177,11 +178,14 @@ class WakingDUL(DULServiceProvider):
 
 
 class FastStoreResponses(DIMSEServiceProvider):
-    """Sends C-STORE, C-GET and C-MOVE responses from :mod:`node.dicom.encoding`, and
+    """Sends C-STORE, C-GET and C-MOVE responses from :mod:`node.dicom.encoding` and
+    C-FIND pending responses as :func:`node.dicom.find_encoding.send_find_rsp` does, and
     hands the C-STORE responses that retrieve sub-operations wait for straight over
     (:mod:`node.dicom.direct`)."""
 
     def send_msg(self, primitive: Any, context_id: int) -> None:
+        if isinstance(primitive, C_FIND) and send_find_rsp(self, primitive, context_id):
+            return
         encoded = _store_rsp(primitive) or _retrieve_rsp(primitive)
         if encoded is None or self.assoc.get_handlers(evt.EVT_DIMSE_SENT):
             super().send_msg(primitive, context_id)

@@ -45,6 +45,7 @@ from node.dicom.admission import Admission, AdmissionLimits
 from node.dicom.audit_hooks import NOT_AUTHORIZED, DicomAudit
 from node.dicom.claims import KnownPeers, Members
 from node.dicom.encoding import encode_file_meta
+from node.dicom.find_encoding import layout_for
 from node.dicom.gate import AssociationGate
 from node.dicom.patches import RETIRED_IMAGE_STORAGE
 from node.dicom.reactor import start_server
@@ -280,11 +281,13 @@ class DicomServer(RetrieveService):
                           patient_id=exact_key(event.identifier, "PatientID"),
                           study_uid=exact_key(event.identifier, "StudyInstanceUID"),
                           detail=f"{query.level} level, {len(rows)} match(es)")
+        layout = layout_for(query, self.config.aet, event.context.transfer_syntax)
         for row in rows:
             if event.is_cancelled:
                 yield CANCEL, None
                 return
-            yield PENDING, response_identifier(query, row, self.config.aet)
+            yield PENDING, (response_identifier(query, row, self.config.aet)
+                            if layout is None else layout.identifier(row))
 
 def _addresses_of(host: str) -> frozenset[str]:
     """The IP addresses of a configured modality's host (none if it does not resolve:
