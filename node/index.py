@@ -207,6 +207,36 @@ class Index:
         rows = await self._fetchall("SELECT sha256, sop_uid FROM instances")
         return {r["sha256"]: r["sop_uid"] for r in rows}
 
+    async def indexed_shas(self, sha256s: Iterable[str]) -> set[str]:
+        """Which of ``sha256s`` some instance row references."""
+        return await self._which("SELECT sha256 AS v FROM instances WHERE sha256", sha256s)
+
+    async def kept_conflict_copies(self, sha256s: Iterable[str]) -> set[str]:
+        """Which of ``sha256s`` a conflict record still says is kept under conflicts/."""
+        return await self._which("SELECT received_sha256 AS v FROM conflicts"
+                                 " WHERE kept_copy = 1 AND received_sha256", sha256s)
+
+    async def _which(self, sql: str, values: Iterable[str]) -> set[str]:
+        """The ``v`` of ``sql ... IN (values)``, asked 500 at a time (SQLite's limit on
+        parameters)."""
+        wanted, found = list(values), set[str]()
+        for start in range(0, len(wanted), 500):
+            part = wanted[start:start + 500]
+            rows = await self._fetchall(f"{sql} IN ({', '.join('?' * len(part))})", part)
+            found.update(r["v"] for r in rows)
+        return found
+
+    async def sync_durably(self) -> None:
+        """Make every commit so far survive a power loss. Commits run with
+        ``synchronous=NORMAL`` (node/db.py); this one commit runs with FULL, which
+        syncs the write-ahead log, and with it every frame written before."""
+        async with self.db.write() as conn:
+            await conn.execute("PRAGMA synchronous=FULL")
+            try:
+                await conn.execute(UPSERT_STATE, ("storage", "synced_at", "0", time.time()))
+            finally:
+                await conn.execute("PRAGMA synchronous=NORMAL")
+
     async def counts(self) -> Counts:
         rows = await self._fetchall(
             "SELECT (SELECT COUNT(DISTINCT patient_id) FROM studies) AS patients,"

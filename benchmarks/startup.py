@@ -1,0 +1,133 @@
+"""Start-up to the first C-ECHO, empty and with a filled archive.
+
+Fills a data dir through the real ingest path (``Archive.ingest``: temp file, fsync,
+rename, index row) with ``--instances`` small instances (8x8 CT, studies of 100), then
+times ``pacsmesh run`` from process start to the first successful C-ECHO (pynetdicom,
+retried every 5 ms), ``--runs`` times each for: an empty data dir (started once before,
+so its identity exists), the filled one after a clean stop (SIGTERM), and the filled one
+after a SIGKILL. Median and range per case. Also times one read of every holding, what
+each anti-entropy and stand-in round did before they became incremental, and one
+incremental round (``replication.antientropy.OwnedIndex``) at that size.
+
+    python -m benchmarks.startup [--instances 20000] [--runs 5] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pynetdicom import AE
+
+from node.app import open_archive
+from node.datadir import INDEX_FILE
+from tests.small_instances import fill
+from tests.support import free_port
+
+def _echo_ok(port: int) -> bool:
+    ae = AE(ae_title="BENCH")
+    ae.acse_timeout = ae.network_timeout = 2
+    ae.add_requested_context("1.2.840.10008.1.1")
+    assoc = ae.associate("127.0.0.1", port, ae_title="PACSMESH")
+    if not assoc.is_established:
+        return False
+    status = assoc.send_c_echo()
+    assoc.release()
+    return bool(status) and status.Status == 0
+
+
+def start_to_echo(data_dir: Path, log: Path, stop: signal.Signals) -> float:
+    """Seconds from spawning ``pacsmesh run`` to its first successful C-ECHO."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "node.cli", "run", "--data-dir", str(data_dir),
+           "--aet", "PACSMESH", "--bind", "127.0.0.1", "--dicom-port", str(port),
+           "--http-port", str(free_port()), "--mesh-port", str(free_port()), "--no-mdns"]
+    with log.open("ab") as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        while not _echo_ok(port):
+            if proc.poll() is not None:
+                raise RuntimeError(f"node exited with {proc.returncode}; see {log}")
+            if time.perf_counter() - start > 120:
+                raise TimeoutError(f"no C-ECHO answer in 120 s; see {log}")
+            time.sleep(0.005)
+        return time.perf_counter() - start
+    finally:
+        proc.send_signal(stop)
+        proc.wait(timeout=60)
+
+
+def summary(times: list[float]) -> str:
+    return (f"median {statistics.median(times):.3f} s, range {min(times):.3f}-"
+            f"{max(times):.3f} s ({len(times)} runs)")
+
+
+async def holdings_round(data_dir: Path) -> tuple[float, float]:
+    """Seconds for one read of every holding (each scan's cost before they became
+    incremental), and for one incremental round with nothing new (after)."""
+    archive, _ = await open_archive(data_dir)
+    try:
+        start = time.perf_counter()
+        await archive.index.holdings()
+        full = time.perf_counter() - start
+        try:
+            from replication.antientropy import OwnedIndex
+        except ImportError:  # before the change: there is no incremental round
+            return full, float("nan")
+        owned = OwnedIndex(archive.index)
+        await owned.refresh()  # the first round reads everything once
+        start = time.perf_counter()
+        await owned.refresh()
+        incremental = time.perf_counter() - start
+    finally:
+        await archive.index.close()
+    return full, incremental
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--instances", type=int, default=20000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--keep", type=Path, help="reuse (or leave) the filled data dir here")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="pacsmesh-startup-"))
+    try:
+        empty = work / "empty"
+        filled = args.keep or work / "filled"
+        start_to_echo(empty, work / "empty.log", signal.SIGTERM)  # identity, layout
+        if not (filled / INDEX_FILE).exists():
+            filled.mkdir(parents=True, exist_ok=True)
+            took = asyncio.run(fill(filled, args.instances))
+            print(f"filled {args.instances} instances in {took:.1f} s "
+                  f"({args.instances / took:.0f}/s)")
+        start_to_echo(filled, work / "filled.log", signal.SIGTERM)  # identity
+        cases = [("empty, after a clean stop", empty, signal.SIGTERM),
+                 (f"{args.instances} instances, after a clean stop", filled, signal.SIGTERM),
+                 (f"{args.instances} instances, after SIGKILL", filled, signal.SIGKILL)]
+        for name, data_dir, stop in cases:
+            times = [start_to_echo(data_dir, work / f"{data_dir.name}.log", stop)
+                     for _ in range(args.runs)]
+            print(f"start to first C-ECHO, {name}: {summary(times)}")
+        full, incremental = asyncio.run(holdings_round(filled))
+        print(f"every holding read once (each round before): {full * 1000:.0f} ms; "
+              f"one incremental round, nothing new: {incremental * 1000:.1f} ms")
+    finally:
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            shutil.rmtree(work / "empty", ignore_errors=True)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
+    main()
