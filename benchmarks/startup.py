@@ -6,8 +6,8 @@ times ``pacsmesh run`` from process start to the first successful C-ECHO (pynetd
 retried every 5 ms), ``--runs`` times each for: an empty data dir (started once before,
 so its identity exists), the filled one after a clean stop (SIGTERM), and the filled one
 after a SIGKILL. Median and range per case. Also times one read of every holding, what
-each anti-entropy and stand-in round did before they became incremental, and one
-incremental round (``replication.antientropy.OwnedIndex``) at that size.
+each anti-entropy round did before it became incremental, against the incremental
+rounds of ``replication.owned.OwnedIndex`` at that size.
 
     python -m benchmarks.startup [--instances 20000] [--runs 5] [--keep DIR]
 """
@@ -28,10 +28,14 @@ from pathlib import Path
 
 from pynetdicom import AE
 
-from node.app import open_archive
+from node.app import close_archive, open_archive
 from node.datadir import INDEX_FILE
+from replication.digest import Held, bucket_digests
+from replication.owned import OwnedIndex
+from replication.placement import owners
 from tests.small_instances import fill
 from tests.support import free_port
+
 
 def _echo_ok(port: int) -> bool:
     ae = AE(ae_title="BENCH")
@@ -72,26 +76,30 @@ def summary(times: list[float]) -> str:
             f"{max(times):.3f} s ({len(times)} runs)")
 
 
-async def holdings_round(data_dir: Path) -> tuple[float, float]:
-    """Seconds for one read of every holding (each scan's cost before they became
-    incremental), and for one incremental round with nothing new (after)."""
+async def holdings_round(data_dir: Path) -> tuple[float, float, float]:
+    """Seconds for one anti-entropy digest of what a peer owns as every round computed it
+    before (every row read, filtered by owner, hashed), for the first round of
+    ``OwnedIndex`` (the same full read, once per start and per full pass), and for a round
+    after it with nothing new (each round after)."""
+    members = ["peer-a", "peer-b", "peer-c"]
     archive, _ = await open_archive(data_dir)
     try:
+        index = archive.index
         start = time.perf_counter()
-        await archive.index.holdings()
-        full = time.perf_counter() - start
-        try:
-            from replication.antientropy import OwnedIndex
-        except ImportError:  # before the change: there is no incremental round
-            return full, float("nan")
-        owned = OwnedIndex(archive.index)
-        await owned.refresh()  # the first round reads everything once
+        bucket_digests(Held(study, sop, sha) for study, sop, sha in await index.holdings()
+                       if "peer-a" in owners(study, members, 2))
+        before = time.perf_counter() - start
+        owned = OwnedIndex(index)
         start = time.perf_counter()
-        await owned.refresh()
-        incremental = time.perf_counter() - start
+        await owned.digests("peer-a", members, 2)
+        first = time.perf_counter() - start
+        start = time.perf_counter()
+        await owned.digests("peer-a", members, 2)
+        await owned.added_since((owned.generation, 0))  # the stand-in scan's read
+        steady = time.perf_counter() - start
     finally:
-        await archive.index.close()
-    return full, incremental
+        await close_archive(archive)
+    return before, first, steady
 
 
 def main() -> None:
@@ -118,9 +126,10 @@ def main() -> None:
             times = [start_to_echo(data_dir, work / f"{data_dir.name}.log", stop)
                      for _ in range(args.runs)]
             print(f"start to first C-ECHO, {name}: {summary(times)}")
-        full, incremental = asyncio.run(holdings_round(filled))
-        print(f"every holding read once (each round before): {full * 1000:.0f} ms; "
-              f"one incremental round, nothing new: {incremental * 1000:.1f} ms")
+        before, first, steady = asyncio.run(holdings_round(filled))
+        print(f"anti-entropy digest for one peer, every row read (each round before): "
+              f"{before * 1000:.0f} ms; first incremental round (a full read): "
+              f"{first * 1000:.0f} ms; a round after it, nothing new: {steady * 1000:.2f} ms")
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)

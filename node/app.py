@@ -47,6 +47,7 @@ from replication.fetch import Fetcher
 from replication.http import member_aets
 from replication.http import routes as replication_http_routes
 from replication.outbox_store import OutboxStore
+from replication.owned import OwnedIndex
 from replication.remote_find import routes as remote_find_routes
 from replication.retrieve import MeshRetrieve
 from replication.service import ReplicationSettings, Replicator
@@ -136,11 +137,13 @@ class Node:
             self.discovery.add_mesh_routes(deletion_routes(self.archive.index))
             self.discovery.add_mesh_routes(remote_find_routes(self.archive.index))
             fetcher = Fetcher(self.archive, self.discovery, cfg.cache_bytes, lambda: cfg.replicas)
+            owned = OwnedIndex(self.archive.index)  # holdings, kept current incrementally
             self.discovery.add_mesh_routes(
-                anti_entropy_routes(self.archive.index, self.discovery, lambda: cfg.replicas)
+                anti_entropy_routes(owned, self.discovery, lambda: cfg.replicas)
             )
             replicator = self.replicator = Replicator(
-                self.archive, self.discovery, ReplicationSettings(cfg.replicas, cfg.hint_after)
+                self.archive, self.discovery, ReplicationSettings(cfg.replicas, cfg.hint_after),
+                owned=owned,
             )
             replicator.deletions.on_deleted = _audit_deletion(audit)
             discovery = self.discovery

@@ -163,6 +163,7 @@ class Index:
                 await cur.close()
             for statement in PRUNE_EMPTY:
                 await conn.execute(statement)
+        self.db.removals += 1  # committed: what reads holdings reads them again
         return removed
 
     # --- reads --------------------------------------------------------------------------
@@ -301,6 +302,14 @@ class Index:
             " JOIN series se ON se.series_uid = i.series_uid"
         )
         return [(r["study_uid"], r["sop_uid"], r["sha256"]) for r in rows]
+
+    async def holdings_since(self, seq: int) -> list[tuple[str, str, str, int]]:
+        """(study_uid, sop_uid, sha256, seq) of every instance held here whose change
+        sequence is past ``seq`` (0: all of them)."""
+        rows = await self.db.conn.execute_fetchall(
+            "SELECT se.study_uid, i.sop_uid, i.sha256, i.seq FROM instances i"
+            " JOIN series se ON se.series_uid = i.series_uid WHERE i.seq > ?", (seq,))
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
 
     async def transfer_syntax(self, sop_uid: str) -> str | None:
         rows = await self._fetchall(

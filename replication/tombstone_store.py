@@ -137,6 +137,7 @@ class TombstoneStore:
                  stone.reason, json.dumps(stone.document), received_from, now,
                  deletion.instances, deletion.bytes),
             )
+        self._db.removals += 1  # committed (see Database.removals)
         return deletion
 
     async def replace_tombstone(self, stone: Tombstoned) -> None:

@@ -51,6 +51,7 @@ def c_find(node: NodeProcess, level: str, **keys: str) -> list[Dataset]:
                 query, StudyRootQueryRetrieveInformationModelFind):
             assert "Status" in status
             if status.Status in (0xFF00, 0xFF01):
+                assert identifier is not None
                 found.append(identifier)
             else:
                 assert status.Status == 0
