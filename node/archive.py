@@ -131,11 +131,14 @@ class Archive:
             intending = _WRITERS.submit(self.storage.intend, sha)
             keys = self._check(data, source_aet)
             intending.result()
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(StorageError):
                 self.storage.discard(writing.result())
             if intending is not None and intending.exception() is None:
                 self.storage.settled(sha)
+            if isinstance(exc, StorageError) and intending is not None \
+                    and intending.exception() is exc:
+                return self._held_already(keys, sha, exc)
             raise
 
         def keep_aside() -> None:
@@ -166,13 +169,20 @@ class Archive:
 
         try:
             self.storage.intend(sha)
-        except StorageError:
+        except StorageError as exc:
             self.storage.discard(tmp)
-            raise
+            return self._held_already(keys, sha, exc)
         try:
             return self._settle(tmp, keys, sha, size, source_aet, keep_aside)
         finally:
             self.storage.settled(sha)
+
+    def _held_already(self, keys: InstanceKeys, sha: str, exc: StorageError) -> IngestResult:
+        """No intent could be written (a full disk): nothing may be placed, but a resend
+        of what is held needs no space and is answered; else ``exc`` is raised."""
+        if self.on_loop(self.index.lookup_sha(keys.sop_instance_uid)) == sha:
+            return IngestResult(IngestStatus.DUPLICATE, sha, keys)
+        raise exc
 
     def _settle(
         self, tmp: Path, keys: InstanceKeys, sha: str, size: int, source_aet: str,
