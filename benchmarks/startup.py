@@ -9,7 +9,11 @@ after a SIGKILL. Median and range per case. Also times one read of every holding
 each anti-entropy round did before it became incremental, against the incremental
 rounds of ``replication.owned.OwnedIndex`` at that size.
 
-    python -m benchmarks.startup [--instances 20000] [--runs 5] [--keep DIR]
+Each checkout's modules are compiled to bytecode first, as an installed package's are.
+With ``--baseline DIR`` (a checkout of the code before, e.g. ``git worktree add``), its
+runs alternate with this checkout's on the same data dirs, so both see the same load.
+
+    python -m benchmarks.startup [--instances 20000] [--runs 5] [--keep DIR] [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from replication.placement import owners
 from tests.small_instances import fill
 from tests.support import free_port
 
+HERE = Path(__file__).resolve().parent.parent
+
 
 def _echo_ok(port: int) -> bool:
     ae = AE(ae_title="BENCH")
@@ -49,15 +55,18 @@ def _echo_ok(port: int) -> bool:
     return bool(status) and status.Status == 0
 
 
-def start_to_echo(data_dir: Path, log: Path, stop: signal.Signals) -> float:
-    """Seconds from spawning ``pacsmesh run`` to its first successful C-ECHO."""
+def start_to_echo(data_dir: Path, log: Path, stop: signal.Signals,
+                  source: Path | None = None) -> float:
+    """Seconds from spawning ``pacsmesh run`` (of the checkout at ``source``, else this
+    one) to its first successful C-ECHO."""
     port = free_port()
     cmd = [sys.executable, "-m", "node.cli", "run", "--data-dir", str(data_dir),
            "--aet", "PACSMESH", "--bind", "127.0.0.1", "--dicom-port", str(port),
            "--http-port", str(free_port()), "--mesh-port", str(free_port()), "--no-mdns"]
     with log.open("ab") as out:
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=source,
+                                env={**os.environ, "PYTHONPATH": str(source or HERE)})
     try:
         while not _echo_ok(port):
             if proc.poll() is not None:
@@ -69,6 +78,13 @@ def start_to_echo(data_dir: Path, log: Path, stop: signal.Signals) -> float:
     finally:
         proc.send_signal(stop)
         proc.wait(timeout=60)
+
+
+def compile_bytecode(source: Path) -> None:
+    """Bytecode for every module, as an installed package has it: else each start
+    compiles the whole code base again (and PYTHONDONTWRITEBYTECODE keeps it so)."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "node", "discovery",
+                    "replication"], cwd=source, check=True)
 
 
 def summary(times: list[float]) -> str:
@@ -107,7 +123,14 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=20000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--keep", type=Path, help="reuse (or leave) the filled data dir here")
+    parser.add_argument("--baseline", type=Path,
+                        help="a checkout of the code before: its runs alternate with these")
     args = parser.parse_args()
+    sources: list[tuple[str, Path | None]] = [("this", None)]
+    if args.baseline:
+        sources.append(("baseline", args.baseline.resolve()))
+    for _, source in sources:
+        compile_bytecode(source or HERE)
     work = Path(tempfile.mkdtemp(prefix="pacsmesh-startup-"))
     try:
         empty = work / "empty"
@@ -123,9 +146,13 @@ def main() -> None:
                  (f"{args.instances} instances, after a clean stop", filled, signal.SIGTERM),
                  (f"{args.instances} instances, after SIGKILL", filled, signal.SIGKILL)]
         for name, data_dir, stop in cases:
-            times = [start_to_echo(data_dir, work / f"{data_dir.name}.log", stop)
-                     for _ in range(args.runs)]
-            print(f"start to first C-ECHO, {name}: {summary(times)}")
+            times: dict[str, list[float]] = {label: [] for label, _ in sources}
+            for _ in range(args.runs):  # alternating: both see the same machine load
+                for label, source in sources:
+                    times[label].append(
+                        start_to_echo(data_dir, work / f"{data_dir.name}.log", stop, source))
+            for label, _ in sources:
+                print(f"start to first C-ECHO, {name} ({label}): {summary(times[label])}")
         before, first, steady = asyncio.run(holdings_round(filled))
         print(f"anti-entropy digest for one peer, every row read (each round before): "
               f"{before * 1000:.0f} ms; first incremental round (a full read): "
@@ -138,5 +165,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
     main()

@@ -22,8 +22,9 @@ the removals, and how start-up finds each without listing the archive:
 - a removal whose rows were dropped but whose files remain (a deletion's purge, a cache
   eviction), or a quarantine whose file moved but whose rows remain: each writes a
   ``pending/*.removed`` or ``*.quarantined`` record first (removals are rare: their fsync
-  is theirs) and deletes it once done. Start-up finishes each: a file no row references
-  goes (or to quarantine); a row whose file is gone is dropped.
+  is theirs) and deletes it once done; files are removed only once the rows' removal is
+  durable. Start-up finishes each: a file no row references goes (or to quarantine); a
+  row whose file is gone is dropped.
 
 Damage done outside PACSmesh (files deleted, copied in or altered by hand) leaves no
 record: ``pacsmesh fsck`` runs :func:`reconcile`, the full comparison of every file with
@@ -82,7 +83,8 @@ async def recover(storage: Storage, index: Index) -> ReconcileReport:
     for _, kind, objects, copies in records:
         await _finish_removal(storage, index, kind, objects, copies, counts)
     # Only once what was done above is durable may its records go.
-    await index.sync_durably()
+    if placed or records:
+        await index.sync_durably()
     storage.retire(placed)
     for record, *_ in records:
         storage.removal_done(record)

@@ -98,6 +98,9 @@ class Deletions:
         removed = await self._stones.delete_study(_stored(stone), source, self._clock())
         late = set(removed.objects) - set(objects)  # stored between the two reads
         extra = await asyncio.to_thread(storage.intend_removal, "removed", late)
+        # Files go only once the rows' removal survives a power loss: never a row
+        # pointing at a file that is gone.
+        await self.archive.index.sync_durably()
         await asyncio.to_thread(storage.purge, removed.objects, removed.conflict_copies)
         for done in (record, extra):
             storage.removal_done(done)

@@ -174,6 +174,7 @@ class Fetcher:
         # A crash between the commit above and this record leaves at most these cached
         # copies' files, never an answer (no row): `pacsmesh fsck` reclaims the space.
         record = await asyncio.to_thread(storage.intend_removal, "removed", gone)
+        await index.sync_durably()  # the rows' removal first, then the files
         for sha in gone:
             if not await index.sops_with_sha(sha):
                 try:
