@@ -85,7 +85,7 @@ async def recover(storage: Storage, index: Index) -> ReconcileReport:
     # Only once what was done above is durable may its records go.
     if placed or records:
         await index.sync_durably()
-    storage.retire(placed)
+    await asyncio.to_thread(storage.retire, placed)
     for record, *_ in records:
         storage.removal_done(record)
     report = ReconcileReport(temp_removed, counts.reindexed, counts.quarantined,
@@ -104,9 +104,10 @@ async def retire_intents(storage: Storage, index: Index) -> int:
     # Rows seen now are made durable by the sync below; an ingest that ends between the
     # two keeps its intent until the next round.
     done = await index.indexed_shas(placed)
-    done |= {sha for sha in placed if sha not in done and not storage.exists(sha)}
+    done |= await asyncio.to_thread(
+        lambda: {sha for sha in placed if sha not in done and not storage.exists(sha)})
     await index.sync_durably()
-    storage.retire(done)
+    await asyncio.to_thread(storage.retire, done)  # file system work: off the loop
     return len(done)
 
 
@@ -117,7 +118,8 @@ async def retire_forever(storage: Storage, index: Index,
         await asyncio.sleep(interval)
         try:
             await retire_intents(storage, index)
-        except OSError as exc:  # reported and tried again; intents only accumulate
+        except Exception as exc:  # disk or index: reported and tried again; intents
+            # only accumulate meanwhile, and the next start-up checks them
             log.warning("could not retire crash-journal intents: %s", exc)
 
 
