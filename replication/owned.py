@@ -29,6 +29,10 @@ from replication.digest import Held, bucket_digests, bucket_of
 from replication.placement import owners
 
 FULL_PASS_INTERVAL = 600.0
+# Instances remembered as added for the stand-in scan; past this many unread, they are
+# forgotten and that scan reads everything instead (memory stays bounded when no owner
+# is down and nobody reads them).
+MAX_ADDED = 100_000
 ViewKey = tuple[str, tuple[str, ...], int]  # owner, members, replicas
 
 
@@ -66,8 +70,10 @@ class OwnedIndex:
         self._lock = asyncio.Lock()
         # Bumped by every full read: a scan keyed on it starts again from the top.
         self.generation = 0
-        # Held added since the last full read, in order: what an incremental scan reads.
+        # Held added since the last full read and not yet read, in order (the first is
+        # number ``_added_base``): what the incremental stand-in scan reads.
         self._added: list[Held] = []
+        self._added_base = 0
 
     async def refresh(self) -> None:
         async with self._lock:
@@ -76,6 +82,7 @@ class OwnedIndex:
             if removals != self._removals or self._clock() >= self._next_full:
                 rows = await self._index.holdings_since(0)
                 self._by_study, self._views, self._added = {}, {}, []
+                self._added_base = 0
                 self._removals, self._next_full = removals, self._clock() + self._full_every
                 self.generation += 1
                 self._seq = 0
@@ -93,6 +100,10 @@ class OwnedIndex:
             if not incremental:
                 continue
             held = Held(study, sop, sha)
+            if len(self._added) >= MAX_ADDED:
+                # Forgotten: the next stand-in scan is told to read everything.
+                self._added, self._added_base = [], 0
+                self.generation += 1
             self._added.append(held)
             for (owner, members, replicas), view in self._views.items():
                 if owner in owners(study, list(members), replicas):
@@ -134,7 +145,12 @@ class OwnedIndex:
         instead of a list when everything was read again since (scan it all)."""
         await self.refresh()
         generation, position = mark
-        now = (self.generation, len(self._added))
-        if generation != self.generation:
+        now = (self.generation, self._added_base + len(self._added))
+        if generation != self.generation or position < self._added_base:
             return None, now
-        return self._added[position:], now
+        new = self._added[position - self._added_base:]
+        # One reader (the stand-in scan): what it has read need not be kept. The caller
+        # that fails to queue them asks again from its old mark, and scans everything.
+        del self._added[:position - self._added_base]
+        self._added_base = position
+        return new, now

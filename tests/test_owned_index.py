@@ -80,8 +80,11 @@ async def test_stand_in_scans_read_what_was_added_and_restart_after_a_full_pass(
     first, mark = await owned.added_since((-1, 0))
     assert first is None  # never scanned: everything
     await _add(index, 20, 3)
-    added, mark = await owned.added_since(mark)
+    before = mark
+    added, mark = await owned.added_since(before)
     assert [h.sop_uid for h in added or []] == ["1.2.9.20", "1.2.9.21", "1.2.9.22"]
+    retried, _ = await owned.added_since(before)  # a round that failed asks again
+    assert retried == added
     added, mark = await owned.added_since(mark)
     assert added == []
     clock.now = 601.0  # the periodic full pass: scans start again from the top
