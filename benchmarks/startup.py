@@ -5,7 +5,8 @@ rename, index row) with ``--instances`` small instances (8x8 CT, studies of 100)
 times ``pacsmesh run`` from process start to the first successful C-ECHO (pynetdicom,
 retried every 5 ms), ``--runs`` times each for: an empty data dir (started once before,
 so its identity exists), the filled one after a clean stop (SIGTERM), and the filled one
-after a SIGKILL. Median and range per case. Also times one read of every holding, what
+after a SIGKILL. Median and range per case. Then opening the archive alone (index and
+recovery, what runs before any port opens), and one read of every holding, what
 each anti-entropy round did before it became incremental, against the incremental
 rounds of ``replication.owned.OwnedIndex`` at that size.
 
@@ -78,6 +79,28 @@ def start_to_echo(data_dir: Path, log: Path, stop: signal.Signals,
     finally:
         proc.send_signal(stop)
         proc.wait(timeout=60)
+
+
+# What start-up's recovery alone costs, in a process of its own (of either checkout):
+# opening the archive, i.e. the index and reconciliation, before any port opens.
+_RECOVERY = """
+import asyncio, sys, time
+from pathlib import Path
+from node.app import open_archive
+async def main():
+    start = time.perf_counter()
+    archive, _ = await open_archive(Path(sys.argv[1]))
+    print(time.perf_counter() - start)
+    await archive.index.close()  # as the old code closes it; retiring nothing is left
+asyncio.run(main())
+"""
+
+
+def recovery_seconds(data_dir: Path, source: Path | None = None) -> float:
+    out = subprocess.run([sys.executable, "-c", _RECOVERY, str(data_dir)], cwd=source,
+                         env={**os.environ, "PYTHONPATH": str(source or HERE)},
+                         capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 def compile_bytecode(source: Path) -> None:
@@ -153,6 +176,13 @@ def main() -> None:
                         start_to_echo(data_dir, work / f"{data_dir.name}.log", stop, source))
             for label, _ in sources:
                 print(f"start to first C-ECHO, {name} ({label}): {summary(times[label])}")
+        times = {label: [] for label, _ in sources}
+        for _ in range(args.runs):
+            for label, source in sources:
+                times[label].append(recovery_seconds(filled, source))
+        for label, _ in sources:
+            print(f"opening the archive (index and recovery), {args.instances} instances "
+                  f"({label}): {summary(times[label])}")
         before, first, steady = asyncio.run(holdings_round(filled))
         print(f"anti-entropy digest for one peer, every row read (each round before): "
               f"{before * 1000:.0f} ms; first incremental round (a full read): "
