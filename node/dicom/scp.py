@@ -45,7 +45,7 @@ from node.dicom.admission import Admission, AdmissionLimits
 from node.dicom.audit_hooks import NOT_AUTHORIZED, DicomAudit
 from node.dicom.claims import KnownPeers, Members
 from node.dicom.encoding import encode_file_meta
-from node.dicom.find_encoding import layout_for
+from node.dicom.find_encoding import EncodedIdentifier, layout_for
 from node.dicom.gate import AssociationGate
 from node.dicom.patches import RETIRED_IMAGE_STORAGE
 from node.dicom.reactor import start_server
@@ -258,7 +258,8 @@ class DicomServer(RetrieveService):
 
     # --- Query ---------------------------------------------------------------------------
 
-    def on_find(self, event: Event) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+    def on_find(self, event: Event) -> Iterator[
+            tuple[int | Dataset, Dataset | EncodedIdentifier | None]]:
         source = calling_aet(event)
         try:
             root = model_root(event.request.AffectedSOPClassUID)
