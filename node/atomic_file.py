@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 from pathlib import Path
 
 
@@ -42,3 +43,40 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+class GroupSync:
+    """``fsync_dir`` of one folder shared by concurrent callers: a caller's change (made
+    before it calls :meth:`sync`) is durable once any fsync that started after it
+    returns, so callers that arrive while one runs wait for the next one, and a single
+    fsync then covers all of them (group commit). Several associations storing at once
+    otherwise queue one directory fsync each, one after another, on the same folder."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._cond = threading.Condition()
+        self._registered = 0  # changes announced so far
+        self._durable = 0  # changes covered by a completed fsync
+        self._running = False
+
+    def sync(self) -> None:
+        with self._cond:
+            self._registered += 1
+            mine = self._registered
+            while self._running:
+                self._cond.wait()
+            if self._durable >= mine:
+                return
+            self._running = True
+            covers = self._registered
+        synced = False
+        try:
+            fsync_dir(self.path)
+            synced = True
+        finally:
+            with self._cond:
+                self._running = False
+                # A failed fsync covers nothing: each waiter then runs (and fails) its own.
+                if synced:
+                    self._durable = max(self._durable, covers)
+                self._cond.notify_all()

@@ -43,7 +43,7 @@ from node.at_rest import (
     part_plaintext,
     seal,
 )
-from node.atomic_file import fsync_dir
+from node.atomic_file import GroupSync, fsync_dir
 
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 # A partial transfer nobody resumed for this long is given up: its sender has long since
@@ -112,6 +112,7 @@ class Storage:
         # Incoming replication transfers that may resume: ``<sha256>.part``, never indexed.
         self.partial = root / "partial"
         self.pending = root / "pending"
+        self._pending_sync = GroupSync(self.pending)
         # Objects being ingested right now: their intents are not retired under them.
         self._placing: Counter[str] = Counter()
         # Intended since placed_intents() last listed them: not retired on that listing.
@@ -154,7 +155,7 @@ class Storage:
         try:
             # The one fsync this costs runs while the temporary file's own fdatasync does
             # (Archive.ingest): the name is durable before the rename can be.
-            fsync_dir(self.pending)
+            self._pending_sync.sync()
         except OSError as exc:
             self.settled(sha256)
             raise storage_error(exc) from exc
