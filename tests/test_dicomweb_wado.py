@@ -1,0 +1,114 @@
+"""WADO-RS (issue 15) with the real dicomweb-client against a real node process: study,
+series and instance retrieve bit-exact as stored, metadata with bulk data as BulkDataURIs
+(never inline pixel data), Accept negotiation per PS3.18 8.7 with 406 when nothing fits."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import urllib.error
+import urllib.request
+
+import pytest
+import requests
+from dicomweb_client import DICOMwebClient
+from pydicom import dcmread
+
+from tests.support import NodeProcess
+from tests.test_dicomweb_qido import NAMES, client, header, node
+
+__all__ = ["client", "node"]  # the module-scoped fixtures, one node for this file too
+DICOM_MULTIPART = 'multipart/related; type="application/dicom"'
+
+
+def raw_parts(client: DICOMwebClient, path: str, accept: str = DICOM_MULTIPART) -> list[bytes]:
+    """The parts of a multipart answer as bytes, split by dicomweb-client's own decoder
+    (its retrieve_* methods hand back parsed data sets, not the bytes)."""
+    response = requests.get(f"{client.base_url}{path}", headers={"Accept": accept},
+                            timeout=30)
+    assert response.status_code == 200, response.text
+    return list(client._decode_multipart_message(response, stream=False))
+
+
+def stored_objects(node: NodeProcess) -> set[str]:
+    return {p.name.split(".")[0] for p in (node.data_dir / "objects").rglob("*") if p.is_file()}
+
+
+def test_instance_retrieve_is_the_stored_file(client: DICOMwebClient, node: NodeProcess) -> None:
+    ct = header("CT_small.dcm")
+    path = (f"/studies/{ct.StudyInstanceUID}/series/{ct.SeriesInstanceUID}"
+            f"/instances/{ct.SOPInstanceUID}")
+    [part] = raw_parts(client, path)
+    [stored] = [p for p in (node.data_dir / "objects").rglob("*")
+                if p.name.startswith(hashlib.sha256(part).hexdigest())]
+    assert stored.read_bytes() == part
+    ds = client.retrieve_instance(str(ct.StudyInstanceUID), str(ct.SeriesInstanceUID),
+                                  str(ct.SOPInstanceUID))
+    assert ds.SOPInstanceUID == ct.SOPInstanceUID
+
+
+def test_study_and_series_retrieve(client: DICOMwebClient, node: NodeProcess) -> None:
+    mr = header("MR_small.dcm")
+    in_study = {str(header(n).SOPInstanceUID) for n in NAMES
+                if header(n).StudyInstanceUID == mr.StudyInstanceUID}
+    parts = raw_parts(client, f"/studies/{mr.StudyInstanceUID}",
+                      accept=f'{DICOM_MULTIPART}; transfer-syntax=*')
+    objects = stored_objects(node)
+    assert all(hashlib.sha256(p).hexdigest() in objects for p in parts)
+    assert {str(dcmread(io.BytesIO(p)).SOPInstanceUID) for p in parts} == in_study
+    series = client.retrieve_series(str(mr.StudyInstanceUID), str(mr.SeriesInstanceUID))
+    assert [str(d.SOPInstanceUID) for d in series] == [str(mr.SOPInstanceUID)]
+
+
+def test_metadata_has_bulk_data_uris_not_pixels(client: DICOMwebClient) -> None:
+    ct = header("CT_small.dcm")
+    for metadata in (
+        client.retrieve_study_metadata(str(ct.StudyInstanceUID)),
+        client.retrieve_series_metadata(str(ct.StudyInstanceUID), str(ct.SeriesInstanceUID)),
+        [client.retrieve_instance_metadata(str(ct.StudyInstanceUID),
+                                           str(ct.SeriesInstanceUID), str(ct.SOPInstanceUID))],
+    ):
+        [one] = metadata
+        pixels = one["7FE00010"]
+        assert "BulkDataURI" in pixels and "InlineBinary" not in pixels
+        assert pixels["BulkDataURI"].startswith(
+            f"/dicom-web/studies/{ct.StudyInstanceUID}/series/{ct.SeriesInstanceUID}"
+            f"/instances/{ct.SOPInstanceUID}/bulkdata/")
+        assert one["00080018"]["Value"] == [str(ct.SOPInstanceUID)]
+        assert one["00280010"]["Value"] == [int(ct.Rows)]
+        assert list(one) == sorted(one)
+
+
+def status_of(node: NodeProcess, path: str, accept: str) -> int:
+    request = urllib.request.Request(f"http://127.0.0.1:{node.http_port}/dicom-web{path}",
+                                     headers={"Accept": accept})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as rsp:
+            rsp.read()
+            return int(rsp.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@pytest.mark.parametrize(("accept", "status"), [
+    (DICOM_MULTIPART, 200),
+    ("multipart/related; type=application/dicom", 200),  # unquoted
+    ("image/png, */*;q=0.1", 200),  # a list with a wildcard
+    ('multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.1',
+     200),  # the syntax CT_small is stored in
+    ('multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.50',
+     406),  # one it is not stored in: never transcoded on this path
+    ("application/dicom+json", 406),
+    ('multipart/related; type="image/jpeg"', 406),
+])
+def test_accept_negotiation(node: NodeProcess, accept: str, status: int) -> None:
+    ct = header("CT_small.dcm")
+    assert status_of(node, f"/studies/{ct.StudyInstanceUID}", accept) == status
+
+
+def test_metadata_negotiation_and_unknown_study(node: NodeProcess) -> None:
+    ct = header("CT_small.dcm")
+    assert status_of(node, f"/studies/{ct.StudyInstanceUID}/metadata", "image/png") == 406
+    assert status_of(node, f"/studies/{ct.StudyInstanceUID}/metadata", "*/*") == 200
+    assert status_of(node, "/studies/1.2.3.4.5.6/metadata", "application/dicom+json") == 404
+    assert status_of(node, "/studies/1.2.3.4.5.6", DICOM_MULTIPART) == 404
