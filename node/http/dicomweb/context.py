@@ -55,7 +55,7 @@ class MediaRange:
     q: float
 
 
-def _split(text: str, separator: str) -> list[str]:
+def split(text: str, separator: str) -> list[str]:
     """Pieces between ``separator``s, keeping separators inside quoted strings."""
     pieces: list[str] = []
     current: list[str] = []
@@ -72,24 +72,31 @@ def _split(text: str, separator: str) -> list[str]:
     return [p.strip() for p in pieces if p.strip()]
 
 
+def media_type(header: str) -> tuple[str, dict[str, str]]:
+    """A Content-Type header's media type (lower case) and parameters (names lower case,
+    values unquoted)."""
+    first, *rest = split(header, ";") or [""]
+    params: dict[str, str] = {}
+    for piece in rest:
+        name, _, value = piece.partition("=")
+        params[name.strip().lower()] = value.strip().strip('"')
+    return first.strip().lower(), params
+
+
 def accepted(header: str | None) -> list[MediaRange]:
     """The Accept header's media ranges, best first (PS3.18 8.7: quoted or unquoted
     parameters, lists, wildcards); none given means anything."""
     if not header or not header.strip():
         return [MediaRange("*/*", {}, 1.0)]
     out = []
-    for n, item in enumerate(_split(header, ",")):
-        first, *rest = _split(item, ";")
-        params: dict[str, str] = {}
-        for piece in rest:
-            name, _, value = piece.partition("=")
-            params[name.strip().lower()] = value.strip().strip('"')
+    for n, item in enumerate(split(header, ",")):
+        kind, params = media_type(item)
         try:
             q = float(params.pop("q", "1"))
         except ValueError:
             q = 0.0
         if q > 0:
-            out.append((q, -n, MediaRange(first.lower(), params, q)))
+            out.append((q, -n, MediaRange(kind, params, q)))
     return [m for _, _, m in sorted(out, key=lambda t: (t[0], t[1]), reverse=True)]
 
 
