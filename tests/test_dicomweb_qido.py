@@ -4,6 +4,7 @@ PN), JSON per PS3.18 F.2, includefield, limit/offset, and 400 with a reason for 
 
 from __future__ import annotations
 
+import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -143,6 +144,20 @@ def test_bad_parameters_are_400_with_a_reason(node: NodeProcess, query: str,
     status, body = get(node, f"/dicom-web/studies?{query}")
     assert status == 400
     assert reason in body
+
+
+def test_what_is_ignored_is_told_in_a_warning(node: NodeProcess) -> None:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{node.http_port}/dicom-web/studies?SliceThickness=5"
+        "&fuzzymatching=true&PatientID=1CT1")
+    with urllib.request.urlopen(request, timeout=10) as rsp:
+        warnings = rsp.headers.get_all("Warning")
+        assert len(json.loads(rsp.read())) == 1
+    assert len(warnings) == 2 and all(w.startswith("299 ") for w in warnings)
+    assert any("SliceThickness" in w for w in warnings)
+    with urllib.request.urlopen(f"http://127.0.0.1:{node.http_port}/dicom-web/studies"
+                                "?Modality=CT", timeout=10) as rsp:
+        assert "Modality" in rsp.headers["Warning"]  # a series attribute at study level
 
 
 def test_nothing_acceptable_is_406(node: NodeProcess) -> None:

@@ -57,6 +57,8 @@ class Search:
     identifier: Dataset
     limit: int | None
     offset: int
+    # What the answer ignored (PS3.18 8.3.4: told in a Warning header, not refused).
+    warnings: tuple[str, ...] = ()
 
 
 def _keyword(name: str) -> str:
@@ -124,6 +126,7 @@ def parse_search(level: str, fixed: Mapping[str, str],
     for keyword in _wanted((v for k, v in pairs if k == "includefield"), level):
         if keyword not in ds:
             ds.add_new(keyword, dictionary_VR(keyword), None)
+    ignored: list[str] = []
     for name, value in pairs:
         if name in _CONTROL:
             continue
@@ -134,13 +137,21 @@ def parse_search(level: str, fixed: Mapping[str, str],
         if vr == "SQ":
             raise BadQuery(f"sequence matching ({name}) is not supported")
         ds.add_new(keyword, vr, _checked(keyword, value) or None)
+        attr = ATTRS.get(keyword)
+        if value and keyword != "ModalitiesInStudy" and (
+                attr is None or LEVELS.index(attr.level) > LEVELS.index(level)):
+            ignored.append(f"{keyword} is not supported for matching at this level and"
+                           " was ignored")
+    if any(k == "fuzzymatching" and v.lower() == "true" for k, v in pairs):
+        ignored.append("fuzzy matching is not supported: names matched case-insensitively")
     for keyword, uid in fixed.items():
         setattr(ds, keyword, uid)
     try:
         query = parse_identifier(ds)
     except QueryError as exc:
         raise BadQuery(str(exc)) from None
-    return Search(query, ds, _count(control, "limit"), _count(control, "offset") or 0)
+    return Search(query, ds, _count(control, "limit"), _count(control, "offset") or 0,
+                  tuple(ignored))
 
 
 def answer(search: Search, rows: list[dict[str, Any]]) -> list[Dataset]:
@@ -192,7 +203,10 @@ def routes(web_ctx: DicomWeb) -> list[web.RouteDef]:
         web_ctx.record(request, Action.QUERY, Outcome.SUCCESS,
                        f"{level} level, {len(rows)} match(es)",
                        patient_id=request.query.get("PatientID", ""))
-        return json_answer([to_json(ds) for ds in datasets])
+        response = json_answer([to_json(ds) for ds in datasets])
+        for text in found.warnings:
+            response.headers.add("Warning", f'299 {request.host}: "{text}"')
+        return response
 
     def at(level: str) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handler(request: web.Request) -> web.Response:
