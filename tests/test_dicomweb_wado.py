@@ -15,7 +15,7 @@ from dicomweb_client import DICOMwebClient
 from pydicom import dcmread
 
 from tests.support import NodeProcess
-from tests.test_dicomweb_qido import NAMES, client, header, node
+from tests.test_dicomweb_qido import NAMES, client, header, node, sample
 
 __all__ = ["client", "node"]  # the module-scoped fixtures, one node for this file too
 DICOM_MULTIPART = 'multipart/related; type="application/dicom"'
@@ -112,3 +112,19 @@ def test_metadata_negotiation_and_unknown_study(node: NodeProcess) -> None:
     assert status_of(node, f"/studies/{ct.StudyInstanceUID}/metadata", "*/*") == 200
     assert status_of(node, "/studies/1.2.3.4.5.6/metadata", "application/dicom+json") == 404
     assert status_of(node, "/studies/1.2.3.4.5.6", DICOM_MULTIPART) == 404
+
+
+def test_bulk_data_uris_resolve(client: DICOMwebClient, node: NodeProcess) -> None:
+    ct = header("CT_small.dcm")
+    [one] = client.retrieve_series_metadata(str(ct.StudyInstanceUID), str(ct.SeriesInstanceUID))
+    uri = one["7FE00010"]["BulkDataURI"]
+    [pixels] = raw_parts(client, uri.removeprefix("/dicom-web"),
+                         accept='multipart/related; type="application/octet-stream"')
+    assert bytes(pixels) == dcmread(sample("CT_small.dcm")).PixelData
+    assert status_of(node, uri.removeprefix("/dicom-web"), "application/dicom+json") == 406
+    missing = uri.removeprefix("/dicom-web").replace("7FE00010", "00100010")
+    assert status_of(node, missing, "*/*") == 404  # PatientName is no bulk data
+    j2k = header("JPEG2000.dcm")
+    encapsulated = (f"/studies/{j2k.StudyInstanceUID}/series/{j2k.SeriesInstanceUID}"
+                    f"/instances/{j2k.SOPInstanceUID}/bulkdata/7FE00010")
+    assert status_of(node, encapsulated, "*/*") == 406

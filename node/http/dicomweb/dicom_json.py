@@ -25,27 +25,45 @@ def to_json(ds: Dataset) -> dict[str, Any]:
     return answer
 
 
+def is_bulk(elem: DataElement) -> bool:
+    return int(elem.tag) in PIXEL_TAGS or (
+        elem.VR in BULK_VRS and elem.value is not None and len(elem.value) >= BULK_THRESHOLD)
+
+
 def metadata_json(ds: Dataset, base_uri: str) -> dict[str, Any]:
     """An instance's metadata; binary values past the threshold become BulkDataURIs
-    relative to the instance (``base_uri`` ends with the instance's path)."""
+    relative to the instance (``base_uri`` ends with the instance's path), named by
+    their path: tags, and item numbers inside sequences (see :func:`element_at`)."""
 
-    def bulk(elem: DataElement) -> str:
-        return f"{base_uri}/bulkdata/{int(elem.tag):08X}"
-
-    def walk(dataset: Dataset) -> dict[str, Any]:
+    def walk(dataset: Dataset, prefix: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for elem in dataset:
             key = f"{int(elem.tag):08X}"
             if elem.VR == "SQ":
-                items = [walk(item) for item in elem.value]
+                items = [walk(item, f"{prefix}{key}/{n}/") for n, item in enumerate(elem.value)]
                 out[key] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
-            elif int(elem.tag) in PIXEL_TAGS or (
-                    elem.VR in BULK_VRS and elem.value is not None
-                    and len(elem.value) >= BULK_THRESHOLD):
-                out[key] = {"vr": elem.VR, "BulkDataURI": bulk(elem)}
+            elif is_bulk(elem):
+                out[key] = {"vr": elem.VR, "BulkDataURI": f"{base_uri}/bulkdata/{prefix}{key}"}
             else:
                 out[key] = elem.to_json_dict(bulk_data_element_handler=None,
                                              bulk_data_threshold=2**31)
         return out
 
-    return walk(ds)
+    return walk(ds, "")
+
+
+def element_at(ds: Dataset, path: str) -> DataElement | None:
+    """The bulk data element a BulkDataURI's path names (``7FE00010``,
+    ``00540016/0/00181074``), or None."""
+    steps = path.strip("/").split("/")
+    if len(steps) % 2 == 0:
+        return None
+    current: Dataset = ds
+    try:
+        for n in range(0, len(steps) - 1, 2):
+            items = current[int(steps[n], 16)].value
+            current = items[int(steps[n + 1])]
+        elem = current[int(steps[-1], 16)]
+    except (KeyError, ValueError, IndexError, TypeError):
+        return None
+    return elem if elem.VR != "SQ" and is_bulk(elem) else None

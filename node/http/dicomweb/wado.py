@@ -28,18 +28,41 @@ from node.http.dicomweb.context import (
     matches,
     refusal,
 )
-from node.http.dicomweb.dicom_json import metadata_json
+from node.http.dicomweb.dicom_json import element_at, metadata_json
 from node.index import StoredInstance
 from node.query import parse_identifier
 from node.storage import StorageError, TamperedObject
 
 log = logging.getLogger(__name__)
 DICOM = "application/dicom"
+OCTETS = "application/octet-stream"
+PIXEL_DATA = 0x7FE00010
 MULTIPART = "multipart/related"
 _CHUNK = 1 << 20
 _PATH_KEYS = {"study": "StudyInstanceUID", "series": "SeriesInstanceUID",
               "instance": "SOPInstanceUID"}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Multipart(web.StreamResponse):
+    """A multipart/related answer written part by part, never held whole."""
+
+    def __init__(self, part_type: str) -> None:
+        self.boundary = secrets.token_hex(16)
+        super().__init__(headers={
+            "Content-Type": f'{MULTIPART}; type="{part_type}"; boundary={self.boundary}'})
+
+    async def part(self, content_type: str, data: bytes, location: str = "") -> None:
+        where = f"Content-Location: {location}\r\n" if location else ""
+        await self.write(f"--{self.boundary}\r\nContent-Type: {content_type}\r\n{where}"
+                         f"Content-Length: {len(data)}\r\n\r\n".encode())
+        for start in range(0, len(data), _CHUNK):
+            await self.write(data[start:start + _CHUNK])
+        await self.write(b"\r\n")
+
+    async def finish(self) -> None:
+        await self.write(f"--{self.boundary}--\r\n".encode())
+        await self.write_eof()
 
 
 def _stored_syntax_fits(media: MediaRange, instances: list[StoredInstance]) -> bool:
@@ -127,21 +150,13 @@ def routes(context: DicomWeb) -> list[web.RouteDef]:
             raise refusal(web.HTTPNotAcceptable,
                           'instances are served as multipart/related; type="application/dicom"'
                           " in the transfer syntax they are stored in")
-        boundary = secrets.token_hex(16)
-        response = web.StreamResponse(headers={
-            "Content-Type": f'{MULTIPART}; type="{DICOM}"; boundary={boundary}'})
         first = await _read(context, instances[0])  # a read failure is still a status
+        response = Multipart(DICOM)
         await response.prepare(request)
         for n, inst in enumerate(instances):
             data = first if n == 0 else await _read_streaming(context, inst, response)
-            await response.write(
-                f"--{boundary}\r\nContent-Type: {DICOM}; transfer-syntax="
-                f"{inst.transfer_syntax_uid}\r\nContent-Length: {len(data)}\r\n\r\n".encode())
-            for start in range(0, len(data), _CHUNK):
-                await response.write(data[start:start + _CHUNK])
-            await response.write(b"\r\n")
-        await response.write(f"--{boundary}--\r\n".encode())
-        await response.write_eof()
+            await response.part(f"{DICOM}; transfer-syntax={inst.transfer_syntax_uid}", data)
+        await response.finish()
         audit(request, instances, "WADO-RS retrieve")
         await settle(instances)
         return response
@@ -165,6 +180,29 @@ def routes(context: DicomWeb) -> list[web.RouteDef]:
         await settle(instances)
         return json_answer(answers)
 
+    async def bulkdata(request: web.Request) -> web.StreamResponse:
+        if not any(m.type == "*/*" or (matches(m, MULTIPART) and m.params.get(
+                "type", OCTETS).lower() in (OCTETS, "application/*", "*/*"))
+                for m in accepted(request.headers.get("Accept"))):
+            raise refusal(web.HTTPNotAcceptable,
+                          f'bulk data is served as {MULTIPART}; type="{OCTETS}"')
+        [inst] = await resolve(request)
+        ds = await asyncio.to_thread(dcmread, io.BytesIO(await _read(context, inst)))
+        elem = element_at(ds, request.match_info["path"])
+        if elem is None:
+            raise refusal(web.HTTPNotFound, "the instance has no bulk data at that path")
+        if int(elem.tag) == PIXEL_DATA and ds.file_meta.TransferSyntaxUID.is_encapsulated:
+            raise refusal(web.HTTPNotAcceptable,
+                          "encapsulated pixel data is not served as bulk data yet (frames"
+                          " and rendered are not implemented)")
+        response = Multipart(OCTETS)
+        await response.prepare(request)
+        await response.part(OCTETS, bytes(elem.value), request.path)
+        await response.finish()
+        audit(request, [inst], "WADO-RS bulk data")
+        await settle([inst])
+        return response
+
     p = f"{PREFIX}/studies/{{study}}"
     return [
         web.get(p, retrieve),
@@ -173,6 +211,8 @@ def routes(context: DicomWeb) -> list[web.RouteDef]:
         web.get(f"{p}/series/{{series}}/metadata", metadata),
         web.get(f"{p}/series/{{series}}/instances/{{instance}}", retrieve),
         web.get(f"{p}/series/{{series}}/instances/{{instance}}/metadata", metadata),
+        web.get(f"{p}/series/{{series}}/instances/{{instance}}/bulkdata/{{path:.+}}",
+                bulkdata),
     ]
 
 
