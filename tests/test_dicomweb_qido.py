@@ -17,7 +17,8 @@ from pydicom.data import get_testdata_file
 
 from tests.support import NodeProcess, storescu
 
-NAMES = ("CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "SC_rgb_rle.dcm", "US1_J2KR.dcm")
+NAMES = ("CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "SC_rgb_rle.dcm", "US1_J2KR.dcm",
+         "emri_small.dcm")
 STUDY_UID, SERIES_UID, SOP_UID = "0020000D", "0020000E", "00080018"
 
 

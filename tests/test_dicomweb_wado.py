@@ -128,3 +128,47 @@ def test_bulk_data_uris_resolve(client: DICOMwebClient, node: NodeProcess) -> No
     encapsulated = (f"/studies/{j2k.StudyInstanceUID}/series/{j2k.SeriesInstanceUID}"
                     f"/instances/{j2k.SOPInstanceUID}/bulkdata/7FE00010")
     assert status_of(node, encapsulated, "*/*") == 406
+
+
+def frames_of(client: DICOMwebClient, name: str, frames: str, accept: str) -> list[bytes]:
+    ds = header(name)
+    return [bytes(p) for p in raw_parts(
+        client, f"/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+        f"/instances/{ds.SOPInstanceUID}/frames/{frames}", accept=accept)]
+
+
+def test_native_frames_equal_pydicoms_pixel_data(client: DICOMwebClient) -> None:
+    ct = dcmread(sample("CT_small.dcm"))
+    assert frames_of(client, "CT_small.dcm", "1",
+                     'multipart/related; type="application/octet-stream"') == [ct.PixelData]
+    ds = client.retrieve_instance_frames(str(ct.StudyInstanceUID), str(ct.SeriesInstanceUID),
+                                         str(ct.SOPInstanceUID), [1])
+    assert ds == [ct.PixelData]
+
+
+def test_encapsulated_frames_cut_without_decoding(client: DICOMwebClient,
+                                                  node: NodeProcess) -> None:
+    from pydicom.encaps import generate_frames
+    j2k = dcmread(sample("JPEG2000.dcm"))
+    expected = list(generate_frames(j2k.PixelData, number_of_frames=int(j2k.get(
+        "NumberOfFrames", 1) or 1)))
+    got = frames_of(client, "JPEG2000.dcm", "1",
+                    'multipart/related; type="application/octet-stream"; transfer-syntax=*')
+    assert got == expected[:1]
+    path = (f"/studies/{j2k.StudyInstanceUID}/series/{j2k.SeriesInstanceUID}"
+            f"/instances/{j2k.SOPInstanceUID}/frames/1")
+    # Not transcoded: a requester that wants it decoded is told so.
+    assert status_of(node, path, 'multipart/related; type="application/octet-stream"') == 406
+    assert status_of(node, path, 'multipart/related; type="image/jp2"; transfer-syntax=*') \
+        == 200
+    assert status_of(node, path.replace("frames/1", "frames/99"),
+                     'multipart/related; type="image/jp2"; transfer-syntax=*') == 404
+    assert status_of(node, path.replace("frames/1", "frames/x"), "*/*") == 400
+
+
+def test_frames_of_a_multi_frame_image(client: DICOMwebClient) -> None:
+    emri = dcmread(sample("emri_small.dcm"))
+    assert int(emri.NumberOfFrames) > 4
+    got = frames_of(client, "emri_small.dcm", "2,4,1",
+                    'multipart/related; type="application/octet-stream"')
+    assert got == [emri.pixel_array[n - 1].tobytes() for n in (2, 4, 1)]

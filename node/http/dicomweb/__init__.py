@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from node.http.dicomweb import qido, stow, wado
+from node.http.dicomweb import frames, qido, stow, wado
 from node.http.dicomweb.context import DicomWeb
 
 __all__ = ["DicomWeb", "routes"]
 
 
 def routes(context: DicomWeb) -> list[web.RouteDef]:
-    return [*qido.routes(context), *wado.routes(context), *stow.routes(context)]
+    return [*qido.routes(context), *wado.routes(context), *frames.routes(context),
+            *stow.routes(context)]

@@ -91,7 +91,7 @@ def _identifier(request: web.Request) -> Dataset:
     return ds
 
 
-async def _read(context: DicomWeb, inst: StoredInstance) -> bytes:
+async def read_instance(context: DicomWeb, inst: StoredInstance) -> bytes:
     try:
         return await asyncio.to_thread(context.archive.storage.read, inst.sha256)
     except TamperedObject as exc:
@@ -104,71 +104,75 @@ async def _read(context: DicomWeb, inst: StoredInstance) -> bytes:
         raise refusal(web.HTTPInternalServerError, "a stored instance cannot be read") from None
 
 
+async def resolve(context: DicomWeb, request: web.Request) -> list[StoredInstance]:
+    """The instances the path names, each here when this returns (fetched from
+    the mesh if need be); 404 when none matches, 503 when one cannot be fetched."""
+    index = context.archive.index
+    mesh = context.mesh
+    instances = await index.instances_for(parse_identifier(_identifier(request)),
+                                          mesh=mesh is not None)
+    if not instances:
+        raise refusal(web.HTTPNotFound, "no such study, series or instance")
+    remote = [i for i in instances if not i.local]
+    if remote and mesh is not None:
+        fetching = await mesh.start(remote)
+        try:
+            for inst in remote:
+                await fetching.take(inst.sop_uid)
+        except Exception as exc:  # any failure of a holder: the answer is 503
+            log.warning("WADO-RS: instance %s not fetched from the mesh: %s",
+                        inst.sha256[:12], exc)
+            raise refusal(web.HTTPServiceUnavailable,
+                          "an instance held on other members could not be fetched"
+                          " from any of them") from None
+        finally:
+            await fetching.close()
+    return instances
+
+
+async def settle(context: DicomWeb, instances: list[StoredInstance]) -> None:
+    if context.mesh is not None:
+        await context.mesh.used_locally([i.sop_uid for i in instances if i.local])
+        await context.mesh.enforce_budget()
+
+
+def audit(context: DicomWeb, request: web.Request, instances: list[StoredInstance],
+          what: str) -> None:
+    per_study: dict[str, int] = {}
+    for inst in instances:
+        per_study[inst.study_uid] = per_study.get(inst.study_uid, 0) + 1
+    for study, count in sorted(per_study.items()):
+        context.record(request, Action.RETRIEVE, Outcome.SUCCESS,
+                       f"{what}: {count} instance(s)", study_uid=study)
+
+
 def routes(context: DicomWeb) -> list[web.RouteDef]:
-    async def resolve(request: web.Request) -> list[StoredInstance]:
-        """The instances the path names, each here when this returns (fetched from
-        the mesh if need be); 404 when none matches, 503 when one cannot be fetched."""
-        index = context.archive.index
-        mesh = context.mesh
-        instances = await index.instances_for(parse_identifier(_identifier(request)),
-                                              mesh=mesh is not None)
-        if not instances:
-            raise refusal(web.HTTPNotFound, "no such study, series or instance")
-        remote = [i for i in instances if not i.local]
-        if remote and mesh is not None:
-            fetching = await mesh.start(remote)
-            try:
-                for inst in remote:
-                    await fetching.take(inst.sop_uid)
-            except Exception as exc:  # any failure of a holder: the answer is 503
-                log.warning("WADO-RS: instance %s not fetched from the mesh: %s",
-                            inst.sha256[:12], exc)
-                raise refusal(web.HTTPServiceUnavailable,
-                              "an instance held on other members could not be fetched"
-                              " from any of them") from None
-            finally:
-                await fetching.close()
-        return instances
-
-    async def settle(instances: list[StoredInstance]) -> None:
-        if context.mesh is not None:
-            await context.mesh.used_locally([i.sop_uid for i in instances if i.local])
-            await context.mesh.enforce_budget()
-
-    def audit(request: web.Request, instances: list[StoredInstance], what: str) -> None:
-        per_study: dict[str, int] = {}
-        for inst in instances:
-            per_study[inst.study_uid] = per_study.get(inst.study_uid, 0) + 1
-        for study, count in sorted(per_study.items()):
-            context.record(request, Action.RETRIEVE, Outcome.SUCCESS,
-                           f"{what}: {count} instance(s)", study_uid=study)
-
     async def retrieve(request: web.Request) -> web.StreamResponse:
         ranges = accepted(request.headers.get("Accept"))
-        instances = await resolve(request)
+        instances = await resolve(context, request)
         if not any(dicom_range_fits(m, instances) for m in ranges):
             raise refusal(web.HTTPNotAcceptable,
                           'instances are served as multipart/related; type="application/dicom"'
                           " in the transfer syntax they are stored in")
-        first = await _read(context, instances[0])  # a read failure is still a status
+        first = await read_instance(context, instances[0])  # a read failure is still a status
         response = Multipart(DICOM)
         await response.prepare(request)
         for n, inst in enumerate(instances):
             data = first if n == 0 else await _read_streaming(context, inst, response)
             await response.part(f"{DICOM}; transfer-syntax={inst.transfer_syntax_uid}", data)
         await response.finish()
-        audit(request, instances, "WADO-RS retrieve")
-        await settle(instances)
+        audit(context, request, instances, "WADO-RS retrieve")
+        await settle(context, instances)
         return response
 
     async def metadata(request: web.Request) -> web.Response:
         if not any(matches(m, DICOM_JSON) or matches(m, "application/json")
                    for m in accepted(request.headers.get("Accept"))):
             raise refusal(web.HTTPNotAcceptable, "metadata is application/dicom+json only")
-        instances = await resolve(request)
+        instances = await resolve(context, request)
         answers = []
         for inst in instances:
-            data = await _read(context, inst)
+            data = await read_instance(context, inst)
             ds = await asyncio.to_thread(dcmread, io.BytesIO(data))
             base = (f"{PREFIX}/studies/{inst.study_uid}/series/{inst.series_uid}"
                     f"/instances/{inst.sop_uid}")
@@ -176,8 +180,8 @@ def routes(context: DicomWeb) -> list[web.RouteDef]:
             # What a viewer needs to decode frames it fetches apart from the file.
             answer["00020010"] = {"vr": "UI", "Value": [inst.transfer_syntax_uid]}
             answers.append(dict(sorted(answer.items())))
-        audit(request, instances, "WADO-RS metadata")
-        await settle(instances)
+        audit(context, request, instances, "WADO-RS metadata")
+        await settle(context, instances)
         return json_answer(answers)
 
     async def bulkdata(request: web.Request) -> web.StreamResponse:
@@ -186,8 +190,8 @@ def routes(context: DicomWeb) -> list[web.RouteDef]:
                 for m in accepted(request.headers.get("Accept"))):
             raise refusal(web.HTTPNotAcceptable,
                           f'bulk data is served as {MULTIPART}; type="{OCTETS}"')
-        [inst] = await resolve(request)
-        ds = await asyncio.to_thread(dcmread, io.BytesIO(await _read(context, inst)))
+        [inst] = await resolve(context, request)
+        ds = await asyncio.to_thread(dcmread, io.BytesIO(await read_instance(context, inst)))
         elem = element_at(ds, request.match_info["path"])
         if elem is None:
             raise refusal(web.HTTPNotFound, "the instance has no bulk data at that path")
@@ -199,8 +203,8 @@ def routes(context: DicomWeb) -> list[web.RouteDef]:
         await response.prepare(request)
         await response.part(OCTETS, bytes(elem.value), request.path)
         await response.finish()
-        audit(request, [inst], "WADO-RS bulk data")
-        await settle([inst])
+        audit(context, request, [inst], "WADO-RS bulk data")
+        await settle(context, [inst])
         return response
 
     p = f"{PREFIX}/studies/{{study}}"
@@ -221,7 +225,7 @@ async def _read_streaming(context: DicomWeb, inst: StoredInstance,
     """A read once the status is sent: a failure can only cut the stream short, which
     the client sees as a multipart body without its closing boundary."""
     try:
-        return await _read(context, inst)
+        return await read_instance(context, inst)
     except web.HTTPException:
         response.force_close()
         raise StorageError(f"instance {inst.sha256[:12]} unreadable mid-answer") from None
