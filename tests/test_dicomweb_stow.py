@@ -16,8 +16,10 @@ from dicomweb_client import DICOMwebClient
 from pydicom import dcmread
 
 from tests.support import NodeProcess, one_file_per_instance
+from tests.test_audit import wait_for_rows
 from tests.test_dicomweb_qido import header, sample
 from tests.test_http_tokens import add_token
+from tests.test_http_upload import raw_request, wait_until
 
 DICOM_JSON = "application/dicom+json"
 STUDY_UID, SOP_UID, FAILURE_REASON = "0020000D", "00081155", "00081197"
@@ -178,7 +180,34 @@ def test_malformed_multipart_stores_nothing(node: NodeProcess, uploader: str) ->
 def test_roles_and_audit(node: NodeProcess, uploader: str, reader: str) -> None:
     assert stow(node, reader, [sample("CT_small.dcm").read_bytes()]).status_code == 403
     assert requests.post(url(node), data=b"", timeout=10).status_code == 401
+    ct = header("CT_small.dcm")
+    searcher = DICOMwebClient(url=url(node, ""), headers=bearer(reader))
+    assert searcher.search_for_studies(search_filters={"PatientID": "1CT1"})
+    assert searcher.retrieve_study_metadata(str(ct.StudyInstanceUID))
     admin = add_token(node, "admin")
     rows = requests.get(f"http://127.0.0.1:{node.http_port}/api/audit",
                         headers=bearer(admin), timeout=10).json()
     assert any(r["action"] == "store" and "STOW-RS" in r["detail"] for r in rows)
+    assert any(r["action"] == "query" and "DICOMweb" in r["detail"]
+               and r["patient_id"] == "1CT1" for r in rows)
+    assert any(r["action"] == "retrieve" and "metadata" in r["detail"]
+               and r["study_uid"] == str(ct.StudyInstanceUID) for r in rows)
+
+
+@pytest.mark.parametrize("half_close", [False, True], ids=["closed", "half-closed"])
+def test_body_cut_off_stores_nothing(node: NodeProcess, uploader: str,
+                                     half_close: bool) -> None:
+    boundary = "cutoff"
+    whole = multipart([sample("MR_small.dcm").read_bytes(),
+                       sample("emri_small.dcm").read_bytes()], boundary)
+    head = (f"POST /dicom-web/studies HTTP/1.1\r\nHost: 127.0.0.1:{node.http_port}\r\n"
+            f"Authorization: Bearer {uploader}\r\nContent-Length: {len(whole)}\r\n"
+            f'Content-Type: multipart/related; type="application/dicom"; boundary={boundary}'
+            "\r\n\r\n").encode()
+    before = left_behind(node)
+    answer = raw_request(node, head, whole[: len(whole) // 3], half_close)
+    if answer:  # the connection may be gone before anything can be answered
+        assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    wait_until(lambda: left_behind(node) == before)
+    rows = wait_for_rows(node, lambda rs: any("body ended" in r["detail"] for r in rs))
+    assert any("body ended" in r["detail"] and "dicom-web" in r["detail"] for r in rows)
