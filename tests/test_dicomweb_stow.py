@@ -9,6 +9,7 @@ import hashlib
 import io
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -211,3 +212,21 @@ def test_body_cut_off_stores_nothing(node: NodeProcess, uploader: str,
     wait_until(lambda: left_behind(node) == before)
     rows = wait_for_rows(node, lambda rs: any("body ended" in r["detail"] for r in rs))
     assert any("body ended" in r["detail"] and "dicom-web" in r["detail"] for r in rows)
+
+
+def test_sealed_at_rest_stored_and_retrieved_bit_exact(tmp_path: Path) -> None:
+    sealed = NodeProcess(data_dir=tmp_path / "sealed",
+                         extra_args=("--http-auth", "none", "--encrypt-at-rest")).start()
+    try:
+        files = [sample(n) for n in ("MR_small.dcm", "emri_small.dcm", "JPEG2000.dcm")]
+        response = stow(sealed, "", [f.read_bytes() for f in files])
+        assert response.status_code == 200, response.text
+        urls = [r["00081190"]["Value"][0] for r in response.json()["00081199"]["Value"]]
+        for path, retrieve_url in zip(files, urls, strict=True):
+            sent = path.read_bytes()
+            [stored] = [p for p in (sealed.data_dir / "objects").rglob("*")
+                        if p.name.startswith(hashlib.sha256(sent).hexdigest())]
+            assert stored.read_bytes() != sent  # sealed on disk
+            assert retrieved(sealed, "", retrieve_url) == sent
+    finally:
+        sealed.stop()

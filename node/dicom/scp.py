@@ -320,8 +320,8 @@ class DicomServer:
             return
         log.info("C-FIND from %s at %s level: %d match(es)", source, query.level, len(rows))
         self.audit.record(event, Action.QUERY, Outcome.SUCCESS,
-                          patient_id=_exact(event.identifier, "PatientID"),
-                          study_uid=_exact(event.identifier, "StudyInstanceUID"),
+                          patient_id=exact_value(event.identifier, "PatientID"),
+                          study_uid=exact_value(event.identifier, "StudyInstanceUID"),
                           detail=f"{query.level} level, {len(rows)} match(es)")
         layout = layout_for(query, self.config.aet, event.context.transfer_syntax)
         for row in rows:
@@ -404,7 +404,7 @@ class DicomServer:
         per_study: dict[str, int] = {}
         for inst in instances:
             per_study[inst.study_uid] = per_study.get(inst.study_uid, 0) + 1
-        patient = _exact(event.identifier, "PatientID")
+        patient = exact_value(event.identifier, "PatientID")
         for study, count in sorted(per_study.items()) or [("", 0)]:
             self.audit.record(event, action, Outcome.SUCCESS, patient_id=patient,
                               study_uid=study, detail=f"{what}: {count} instance(s)")
@@ -473,7 +473,7 @@ def _addresses_of(host: str) -> frozenset[str]:
     return frozenset(str(info[4][0]) for info in infos)
 
 
-def _exact(identifier: Dataset, keyword: str) -> str:
+def exact_value(identifier: Dataset, keyword: str) -> str:
     """A key the requester asked for by value (not empty, not a wildcard), else ''."""
     value = str(identifier.get(keyword, "") or "").strip()
     return "" if any(c in value for c in "*?\\") else value

@@ -12,6 +12,7 @@ import io
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
+from typing import BinaryIO
 
 from aiohttp import web
 from pydicom import dcmread
@@ -52,12 +53,29 @@ class Multipart(web.StreamResponse):
         super().__init__(headers={
             "Content-Type": f'{MULTIPART}; type="{part_type}"; boundary={self.boundary}'})
 
-    async def part(self, content_type: str, data: bytes, location: str = "") -> None:
+    async def _head(self, content_type: str, size: int, location: str = "") -> None:
         where = f"Content-Location: {location}\r\n" if location else ""
         await self.write(f"--{self.boundary}\r\nContent-Type: {content_type}\r\n{where}"
-                         f"Content-Length: {len(data)}\r\n\r\n".encode())
+                         f"Content-Length: {size}\r\n\r\n".encode())
+
+    async def part(self, content_type: str, data: bytes, location: str = "") -> None:
+        await self._head(content_type, len(data), location)
         for start in range(0, len(data), _CHUNK):
             await self.write(data[start:start + _CHUNK])
+        await self.write(b"\r\n")
+
+    async def file_part(self, content_type: str, fh: BinaryIO, size: int) -> None:
+        """A part read from ``fh`` block by block (``size`` bytes of plaintext): once
+        the status is sent, a failure can only cut the stream short, which the client
+        sees as a multipart body without its closing boundary."""
+        await self._head(content_type, size)
+        sent = 0
+        while block := await asyncio.to_thread(fh.read, _CHUNK):
+            sent += len(block)
+            await self.write(block)
+        if sent != size:
+            self.force_close()
+            raise StorageError(f"an object held {sent} bytes, not {size}")
         await self.write(b"\r\n")
 
     async def finish(self) -> None:
@@ -154,12 +172,20 @@ def routes(context: DicomWeb) -> list[web.RouteDef]:
             raise refusal(web.HTTPNotAcceptable,
                           'instances are served as multipart/related; type="application/dicom"'
                           " in the transfer syntax they are stored in")
-        first = await read_instance(context, instances[0])  # a read failure is still a status
         response = Multipart(DICOM)
-        await response.prepare(request)
         for n, inst in enumerate(instances):
-            data = first if n == 0 else await _read_streaming(context, inst, response)
-            await response.part(f"{DICOM}; transfer-syntax={inst.transfer_syntax_uid}", data)
+            fh = await open_instance(context, inst, response if n else None)
+            try:
+                if n == 0:  # opened before the status is sent: a missing file is a 500
+                    await response.prepare(request)
+                await response.file_part(
+                    f"{DICOM}; transfer-syntax={inst.transfer_syntax_uid}", fh, inst.size)
+            except TamperedObject as exc:
+                response.force_close()
+                await context.archive.set_aside(exc.sha256, str(exc))
+                raise
+            finally:
+                fh.close()
         await response.finish()
         audit(context, request, instances, "WADO-RS retrieve")
         await settle(context, instances)
@@ -220,12 +246,15 @@ def routes(context: DicomWeb) -> list[web.RouteDef]:
     ]
 
 
-async def _read_streaming(context: DicomWeb, inst: StoredInstance,
-                          response: web.StreamResponse) -> bytes:
-    """A read once the status is sent: a failure can only cut the stream short, which
-    the client sees as a multipart body without its closing boundary."""
+async def open_instance(context: DicomWeb, inst: StoredInstance,
+                        streaming: web.StreamResponse | None) -> BinaryIO:
+    """The stored object's plaintext; a refusal while no status is sent, else the
+    ``streaming`` answer is cut short."""
     try:
-        return await read_instance(context, inst)
-    except web.HTTPException:
-        response.force_close()
-        raise StorageError(f"instance {inst.sha256[:12]} unreadable mid-answer") from None
+        return await asyncio.to_thread(context.archive.storage.open_object, inst.sha256)
+    except OSError as exc:
+        log.error("WADO-RS: object %s unreadable: %s", inst.sha256[:12], exc)
+        if streaming is not None:
+            streaming.force_close()
+            raise
+        raise refusal(web.HTTPInternalServerError, "a stored instance cannot be read") from None
