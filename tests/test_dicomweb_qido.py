@@ -99,6 +99,9 @@ def test_series_and_instances(client: DICOMwebClient) -> None:
     assert [value(s, SERIES_UID)[0] for s in ct_series] == \
         [str(header("CT_small.dcm").SeriesInstanceUID)]
     assert value(ct_series[0], "00201209") == [1]  # NumberOfSeriesRelatedInstances
+    # All series: the study's attributes too; within a study, not.
+    assert value(ct_series[0], "00100020") == ["1CT1"]
+    assert "00100020" not in series[0]
     instances = client.search_for_instances(str(mr.StudyInstanceUID),
                                             str(mr.SeriesInstanceUID))
     assert str(mr.SOPInstanceUID) in {value(i, SOP_UID)[0] for i in instances}
@@ -106,6 +109,7 @@ def test_series_and_instances(client: DICOMwebClient) -> None:
     assert len(one) == 1
     assert value(one[0], STUDY_UID) == [str(mr.StudyInstanceUID)]
     assert value(one[0], "00280010") == [int(mr.Rows)]  # Rows, a number
+    assert value(one[0], "00080060") == ["MR"]  # the series' Modality, for all instances
 
 
 def test_includefield_limit_offset(client: DICOMwebClient) -> None:

@@ -25,7 +25,7 @@ from node.http.dicomweb.context import (
     refusal,
 )
 from node.http.dicomweb.dicom_json import to_json
-from node.query import ATTRS, COMPUTED, LEVELS, Query, QueryError, parse_identifier
+from node.query import ATTRS, COMPUTED, LEVELS, UNIQUE_KEY, Query, QueryError, parse_identifier
 
 log = logging.getLogger(__name__)
 _HEX_TAG = re.compile(r"[0-9A-Fa-f]{8}")
@@ -106,6 +106,19 @@ def _wanted(values: Iterable[str], level: str) -> list[str]:
     return wanted
 
 
+def _defaults(level: str, fixed: Mapping[str, str]) -> list[str]:
+    """A level's default keys, and those of the levels above that the path does not
+    name (PS3.18 10.6.3.3: a search of all series answers study attributes too), less
+    the counts, which are answered at their own level only."""
+    keys = list(DEFAULTS[level])
+    above = {"SERIES": ["STUDY"], "IMAGE": ["STUDY", "SERIES"]}.get(level, [])
+    for upper in above:
+        if UNIQUE_KEY[upper] not in fixed:
+            keys += [k for k in DEFAULTS[upper] if k not in keys
+                     and (k not in COMPUTED or k == "ModalitiesInStudy")]
+    return keys
+
+
 def _count(params: Mapping[str, str], name: str) -> int | None:
     raw = params.get(name)
     if raw is None:
@@ -122,7 +135,7 @@ def parse_search(level: str, fixed: Mapping[str, str],
     control = {k: v for k, v in pairs if k in ("limit", "offset")}
     ds = Dataset()
     ds.QueryRetrieveLevel = level
-    for keyword in DEFAULTS[level]:
+    for keyword in _defaults(level, fixed):
         setattr(ds, keyword, "")
     for keyword in _wanted((v for k, v in pairs if k == "includefield"), level):
         if keyword not in ds:
