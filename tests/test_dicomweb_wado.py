@@ -172,3 +172,21 @@ def test_frames_of_a_multi_frame_image(client: DICOMwebClient) -> None:
     got = frames_of(client, "emri_small.dcm", "2,4,1",
                     'multipart/related; type="application/octet-stream"')
     assert got == [emri.pixel_array[n - 1].tobytes() for n in (2, 4, 1)]
+
+
+def test_wado_uri_is_the_stored_file(node: NodeProcess) -> None:
+    ds = header("US1_J2KR.dcm")
+    query = (f"requestType=WADO&studyUID={ds.StudyInstanceUID}&seriesUID="
+             f"{ds.SeriesInstanceUID}&objectUID={ds.SOPInstanceUID}")
+    base = f"http://127.0.0.1:{node.http_port}/wado?{query}"
+    response = requests.get(f"{base}&contentType=application/dicom", timeout=30)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/dicom"
+    [stored] = [p for p in (node.data_dir / "objects").rglob("*")
+                if p.name.startswith(hashlib.sha256(response.content).hexdigest())]
+    assert stored.read_bytes() == response.content
+    assert requests.get(base, timeout=10).status_code == 406  # image/jpeg: not rendered
+    assert requests.get(f"{base}&contentType=application/dicom&transferSyntax="
+                        "1.2.840.10008.1.2.1", timeout=10).status_code == 406
+    no_object = requests.get(base.replace("objectUID", "other"), timeout=10)
+    assert no_object.status_code == 400 and "objectUID" in no_object.text

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from node.http.dicomweb import frames, qido, stow, wado
+from node.http.dicomweb import frames, qido, stow, wado, wado_uri
 from node.http.dicomweb.context import DicomWeb
 
 __all__ = ["DicomWeb", "routes"]
@@ -13,4 +13,4 @@ __all__ = ["DicomWeb", "routes"]
 
 def routes(context: DicomWeb) -> list[web.RouteDef]:
     return [*qido.routes(context), *wado.routes(context), *frames.routes(context),
-            *stow.routes(context)]
+            *stow.routes(context), *wado_uri.routes(context)]

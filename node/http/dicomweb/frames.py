@@ -96,7 +96,7 @@ def _fits(media: MediaRange, syntax: str) -> str | None:
 def routes(context: DicomWeb) -> list[web.RouteDef]:
     async def frames(request: web.Request) -> web.StreamResponse:
         numbers = frame_numbers(request.match_info["frames"])
-        [inst] = await resolve(context, request)
+        [inst] = await resolve(context, request.match_info)
         syntax = inst.transfer_syntax_uid
         part_type = next((t for m in accepted(request.headers.get("Accept"))
                           if (t := _fits(m, syntax))), None)

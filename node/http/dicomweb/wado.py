@@ -11,7 +11,7 @@ import asyncio
 import io
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import BinaryIO
 
 from aiohttp import web
@@ -100,12 +100,12 @@ def dicom_range_fits(media: MediaRange, instances: list[StoredInstance]) -> bool
     return part in (DICOM, "application/*", "*/*") and _stored_syntax_fits(media, instances)
 
 
-def _identifier(request: web.Request) -> Dataset:
+def _identifier(uids: Mapping[str, str]) -> Dataset:
     ds = Dataset()
     ds.QueryRetrieveLevel = "IMAGE"
     for key, keyword in _PATH_KEYS.items():
-        if key in request.match_info:
-            setattr(ds, keyword, request.match_info[key])
+        if key in uids:
+            setattr(ds, keyword, uids[key])
     return ds
 
 
@@ -122,12 +122,13 @@ async def read_instance(context: DicomWeb, inst: StoredInstance) -> bytes:
         raise refusal(web.HTTPInternalServerError, "a stored instance cannot be read") from None
 
 
-async def resolve(context: DicomWeb, request: web.Request) -> list[StoredInstance]:
-    """The instances the path names, each here when this returns (fetched from
-    the mesh if need be); 404 when none matches, 503 when one cannot be fetched."""
+async def resolve(context: DicomWeb, uids: Mapping[str, str]) -> list[StoredInstance]:
+    """The instances ``uids`` name (``study``, ``series``, ``instance``: a path's),
+    each here when this returns (fetched from the mesh if need be); 404 when none
+    matches, 503 when one cannot be fetched."""
     index = context.archive.index
     mesh = context.mesh
-    instances = await index.instances_for(parse_identifier(_identifier(request)),
+    instances = await index.instances_for(parse_identifier(_identifier(uids)),
                                           mesh=mesh is not None)
     if not instances:
         raise refusal(web.HTTPNotFound, "no such study, series or instance")
@@ -167,7 +168,7 @@ def audit(context: DicomWeb, request: web.Request, instances: list[StoredInstanc
 def routes(context: DicomWeb) -> list[web.RouteDef]:
     async def retrieve(request: web.Request) -> web.StreamResponse:
         ranges = accepted(request.headers.get("Accept"))
-        instances = await resolve(context, request)
+        instances = await resolve(context, request.match_info)
         if not any(dicom_range_fits(m, instances) for m in ranges):
             raise refusal(web.HTTPNotAcceptable,
                           'instances are served as multipart/related; type="application/dicom"'
@@ -195,7 +196,7 @@ def routes(context: DicomWeb) -> list[web.RouteDef]:
         if not any(matches(m, DICOM_JSON) or matches(m, "application/json")
                    for m in accepted(request.headers.get("Accept"))):
             raise refusal(web.HTTPNotAcceptable, "metadata is application/dicom+json only")
-        instances = await resolve(context, request)
+        instances = await resolve(context, request.match_info)
         answers = []
         for inst in instances:
             data = await read_instance(context, inst)
@@ -216,7 +217,7 @@ def routes(context: DicomWeb) -> list[web.RouteDef]:
                 for m in accepted(request.headers.get("Accept"))):
             raise refusal(web.HTTPNotAcceptable,
                           f'bulk data is served as {MULTIPART}; type="{OCTETS}"')
-        [inst] = await resolve(context, request)
+        [inst] = await resolve(context, request.match_info)
         ds = await asyncio.to_thread(dcmread, io.BytesIO(await read_instance(context, inst)))
         elem = element_at(ds, request.match_info["path"])
         if elem is None:
