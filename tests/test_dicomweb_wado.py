@@ -9,6 +9,7 @@ import io
 import urllib.error
 import urllib.request
 
+import numpy as np
 import pytest
 import requests
 from dicomweb_client import DICOMwebClient
@@ -190,3 +191,38 @@ def test_wado_uri_is_the_stored_file(node: NodeProcess) -> None:
                         "1.2.840.10008.1.2.1", timeout=10).status_code == 406
     no_object = requests.get(base.replace("objectUID", "other"), timeout=10)
     assert no_object.status_code == 400 and "objectUID" in no_object.text
+
+
+def rendered(node: NodeProcess, name: str, what: str, accept: str) -> requests.Response:
+    ds = header(name)
+    return requests.get(
+        f"http://127.0.0.1:{node.http_port}/dicom-web/studies/{ds.StudyInstanceUID}/series/"
+        f"{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}/{what}",
+        headers={"Accept": accept}, timeout=60)
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "JPEG2000.dcm", "SC_rgb_rle.dcm",
+                                  "US1_J2KR.dcm"])
+def test_rendered_with_the_images_window(node: NodeProcess, name: str) -> None:
+    from PIL import Image
+    ds = dcmread(sample(name))
+    response = rendered(node, name, "rendered", "image/jpeg")
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"] == "image/jpeg"
+    picture = Image.open(io.BytesIO(response.content))
+    assert picture.format == "JPEG" and picture.size == (int(ds.Columns), int(ds.Rows))
+    assert len(np.unique(np.asarray(picture.convert("L")))) > 16  # not blank or flat
+    png = rendered(node, name, "thumbnail", "image/png")
+    assert png.status_code == 200
+    small = Image.open(io.BytesIO(png.content))
+    assert small.format == "PNG" and max(small.size) <= 128
+
+
+def test_rendered_negotiation_and_frames(node: NodeProcess) -> None:
+    assert rendered(node, "CT_small.dcm", "rendered", "application/dicom").status_code == 406
+    assert rendered(node, "CT_small.dcm", "rendered", "*/*").headers["Content-Type"] \
+        == "image/jpeg"
+    assert rendered(node, "emri_small.dcm", "frames/3/rendered", "image/png").status_code \
+        == 200
+    assert rendered(node, "emri_small.dcm", "frames/99/rendered", "image/png").status_code \
+        == 404
