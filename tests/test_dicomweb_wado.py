@@ -226,3 +226,13 @@ def test_rendered_negotiation_and_frames(node: NodeProcess) -> None:
         == 200
     assert rendered(node, "emri_small.dcm", "frames/99/rendered", "image/png").status_code \
         == 404
+
+
+def test_metadata_is_gzipped_for_a_client_that_takes_it(node: NodeProcess) -> None:
+    ct = header("CT_small.dcm")
+    path = f"http://127.0.0.1:{node.http_port}/dicom-web/studies/{ct.StudyInstanceUID}/metadata"
+    zipped = requests.get(path, headers={"Accept-Encoding": "gzip"}, timeout=10)
+    assert zipped.headers["Content-Encoding"] == "gzip"
+    plain = requests.get(path, headers={"Accept-Encoding": "identity"}, timeout=10)
+    assert "Content-Encoding" not in plain.headers
+    assert zipped.json() == plain.json()
