@@ -33,7 +33,8 @@ def _headers(block: bytes) -> dict[str, str]:
 
 
 def parse(body: bytes, boundary: str) -> list[Part]:
-    if not boundary or len(boundary) > 70:
+    # RFC 2046 allows 70 characters; Orthanc's DICOMweb plugin sends longer ones.
+    if not boundary or len(boundary) > 200:
         raise MultipartError("the Content-Type has no usable boundary parameter")
     marker = b"--" + boundary.encode("latin-1")
     if body.startswith(marker):

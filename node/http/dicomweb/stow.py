@@ -115,6 +115,7 @@ def routes(context: DicomWeb) -> list[web.RouteDef]:
         if kind != "multipart/related" or part_type != DICOM:
             reason = ('STOW-RS takes multipart/related; type="application/dicom", not '
                       f"{request.headers.get('Content-Type') or 'no Content-Type'}")
+            log.warning("%s", reason)
             context.record(request, Action.REFUSAL, Outcome.REFUSED, reason)
             raise refusal(web.HTTPUnsupportedMediaType, reason)
         try:
@@ -123,6 +124,7 @@ def routes(context: DicomWeb) -> list[web.RouteDef]:
             context.record(request, Action.REFUSAL, Outcome.REFUSED, exc.reason)
             raise exc.response from None
         except MultipartError as exc:
+            log.warning("STOW-RS body refused: %s", exc)
             context.record(request, Action.REFUSAL, Outcome.REFUSED, str(exc))
             raise refusal(web.HTTPBadRequest, f"malformed multipart body: {exc}") from None
         study = request.match_info.get("study")
