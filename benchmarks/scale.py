@@ -292,6 +292,16 @@ def time_findscu(data_dir: Path, studies: int, rounds: int) -> dict[str, Any]:
     results: dict[str, Any] = {"start_seconds": round(time.perf_counter() - started, 2)}
     print(f"  node started on the filled dir in {results['start_seconds']} s", flush=True)
     try:
+        # The floor under every findscu time: a process, an association, one exchange.
+        floor = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            subprocess.run(["echoscu", "-aec", node.aet, *node.address], check=True,
+                           capture_output=True, env={**os.environ, "TCP_NODELAY": "1"})
+            floor.append((time.perf_counter() - t0) * 1000)
+        results["echoscu_floor_p50_ms"] = round(statistics.median(floor), 1)
+        print(f"  echoscu (the floor: process + association) p50"
+              f" {results['echoscu_floor_p50_ms']} ms", flush=True)
         for name, match in queries(studies).items():
             keys = [f"{k}={v}" for k, v in match.items()]
             keys += [f"{k}" for k in RETURN_KEYS if k not in match]

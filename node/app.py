@@ -34,9 +34,10 @@ from node.http import access_routes, auth, dicomweb, serving
 from node.http.api import make_app
 from node.identity import IdentityError, NodeIdentity, load_or_create_identity
 from node.index import Index
-from node.reconcile import ReconcileReport, reconcile
+from node.reconcile import ReconcileReport, recover, retire_forever, retire_intents
 from node.scrub import Scrubber
 from node.storage import Storage
+from node.tasks import cancel_and_wait
 from replication.antientropy import routes as anti_entropy_routes
 from replication.catalog_store import CatalogStore
 from replication.deletion import routes as deletion_routes
@@ -46,6 +47,7 @@ from replication.fetch import Fetcher
 from replication.http import member_aets
 from replication.http import routes as replication_http_routes
 from replication.outbox_store import OutboxStore
+from replication.owned import OwnedIndex
 from replication.remote_find import routes as remote_find_routes
 from replication.retrieve import MeshRetrieve
 from replication.service import ReplicationSettings, Replicator
@@ -71,7 +73,9 @@ def open_storage(config: NodeConfig) -> Storage:
 async def open_archive(
     data_dir: Path, storage: Storage | None = None
 ) -> tuple[Archive, ReconcileReport]:
-    """Open (creating if needed) and reconcile the archive in ``data_dir``."""
+    """Open (creating if needed) and recover the archive in ``data_dir``: what the crash
+    journal names, not the whole archive (node/reconcile.py). Close with
+    :func:`close_archive`."""
     storage = storage or Storage(data_dir)
     try:
         # Owner-only (the umask: or group-readable) from its first byte; SQLite gives
@@ -82,11 +86,21 @@ async def open_archive(
         raise StartupError(f"cannot open index {data_dir / INDEX_FILE}: {exc}") from None
     index.mesh_view = CatalogStore(index.db)  # C-FIND and retrieves over the mesh catalog
     try:
-        report = await reconcile(storage, index)
+        report = await recover(storage, index)
     except BaseException:
         await index.close()
         raise
     return Archive(storage, index), report
+
+
+async def close_archive(archive: Archive) -> None:
+    """Close the index once the journal's intents are retired: after a clean stop, the
+    next start-up has nothing to check."""
+    try:
+        await retire_intents(archive.storage, archive.index)
+    except Exception as exc:  # the next start-up checks them instead
+        log.warning("crash-journal intents left for the next start-up: %s", exc)
+    await archive.index.close()
 
 
 class Node:
@@ -100,12 +114,15 @@ class Node:
         self.audit: AuditTrail | None = None
         self._http: web.AppRunner | None = None
         self._lock: IO[str] | None = None
+        self._retiring: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         cfg = self.config
         self._lock = lock_data_dir(cfg.data_dir, cfg.data_dir_gid)
         try:
             self.archive, _ = await open_archive(cfg.data_dir, open_storage(cfg))
+            self._retiring = asyncio.create_task(
+                retire_forever(self.archive.storage, self.archive.index), name="retire")
             audit = self.audit = AuditTrail(self.archive.index)
             audit.start()
             self.archive.on_damaged = _audit_damage(audit)
@@ -120,11 +137,13 @@ class Node:
             self.discovery.add_mesh_routes(deletion_routes(self.archive.index))
             self.discovery.add_mesh_routes(remote_find_routes(self.archive.index))
             fetcher = Fetcher(self.archive, self.discovery, cfg.cache_bytes, lambda: cfg.replicas)
+            owned = OwnedIndex(self.archive.index)  # holdings, kept current incrementally
             self.discovery.add_mesh_routes(
-                anti_entropy_routes(self.archive.index, self.discovery, lambda: cfg.replicas)
+                anti_entropy_routes(owned, self.discovery, lambda: cfg.replicas)
             )
             replicator = self.replicator = Replicator(
-                self.archive, self.discovery, ReplicationSettings(cfg.replicas, cfg.hint_after)
+                self.archive, self.discovery, ReplicationSettings(cfg.replicas, cfg.hint_after),
+                owned=owned,
             )
             replicator.deletions.on_deleted = _audit_deletion(audit)
             discovery = self.discovery
@@ -260,8 +279,10 @@ class Node:
             # Last before the index closes: what the services above did is all written.
             await self.audit.stop()
             self.audit = None
+        await cancel_and_wait(self._retiring)
+        self._retiring = None
         if self.archive is not None:
-            await self.archive.index.close()
+            await close_archive(self.archive)
             self.archive = None
         if self._lock is not None:
             self._lock.close()

@@ -14,7 +14,7 @@ import io
 import logging
 import threading
 from collections.abc import Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -98,12 +98,18 @@ class Archive:
         """Move the object to quarantine and drop its index rows, so the instance counts
         as missing here and anti-entropy fetches it again from a replica."""
         holders = await self.index.sops_with_sha(name)
+        # Between the move and the rows' removal, a crash would leave rows without a
+        # file: the record lets start-up finish the job.
+        record = await asyncio.to_thread(self.storage.intend_removal, "quarantined", [name])
         try:
             await asyncio.to_thread(self.storage.move_to_quarantine, self.storage.path(name))
         except FileNotFoundError:
+            self.storage.removal_done(record)
             return  # replaced or removed meanwhile
         if holders:
             await self.index.remove_instances(holders)
+        await self.index.sync_durably()
+        self.storage.removal_done(record)
         quarantine_log.error(
             "object %s set aside (%s): moved to quarantine; %d instance(s) will be fetched"
             " again from the mesh", name[:12], why, len(holders),
@@ -117,19 +123,32 @@ class Archive:
         # fsync that makes the rename durable. Everything finishes before anything is
         # answered. Hashing first matters: it releases the GIL, so the writer starts at
         # once instead of waiting for the parse (pure Python) to end.
+        # The crash journal's intent (node/reconcile.py) is made durable meanwhile too.
         writing = _WRITERS.submit(self.storage.write_temp, data)
+        intending: Future[None] | None = None
         try:
             sha = sha256_hex(data)
+            intending = _WRITERS.submit(self.storage.intend, sha)
             keys = self._check(data, source_aet)
-        except BaseException:
+            intending.result()
+        except BaseException as exc:
             with contextlib.suppress(StorageError):
                 self.storage.discard(writing.result())
+            if intending is not None and intending.exception() is None:
+                self.storage.settled(sha)
+            if isinstance(exc, StorageError) and intending is not None \
+                    and intending.exception() is exc:
+                return self._held_already(keys, sha, exc)
             raise
 
         def keep_aside() -> None:
             self.storage.write(data, sha, into=self.storage.conflicts)
 
-        return self._settle(writing.result(), keys, sha, len(data), source_aet, keep_aside)
+        try:
+            return self._settle(writing.result(), keys, sha, len(data), source_aet,
+                                keep_aside)
+        finally:
+            self.storage.settled(sha)
 
     def ingest_file(self, tmp: Path, sha: str, source_aet: str = "") -> IngestResult:
         """Store a durable (fdatasynced) file on the data dir's file system whose SHA-256
@@ -148,7 +167,22 @@ class Archive:
             # By now the file sits under its hash in objects/, referenced by no row.
             self.storage.commit(self.path(sha), sha, into=self.storage.conflicts)
 
-        return self._settle(tmp, keys, sha, size, source_aet, keep_aside)
+        try:
+            self.storage.intend(sha)
+        except StorageError as exc:
+            self.storage.discard(tmp)
+            return self._held_already(keys, sha, exc)
+        try:
+            return self._settle(tmp, keys, sha, size, source_aet, keep_aside)
+        finally:
+            self.storage.settled(sha)
+
+    def _held_already(self, keys: InstanceKeys, sha: str, exc: StorageError) -> IngestResult:
+        """No intent could be written (a full disk): nothing may be placed, but a resend
+        of what is held needs no space and is answered; else ``exc`` is raised."""
+        if self.on_loop(self.index.lookup_sha(keys.sop_instance_uid)) == sha:
+            return IngestResult(IngestStatus.DUPLICATE, sha, keys)
+        raise exc
 
     def _settle(
         self, tmp: Path, keys: InstanceKeys, sha: str, size: int, source_aet: str,

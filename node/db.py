@@ -47,6 +47,9 @@ class Database:
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self.conn = conn
         self._write_lock = asyncio.Lock()
+        # Bumped after each commit that removed instance rows: copies of the holdings
+        # kept elsewhere (replication/owned.py) know to read them again.
+        self.removals = 0
 
     @classmethod
     async def open(

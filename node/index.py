@@ -165,6 +165,7 @@ class Index:
                 await cur.close()
             for statement in PRUNE_EMPTY:
                 await conn.execute(statement)
+        self.db.removals += 1  # committed: what reads holdings reads them again
         return removed
 
     # --- reads --------------------------------------------------------------------------
@@ -209,6 +210,36 @@ class Index:
         """sha256 -> SOP Instance UID of every indexed instance."""
         rows = await self._fetchall("SELECT sha256, sop_uid FROM instances")
         return {r["sha256"]: r["sop_uid"] for r in rows}
+
+    async def indexed_shas(self, sha256s: Iterable[str]) -> set[str]:
+        """Which of ``sha256s`` some instance row references."""
+        return await self._which("SELECT sha256 AS v FROM instances WHERE sha256", sha256s)
+
+    async def kept_conflict_copies(self, sha256s: Iterable[str]) -> set[str]:
+        """Which of ``sha256s`` a conflict record still says is kept under conflicts/."""
+        return await self._which("SELECT received_sha256 AS v FROM conflicts"
+                                 " WHERE kept_copy = 1 AND received_sha256", sha256s)
+
+    async def _which(self, sql: str, values: Iterable[str]) -> set[str]:
+        """The ``v`` of ``sql ... IN (values)``, asked 500 at a time (SQLite's limit on
+        parameters)."""
+        wanted, found = list(values), set[str]()
+        for start in range(0, len(wanted), 500):
+            part = wanted[start:start + 500]
+            rows = await self._fetchall(f"{sql} IN ({', '.join('?' * len(part))})", part)
+            found.update(r["v"] for r in rows)
+        return found
+
+    async def sync_durably(self) -> None:
+        """Make every commit so far survive a power loss. Commits run with
+        ``synchronous=NORMAL`` (node/db.py); this one commit runs with FULL, which
+        syncs the write-ahead log, and with it every frame written before."""
+        async with self.db.write() as conn:
+            await conn.execute("PRAGMA synchronous=FULL")
+            try:
+                await conn.execute(UPSERT_STATE, ("storage", "synced_at", "0", time.time()))
+            finally:
+                await conn.execute("PRAGMA synchronous=NORMAL")
 
     async def counts(self) -> Counts:
         rows = await self._fetchall(
@@ -274,6 +305,14 @@ class Index:
             " JOIN series se ON se.series_uid = i.series_uid"
         )
         return [(r["study_uid"], r["sop_uid"], r["sha256"]) for r in rows]
+
+    async def holdings_since(self, seq: int) -> list[tuple[str, str, str, int]]:
+        """(study_uid, sop_uid, sha256, seq) of every instance held here whose change
+        sequence is past ``seq`` (0: all of them)."""
+        rows = await self.db.conn.execute_fetchall(
+            "SELECT se.study_uid, i.sop_uid, i.sha256, i.seq FROM instances i"
+            " JOIN series se ON se.series_uid = i.series_uid WHERE i.seq > ?", (seq,))
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
 
     async def transfer_syntax(self, sop_uid: str) -> str | None:
         rows = await self._fetchall(

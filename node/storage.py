@@ -12,6 +12,11 @@ the SHA-256 of their plaintext; objects stored before stay as they are, and both
 read the same way: nothing outside this module opens an object file itself, and every
 reader sees plaintext (:meth:`Storage.open_object`, :meth:`Storage.read`,
 :meth:`Storage.plain_file`). Without a key, nothing is peeked at or copied.
+
+``pending/`` is the crash journal start-up reads instead of the whole archive
+(node/reconcile.py says why each record is enough): ``<sha>.placed``, an object about to
+be renamed into place whose index row may not be durable yet, and ``<uuid>.removed`` or
+``<uuid>.quarantined``, the objects of a removal whose files may outlive their rows.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ import errno
 import functools
 import hashlib
 import os
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, cast
@@ -104,10 +111,17 @@ class Storage:
         self.quarantine = root / "quarantine"
         # Incoming replication transfers that may resume: ``<sha256>.part``, never indexed.
         self.partial = root / "partial"
+        self.pending = root / "pending"
+        # Objects being ingested right now: their intents are not retired under them.
+        self._placing: Counter[str] = Counter()
+        # Intended since placed_intents() last listed them: not retired on that listing.
+        self._since_listing: set[str] = set()
+        self._placing_lock = threading.Lock()
 
     def prepare(self) -> int:
         """Create the layout and delete temporaries left by a crash; return how many."""
-        for d in (self.objects, self.tmp, self.conflicts, self.quarantine, self.partial):
+        for d in (self.objects, self.tmp, self.conflicts, self.quarantine, self.partial,
+                  self.pending):
             d.mkdir(parents=True, exist_ok=True)
         # All 256 shard folders up front: a store then never pays for mkdir + fsync.
         missing = [d for d in (self.objects / f"{i:02x}" for i in range(256)) if not d.is_dir()]
@@ -121,6 +135,98 @@ class Storage:
             removed += 1
         # Partial transfers survive restarts (that is their point) unless stale or moot.
         return removed + self.sweep_partials()
+
+    # --- the crash journal (pending/) --------------------------------------------------
+
+    def intend(self, sha256: str) -> None:
+        """Record, durably, that object ``sha256`` is about to be placed: from now until
+        its index row is known durable (:meth:`retire`), a crash leaves it findable.
+        Call before :meth:`place`, and :meth:`settled` once the ingest is over."""
+        with self._placing_lock:
+            self._placing[sha256] += 1
+            self._since_listing.add(sha256)
+            try:
+                os.close(os.open(self.pending / f"{sha256}.placed",
+                                 os.O_WRONLY | os.O_CREAT, 0o640))
+            except OSError as exc:
+                self._release(sha256)
+                raise storage_error(exc) from exc
+        try:
+            # The one fsync this costs runs while the temporary file's own fdatasync does
+            # (Archive.ingest): the name is durable before the rename can be.
+            fsync_dir(self.pending)
+        except OSError as exc:
+            self.settled(sha256)
+            raise storage_error(exc) from exc
+
+    def settled(self, sha256: str) -> None:
+        """The ingest of ``sha256`` is over (stored, refused or failed): its intent may
+        be retired once its outcome is durable."""
+        with self._placing_lock:
+            self._release(sha256)
+
+    def _release(self, sha256: str) -> None:
+        self._placing[sha256] -= 1
+        if self._placing[sha256] <= 0:
+            del self._placing[sha256]
+
+    def placed_intents(self) -> list[str]:
+        """The objects with an intent whose ingest is not running now."""
+        with self._placing_lock:
+            busy = set(self._placing)
+            self._since_listing = set()
+        return [e.name[:-7] for e in os.scandir(self.pending)
+                if e.name.endswith(".placed") and e.name[:-7] not in busy]
+
+    def retire(self, sha256s: Iterable[str]) -> None:
+        """Drop the intents of objects whose outcome is durable. No fsync: an intent
+        that comes back after a power loss is checked again at start-up, cheaply."""
+        for sha in sha256s:
+            with self._placing_lock:
+                if sha in self._placing or sha in self._since_listing:
+                    continue  # placed again meanwhile: that ingest's intent stays
+                (self.pending / f"{sha}.placed").unlink(missing_ok=True)
+
+    def intend_removal(self, kind: str, objects: Iterable[str],
+                       conflict_copies: Iterable[str] = ()) -> Path | None:
+        """Record, durably, objects (and conflict copies) whose rows are being dropped
+        and whose files are to go (``removed``) or to quarantine (``quarantined``), so
+        that a crash in between leaves neither a file nobody indexes nor a row without
+        its file. Returns the record, for :meth:`removal_done`; None if nothing to do."""
+        lines = [f"o {sha}" for sha in objects] + [f"c {sha}" for sha in conflict_copies]
+        if not lines:
+            return None
+        record = self.pending / f"{uuid.uuid4().hex}.{kind}"
+        try:
+            fd = os.open(record, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            try:
+                os.write(fd, ("\n".join(lines) + "\n").encode())
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            fsync_dir(self.pending)  # removals are rare: this fsync is theirs alone
+        except OSError as exc:
+            record.unlink(missing_ok=True)
+            raise storage_error(exc) from exc
+        return record
+
+    def removal_done(self, record: Path | None) -> None:
+        if record is not None:
+            record.unlink(missing_ok=True)
+
+    def removal_records(self) -> list[tuple[Path, str, list[str], list[str]]]:
+        """(record, kind, objects, conflict copies) of each removal left by a crash."""
+        found = []
+        for entry in os.scandir(self.pending):
+            kind = entry.name.rpartition(".")[2]
+            if kind not in ("removed", "quarantined"):
+                continue
+            words = [line.split() for line in Path(entry.path).read_text().splitlines()]
+            # A record cut short by a crash lost only names it had not yet promised.
+            whole = [w for w in words if len(w) == 2 and len(w[1]) == 64]
+            found.append((Path(entry.path), kind, [w[1] for w in whole if w[0] == "o"],
+                          [w[1] for w in whole if w[0] == "c"]))
+        return found
 
     def partial_path(self, sha256: str) -> Path:
         return self.partial / f"{sha256}.part"

@@ -65,4 +65,5 @@ class CacheStore:
                 gone.append(rows[0]["sha256"])
             for statement in PRUNE_EMPTY:
                 await conn.execute(statement)
+        self._db.removals += 1  # committed (see Database.removals)
         return gone

@@ -89,9 +89,21 @@ class Deletions:
             if supersedes(stone, _as_tombstone(mesh_id, known)):
                 await self._stones.replace_tombstone(_stored(stone))
             return
+        storage = self.archive.storage
+        # Recorded before the commit, so that a crash between it and the purge leaves
+        # start-up a record of the files to remove (node/reconcile.py); a superset is
+        # harmless: only files no row references go.
+        objects, copies = await self._stones.study_files(stone.study_uid)
+        record = await asyncio.to_thread(storage.intend_removal, "removed", objects, copies)
         removed = await self._stones.delete_study(_stored(stone), source, self._clock())
-        await asyncio.to_thread(self.archive.storage.purge, removed.objects,
-                                removed.conflict_copies)
+        late = set(removed.objects) - set(objects)  # stored between the two reads
+        extra = await asyncio.to_thread(storage.intend_removal, "removed", late)
+        # Files go only once the rows' removal survives a power loss: never a row
+        # pointing at a file that is gone.
+        await self.archive.index.sync_durably()
+        await asyncio.to_thread(storage.purge, removed.objects, removed.conflict_copies)
+        for done in (record, extra):
+            storage.removal_done(done)
         # The study UID is cut short and the reason (free text) kept out of the log:
         # logs above DEBUG carry no patient identifiers.
         log.warning(

@@ -169,13 +169,21 @@ class Fetcher:
         doomed = evictions(entries, self.cache_bytes, pinned, frozenset(keep))
         if not doomed:
             return
-        for sha in await self._cache.evict(doomed, self._clock()):
+        storage = self.archive.storage
+        gone = await self._cache.evict(doomed, self._clock())
+        # A crash between the commit above and this record leaves at most these cached
+        # copies' files, never an answer (no row): `pacsmesh fsck` reclaims the space.
+        record = await asyncio.to_thread(storage.intend_removal, "removed", gone)
+        await index.sync_durably()  # the rows' removal first, then the files
+        for sha in gone:
             if not await index.sops_with_sha(sha):
                 try:
-                    await asyncio.to_thread(self.archive.storage.remove, sha)
+                    await asyncio.to_thread(storage.remove, sha)
                 except StorageError as exc:
-                    # The row is gone; reconciliation at start-up removes the orphan.
+                    # The row is gone; the record has start-up remove the orphan.
                     log.warning("cache eviction left %s on disk: %s", sha[:12], exc)
+                    record = None
+        storage.removal_done(record)
         self.stats.evicted += len(doomed)
         log.info("cache over budget: %d instance(s) evicted", len(doomed))
 

@@ -39,6 +39,7 @@ from replication.deletion import Deletions
 from replication.errors import RemoteAnswerInvalid
 from replication.outbox_store import NOTHING_OWED, OutboxStore
 from replication.outgoing import send_object
+from replication.owned import OwnedIndex
 from replication.placement import DEFAULT_REPLICAS
 from replication.planner import (
     Change,
@@ -89,9 +90,11 @@ class ReplicationSettings:
 class Replicator:
     def __init__(
         self, archive: Archive, discovery: Discovery, settings: ReplicationSettings,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.time, owned: OwnedIndex | None = None,
     ) -> None:
         self.archive = archive
+        # What this node holds, shared with the anti-entropy routes (replication/owned.py).
+        self.owned = owned or OwnedIndex(archive.index)
         self.discovery = discovery
         self.settings = settings
         self._outbox = OutboxStore(archive.index.db)
@@ -111,10 +114,11 @@ class Replicator:
         self._tombstones_read: set[str] = set()
         self._repair_senders = RepairSenders(clock)
         self._down = DownSince(clock, settings.hint_after)
-        # Holdings are scanned for stand-in duties when the set of long-down owners
-        # changes, then on anti-entropy's rhythm: a scan reads every instance's row.
-        self._scanned_for: frozenset[str] = frozenset()
-        self._next_holdings_scan = 0.0
+        # Holdings are scanned whole for stand-in duties when the members or the set of
+        # long-down owners change (or the holdings were read again); otherwise each round
+        # reads only what was added since the last one.
+        self._scanned_for: tuple[frozenset[str], tuple[str, ...]] = (frozenset(), ())
+        self._scan_mark = (-1, 0)
         self._duties: StandInDuties | None = None
         self.deletions = Deletions(archive, discovery, clock)
         self._rates: defaultdict[str, RateWindow] = defaultdict(
@@ -240,8 +244,7 @@ class Replicator:
             return
         started = self._clock()
         try:
-            rows = await missing_at(self.archive.index, self.discovery, peer,
-                                    self.settings.replicas)
+            rows = await missing_at(self.owned, self.discovery, peer, self.settings.replicas)
         except (ProbeFailed, RemoteAnswerInvalid) as exc:
             log.info("anti-entropy with %s failed: %s", peer[:15], exc)
             return
@@ -326,16 +329,18 @@ class Replicator:
         members, me = self.discovery.members(), self.discovery.node_id
         down = self._down.long_down(members, self._alive(), me)
         if not down:
-            self._scanned_for, self._duties = frozenset(), None
+            self._scanned_for, self._duties = (frozenset(), ()), None
             return
-        index = self.archive.index
         candidates = [Held(r.study_uid, r.sop_uid, r.sha256)
                       for r in await self._outbox.owed_to(sorted(down))]
-        now = self._clock()
-        if down != self._scanned_for or now >= self._next_holdings_scan:
-            self._scanned_for = frozenset(down)
-            self._next_holdings_scan = now + ANTI_ENTROPY_INTERVAL
-            candidates += [Held(*h) for h in await index.holdings()]
+        new, mark = await self.owned.added_since(self._scan_mark)
+        scan_for = (frozenset(down), tuple(members))
+        if new is None or scan_for != self._scanned_for:
+            # Everything: new duties, or the holdings were read whole again (a removal,
+            # or the periodic full pass of replication/owned.py, which also re-queues a
+            # hinted copy whose row was dropped meanwhile).
+            new = await self.owned.everything()
+        candidates += [Held(h.study_uid, h.sop_uid, h.sha256) for h in new]
         if self._duties is None:
             self._duties = StandInDuties(me, self.settings.replicas)
         duties = partial(self._duties.of, members=members, down=down)
@@ -346,6 +351,8 @@ class Replicator:
                 for t in {c.target for c in hints}}
         fresh = not_yet_held(hints, held, self._delivered_at.keys())
         added = await self._outbox.add_to_outbox([c.as_row() for c in fresh]) if fresh else 0
+        # Only once queued: a round that failed is scanned again.
+        self._scanned_for, self._scan_mark = scan_for, mark
         if added:
             log.info("%d hinted copies queued for stand-ins of unreachable owners", added)
 

@@ -83,13 +83,24 @@ class TombstoneStore:
         rows = await self._db.conn.execute_fetchall("SELECT sig FROM tombstones")
         return [str(r[0]) for r in rows]
 
+    async def study_files(self, study_uid: str) -> tuple[list[str], list[str]]:
+        """The objects and kept conflict copies of a study, as :meth:`delete_study` would
+        return them now."""
+        held = await self._db.fetchall(
+            "SELECT i.sha256 FROM instances i JOIN series se"
+            " ON i.series_uid = se.series_uid WHERE se.study_uid = ?", (study_uid,))
+        copies = await self._db.fetchall(
+            "SELECT received_sha256 FROM conflicts WHERE kept_copy = 1 AND sop_uid IN"
+            " (SELECT sop_uid FROM changes WHERE study_uid = ?)", (study_uid,))
+        return [r["sha256"] for r in held], [r["received_sha256"] for r in copies]
+
     async def delete_study(
         self, stone: Tombstoned, received_from: str, now: float
     ) -> StudyDeletion:
         """Record the study's tombstone and drop everything indexed about it (instances,
         queued copies, catalog entries, conflict records), in one transaction. The
-        caller removes the files it returns; a crash before that leaves files that
-        reconciliation finds tombstoned and removes."""
+        caller removes the files it returns, having recorded them first (start-up
+        finishes the removal after a crash, node/reconcile.py)."""
         study = (stone.study_uid,)
         async with self._db.transaction() as c:
             held = await self._db.fetchall(
@@ -126,6 +137,7 @@ class TombstoneStore:
                  stone.reason, json.dumps(stone.document), received_from, now,
                  deletion.instances, deletion.bytes),
             )
+        self._db.removals += 1  # committed (see Database.removals)
         return deletion
 
     async def replace_tombstone(self, stone: Tombstoned) -> None:

@@ -65,3 +65,17 @@ def test_a_missing_private_hook_is_refused(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(patches, "REACTOR_HOOKS", ((Bare, "_run_reactor"),))
     with pytest.raises(UnsupportedLibrary, match=r"Bare\._run_reactor"):
         patches.check_reactor_hooks()
+
+
+def test_pynetdicom_timers_ignore_wall_clock_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wall clock stepped forward must not expire an association's idle timer."""
+    import time
+
+    from pynetdicom.timer import Timer
+
+    patches.apply()
+    timer = Timer(60)
+    timer.start()
+    monkeypatch.setattr(time, "time", lambda: 1e12)  # the wall clock, far ahead
+    assert not timer.expired
+    assert 59 < timer.remaining <= 60

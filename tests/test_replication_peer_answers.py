@@ -46,8 +46,8 @@ class FakeIndex:
     async def load_state(self, namespace: str) -> dict[str, Any]:
         return {}
 
-    async def holdings(self) -> list[tuple[str, str, str]]:
-        return [(_study(), "1.2.3.1.1", SHA)]
+    async def holdings_since(self, seq: int) -> list[tuple[str, str, str, int]]:
+        return [(_study(), "1.2.3.1.1", SHA, 1)] if seq < 1 else []
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelMove,
 )
 
-from node.dicom.scp import move_contexts
+from node.dicom.retrieve_scp import move_contexts
 from node.dicom.scu import AssociationFailed, with_retries
 from node.dicom.send_scu import Outgoing
 from tests.orthanc import OrthancProcess

@@ -1,6 +1,6 @@
 """The ``pacsmesh`` command: one group, its sub-commands in modules by job.
 
-``running`` (run, status, peers), ``archive`` (import, studies), ``mesh`` (mesh ...,
+``running`` (run, status, peers), ``archive`` (import, studies, fsck), ``mesh`` (mesh ...,
 delete), ``access`` (audit, token), ``dicom_tools`` (retrieve, send, echo); what they
 share (configuration, one-line errors, the running node's API) is in ``common``.
 """
@@ -25,7 +25,8 @@ def main() -> None:
     escape_last_resort()
 
 
-for command in (running.run, archive.import_, archive.studies, running.status, running.peers,
+for command in (running.run, archive.import_, archive.studies, archive.fsck, running.status,
+                running.peers,
                 mesh.mesh, mesh.delete, dicom_tools.retrieve, dicom_tools.send_,
                 dicom_tools.echo_, access.audit, access.token):
     main.add_command(command)

@@ -1,4 +1,5 @@
-"""``pacsmesh import`` and ``studies``: the data dir's archive, written and read directly."""
+"""``pacsmesh import``, ``studies`` and ``fsck``: the data dir's archive, written, read and
+checked directly."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from node.app import open_archive, open_storage
+from node.app import close_archive, open_archive, open_storage
 from node.cli.common import _config, _fail, data_dir_option, err, progress_bar
 from node.config import NodeConfig
 from node.datadir import INDEX_FILE, StartupError, lock_data_dir
@@ -22,6 +23,7 @@ from node.dicom_header import InvalidDataset
 from node.dicom_validate import MissingUID, NotPart10
 from node.http.api import study_json
 from node.index import Index
+from node.reconcile import ReconcileReport, reconcile
 from node.storage import StorageError
 
 
@@ -86,10 +88,42 @@ async def import_files(config: NodeConfig, files: list[Path]) -> dict[str, int]:
                         err.print(f"failed: {path}: {exc}", markup=False, highlight=False)
                     progress.advance(task)
         finally:
-            await archive.index.close()
+            await close_archive(archive)
     finally:
         lock.close()
     return counts
+
+
+@click.command()
+@data_dir_option
+def fsck(data_dir: Path | None) -> None:
+    """Check every object file against every index row (the node must be stopped).
+
+    Start-up checks only what a crash can leave (node/reconcile.py); this finds damage
+    done outside PACSmesh too: files deleted, copied in or altered by hand."""
+    config = _config(data_dir=data_dir)
+    try:
+        report = asyncio.run(_fsck(config))
+    except StartupError as exc:
+        _fail(str(exc))
+        return
+    click.echo(
+        f"checked: {report.reindexed} reindexed, {report.quarantined} quarantined, "
+        f"{report.rows_without_file} rows without a file dropped, "
+        f"{report.tombstoned_removed} deleted files removed, "
+        f"{report.temp_removed} temporaries removed")
+
+
+async def _fsck(config: NodeConfig) -> ReconcileReport:
+    lock = lock_data_dir(config.data_dir, config.data_dir_gid)
+    try:
+        archive, _ = await open_archive(config.data_dir, open_storage(config))
+        try:
+            return await reconcile(archive.storage, archive.index)
+        finally:
+            await close_archive(archive)
+    finally:
+        lock.close()
 
 
 @click.command()

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import functools
 import re
+import time
+import types
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,6 +47,8 @@ from pynetdicom import (
     utils,
 )
 from pynetdicom import sop_class as known_classes
+from pynetdicom import timer as pynetdicom_timer
+from pynetdicom.ae import ApplicationEntity
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dul import DULServiceProvider
@@ -57,13 +61,18 @@ from node.errors import LocalFailure
 # The minor versions pyproject.toml pins (tests/test_dicom_patches.py keeps them equal).
 PINNED = {"pynetdicom": "3.0", "pydicom": "3.0"}
 
-# What node/dicom/reactor.py overrides or calls that is not public API; checked at start
+# What node/dicom/reactor.py, direct.py and retrieve_scp.py override or call that is not
+# public API; checked at start
 # so that an install that bypassed the pins (``pip install --no-deps``) fails clearly.
 REACTOR_HOOKS: tuple[tuple[type, str], ...] = (
     (DULServiceProvider, "run_reactor"),
     (DULServiceProvider, "_process_recv_primitive"),
     (DULServiceProvider, "_is_transport_event"),
     (DIMSEServiceProvider, "send_msg"),
+    (DIMSEServiceProvider, "receive_primitive"),
+    (ApplicationEntity, "_create_socket"),
+    (Association, "_get_valid_context"),
+    (Association, "_handle_no_response"),
     (Association, "_run_reactor"),
     (Association, "_serve_request"),
     (AssociationSocket, "recv"),
@@ -110,7 +119,7 @@ def check_reactor_hooks() -> None:
                if not hasattr(owner, name)]
     if missing:
         raise UnsupportedLibrary(
-            f"pynetdicom {pynetdicom.__version__} lacks what node/dicom/reactor.py overrides:"
+            f"pynetdicom {pynetdicom.__version__} lacks what node/dicom/ overrides or calls:"
             f" {', '.join(missing)}"
         )
 
@@ -130,6 +139,22 @@ def apply() -> None:
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
     _config.LOG_HANDLER_LEVEL = "none"
+    monotonic_timers()
+
+
+def monotonic_timers() -> None:
+    """pynetdicom's timers (ARTIM, and the idle timer, fixed at 60 s) read the wall
+    clock: a clock stepped forward a minute would expire every association's idle timer
+    at once. A C-MOVE was seen aborted mid-retrieve (three times in benchmark runs, twice
+    on main) with its association to the destination and its requester's association
+    both ended "idle past the network timeout" in the same millisecond, two timers
+    started at different times: a step explains that, though none was caught (a
+    watcher saw no step in four minutes). They only measure intervals: the monotonic
+    clock is the right one either way."""
+    if getattr(pynetdicom_timer.time, "monotonic_only", False):
+        return
+    pynetdicom_timer.time = types.SimpleNamespace(  # type: ignore[assignment]
+        time=time.monotonic, monotonic_only=True)
 
 
 def pass_encoded_identifiers() -> None:

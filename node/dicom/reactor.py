@@ -47,7 +47,8 @@ from pynetdicom.transport import (
 from pynetdicom.utils import make_target
 
 from node.dicom.admission import Slot
-from node.dicom.encoding import encode_store_rsp
+from node.dicom.direct import take_response, write_message
+from node.dicom.encoding import C_GET_RSP, C_MOVE_RSP, encode_retrieve_rsp, encode_store_rsp
 from node.dicom.find_encoding import send_find_rsp
 from node.dicom.patches import memoize_uid_checks
 
@@ -100,6 +101,9 @@ class WakingDUL(DULServiceProvider):
         make_target(self.run_reactor)()
 
     def run_reactor(self) -> None:
+        # Held while the state machine runs (where queued PDUs are written), so that
+        # node.dicom.direct can write to the socket from the serving thread in between.
+        self.send_lock = threading.RLock()
         self._wake_recv, self._wake_send = socket.socketpair()
         self._wake_recv.setblocking(False)
         self._wake_send.setblocking(False)
@@ -133,7 +137,8 @@ class WakingDUL(DULServiceProvider):
             except queue.Empty:
                 self._wait()
                 continue
-            self.state_machine.do_action(event)
+            with self.send_lock:
+                self.state_machine.do_action(event)
 
     def _wait(self) -> None:
         """Block until the peer sends, a PDU is queued to go out, or a tick passes."""
@@ -173,25 +178,23 @@ class WakingDUL(DULServiceProvider):
 
 
 class FastStoreResponses(DIMSEServiceProvider):
-    """Sends C-STORE responses from :mod:`node.dicom.encoding`, and C-FIND pending
-    responses as :func:`node.dicom.find_encoding.send_find_rsp` does."""
+    """Sends C-STORE, C-GET and C-MOVE responses from :mod:`node.dicom.encoding` and
+    C-FIND pending responses as :func:`node.dicom.find_encoding.send_find_rsp` does, and
+    hands the C-STORE responses that retrieve sub-operations wait for straight over
+    (:mod:`node.dicom.direct`)."""
 
     def send_msg(self, primitive: Any, context_id: int) -> None:
         if isinstance(primitive, C_FIND) and send_find_rsp(self, primitive, context_id):
             return
-        encoded = _store_rsp(primitive)
-        limit = self.maximum_pdu_size
-        if (
-            encoded is None
-            or (limit and len(encoded) + 7 > limit)
-            or self.assoc.get_handlers(evt.EVT_DIMSE_SENT)
-        ):
+        encoded = _store_rsp(primitive) or _retrieve_rsp(primitive)
+        if encoded is None or self.assoc.get_handlers(evt.EVT_DIMSE_SENT):
             super().send_msg(primitive, context_id)
             return
-        pdata = P_DATA()
-        # One PDV: control header 0x03 = command set, last fragment (PS3.8 E.2).
-        pdata.presentation_data_value_list.append((context_id, b"\x03" + encoded))
-        self.dul.send_pdu(pdata)
+        write_message(self.assoc, context_id, encoded)
+
+    def receive_primitive(self, primitive: P_DATA) -> None:
+        if not take_response(self, primitive):
+            super().receive_primitive(primitive)
 
 
 def _store_rsp(primitive: Any) -> bytes | None:
@@ -204,6 +207,22 @@ def _store_rsp(primitive: Any) -> bytes | None:
         str(primitive.AffectedSOPClassUID), str(primitive.AffectedSOPInstanceUID),
         int(primitive.MessageIDBeingRespondedTo), int(primitive.Status),
         primitive.ErrorComment,
+    )
+
+
+def _retrieve_rsp(primitive: Any) -> bytes | None:
+    """The encoded C-GET-RSP or C-MOVE-RSP command set without identifier, or None."""
+    if not isinstance(primitive, C_GET | C_MOVE) or primitive.MessageIDBeingRespondedTo is None:
+        return None
+    if (primitive.Status is None or primitive.Identifier is not None
+            or primitive.ErrorComment is not None or primitive.OffendingElement is not None):
+        return None
+    return encode_retrieve_rsp(
+        C_GET_RSP if isinstance(primitive, C_GET) else C_MOVE_RSP,
+        str(primitive.AffectedSOPClassUID), int(primitive.MessageIDBeingRespondedTo),
+        int(primitive.Status),
+        (primitive.NumberOfRemainingSuboperations, primitive.NumberOfCompletedSuboperations,
+         primitive.NumberOfFailedSuboperations, primitive.NumberOfWarningSuboperations),
     )
 
 

@@ -40,10 +40,12 @@ from pynetdicom.sop_class import (
 )
 
 from node.config import RemoteAE
-from node.dicom.scp import MAX_REQUESTED_CONTEXTS, MOVE_DESTINATION_UNKNOWN, storage_classes
+from node.dicom.retrieve_scp import MAX_REQUESTED_CONTEXTS
+from node.dicom.scp import storage_classes
 from node.dicom.scu import RETRY_DELAYS, AssociationFailed, associate, client_ae, with_retries
 from node.dicom.send_scu import Counts
 from node.dicom.spool import Spool
+from node.dicom.statuses import MOVE_DESTINATION_UNKNOWN
 
 log = logging.getLogger(__name__)
 FIND = StudyRootQueryRetrieveInformationModelFind

@@ -16,7 +16,7 @@ from pathlib import Path
 from pynetdicom.association import Association
 
 from node.config import RemoteAE
-from node.dicom.scp import accepted_by_class, move_contexts
+from node.dicom.retrieve_scp import accepted_by_class, move_contexts
 from node.dicom.scu import RETRY_DELAYS, AssociationFailed, associate, client_ae, with_retries
 from node.storage import PlainFile, TamperedObject
 from node.transcode import TranscodeError, choose_plan, prepare

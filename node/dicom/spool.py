@@ -15,14 +15,9 @@ from pynetdicom import AE, evt
 from pynetdicom.events import Event
 from pynetdicom.transport import ThreadedAssociationServer
 
-from node.dicom.scp import (
-    OUT_OF_RESOURCES,
-    STORAGE_SYNTAXES,
-    SUCCESS,
-    part10_bytes,
-    storage_classes,
-)
+from node.dicom.scp import STORAGE_SYNTAXES, part10_bytes, storage_classes
 from node.dicom.send_scu import Outgoing
+from node.dicom.statuses import OUT_OF_RESOURCES, SUCCESS
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from node.archive import Archive
 from node.audit import Action, AuditEvent, AuditTrail, Outcome
-from node.dicom.scp import MeshSource
+from node.dicom.retrieve_scp import MeshSource
 from node.http.auth import USER_KEY
 
 PREFIX = "/dicom-web"

@@ -14,7 +14,7 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
 
 from node.audit import Action, Outcome
-from node.dicom.scp import exact_value
+from node.dicom.statuses import exact_key
 from node.http.dicomweb.context import (
     DICOM_JSON,
     PREFIX,
@@ -216,8 +216,8 @@ def routes(web_ctx: DicomWeb) -> list[web.RouteDef]:
         log.info("QIDO-RS at %s level: %d match(es)", level, len(rows))
         web_ctx.record(request, Action.QUERY, Outcome.SUCCESS,
                        f"{level} level, {len(rows)} match(es)",
-                       patient_id=exact_value(found.identifier, "PatientID"),
-                       study_uid=exact_value(found.identifier, "StudyInstanceUID"))
+                       patient_id=exact_key(found.identifier, "PatientID"),
+                       study_uid=exact_key(found.identifier, "StudyInstanceUID"))
         response = json_answer([to_json(ds) for ds in datasets])
         for text in found.warnings:
             response.headers.add("Warning", f'299 {request.host}: "{text}"')
