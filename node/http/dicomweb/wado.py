@@ -11,7 +11,7 @@ import asyncio
 import io
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import BinaryIO
 
 from aiohttp import web
@@ -42,7 +42,6 @@ MULTIPART = "multipart/related"
 _CHUNK = 1 << 20
 _PATH_KEYS = {"study": "StudyInstanceUID", "series": "SeriesInstanceUID",
               "instance": "SOPInstanceUID"}
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class Multipart(web.StreamResponse):
