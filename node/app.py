@@ -30,7 +30,7 @@ from node.dicom.claims import MemberIdentity, Members
 from node.dicom.patches import UnsupportedLibrary
 from node.dicom.scp import DicomServer, configure_pynetdicom
 from node.dicom.tls import DicomTlsError, server_context
-from node.http import access_routes, auth, serving
+from node.http import access_routes, auth, dicomweb, serving
 from node.http.api import make_app
 from node.identity import IdentityError, NodeIdentity, load_or_create_identity
 from node.index import Index
@@ -164,8 +164,9 @@ class Node:
                 configure_pynetdicom(debug=cfg.log_level == "DEBUG")
             except UnsupportedLibrary as exc:
                 raise StartupError(str(exc)) from None
+            mesh_retrieve = MeshRetrieve(self.discovery, fetcher)
             self.dicom = DicomServer(cfg, self.archive, self.discovery.dicom_destination,
-                                     MeshRetrieve(self.discovery, fetcher), audit,
+                                     mesh_retrieve, audit,
                                      self.discovery.known_aets, tls=self._dicom_tls(identity),
                                      members=_member_identities(self.discovery))
             try:
@@ -178,7 +179,10 @@ class Node:
                 self.archive.index, cfg.aet, identity.node_id,
                 [*discovery_routes(self.discovery),
                  *replication_http_routes(self.archive.index, self.discovery, durability),
-                 *access_routes.routes(self.archive, audit, cfg.http_max_body)],
+                 *access_routes.routes(self.archive, audit, cfg.http_max_body),
+                 *dicomweb.routes(dicomweb.DicomWeb(
+                     self.archive, audit, mesh_retrieve, cfg.query_scope == "mesh",
+                     cfg.http_max_body))],
                 [replication_status],
                 [auth.middleware(self.archive.index, cfg.http_auth, audit)],
                 backlog=OutboxStore(self.archive.index.db),

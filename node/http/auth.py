@@ -19,13 +19,15 @@ from node.index import Index
 
 READ, UPLOAD, ADMIN = "reader", "uploader", "admin"
 UPLOAD_PATHS = ("/api/instances",)
+STOW_PATH = "/dicom-web/studies"  # STOW-RS: POST here or under one study
 ADMIN_PATHS = ("/api/audit", "/api/tokens")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 USER_KEY = "pacsmesh_user"
 
 
 def required_role(method: str, path: str) -> str:
-    if method == "POST" and path in UPLOAD_PATHS:
+    if method == "POST" and (path in UPLOAD_PATHS or path == STOW_PATH
+                             or (path.startswith(STOW_PATH + "/") and path.count("/") == 3)):
         return UPLOAD
     if method not in ("GET", "HEAD") or path.startswith(ADMIN_PATHS):
         return ADMIN

@@ -1,0 +1,69 @@
+"""Data sets as DICOM JSON (PS3.18 F.2), with bulk data as relative BulkDataURIs.
+
+pydicom's encoder already keeps the model's rules (8-hex keys in tag order, ``vr``,
+``Value`` arrays, PN as ``{"Alphabetic": ...}``, IS/DS as numbers, no ``Value`` for an
+empty element); this module adds what PS3.18 asks of an origin server on top.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+
+# Values at or above this many bytes are bulk data in a metadata answer; PixelData and
+# its kin always are, whatever their size (a viewer fetches them as frames or bulkdata).
+BULK_THRESHOLD = 1024
+BULK_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
+
+
+def to_json(ds: Dataset) -> dict[str, Any]:
+    """A query answer: no bulk data is ever in one, so every value is inline."""
+    answer: dict[str, Any] = ds.to_json_dict(bulk_data_threshold=2**31)
+    return answer
+
+
+def is_bulk(elem: DataElement) -> bool:
+    return int(elem.tag) in PIXEL_TAGS or (
+        elem.VR in BULK_VRS and elem.value is not None and len(elem.value) >= BULK_THRESHOLD)
+
+
+def metadata_json(ds: Dataset, base_uri: str) -> dict[str, Any]:
+    """An instance's metadata; binary values past the threshold become BulkDataURIs
+    relative to the instance (``base_uri`` ends with the instance's path), named by
+    their path: tags, and item numbers inside sequences (see :func:`element_at`)."""
+
+    def walk(dataset: Dataset, prefix: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for elem in dataset:
+            key = f"{int(elem.tag):08X}"
+            if elem.VR == "SQ":
+                items = [walk(item, f"{prefix}{key}/{n}/") for n, item in enumerate(elem.value)]
+                out[key] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
+            elif is_bulk(elem):
+                out[key] = {"vr": elem.VR, "BulkDataURI": f"{base_uri}/bulkdata/{prefix}{key}"}
+            else:
+                out[key] = elem.to_json_dict(bulk_data_element_handler=None,
+                                             bulk_data_threshold=2**31)
+        return out
+
+    return walk(ds, "")
+
+
+def element_at(ds: Dataset, path: str) -> DataElement | None:
+    """The bulk data element a BulkDataURI's path names (``7FE00010``,
+    ``00540016/0/00181074``), or None."""
+    steps = path.strip("/").split("/")
+    if len(steps) % 2 == 0:
+        return None
+    current: Dataset = ds
+    try:
+        for n in range(0, len(steps) - 1, 2):
+            items = current[int(steps[n], 16)].value
+            current = items[int(steps[n + 1])]
+        elem = current[int(steps[-1], 16)]
+    except (KeyError, ValueError, IndexError, TypeError):
+        return None
+    return elem if elem.VR != "SQ" and is_bulk(elem) else None
