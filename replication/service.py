@@ -18,6 +18,7 @@ just silence) holds up only the work for the peers behind it. What to do is deci
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -128,6 +129,8 @@ class Replicator:
         # Turning feed changes into rows, and anti-entropy queueing, take turns (see
         # _repair_with): else a copy queued by the one is sent, then queued again.
         self._feed_lock = asyncio.Lock()
+        # Set when a send ends or copies are queued: the sends loop looks again at once.
+        self._sends_due = asyncio.Event()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="replication")
@@ -153,7 +156,15 @@ class Replicator:
                     await work()
             except Exception as exc:  # one bad round must not end replication
                 log.exception("replication %s round failed: %s", name, exc)
-            await asyncio.sleep(LOOP_INTERVAL)
+            if name != "sends":
+                await asyncio.sleep(LOOP_INTERVAL)
+                continue
+            # Sends start again as soon as one ends or copies are queued, not at the next
+            # tick: with PARALLEL_SENDS per target started once a tick, a target got at
+            # most 8 copies a second (4 MB/s of CT on loopback).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._sends_due.wait(), LOOP_INTERVAL)
+            self._sends_due.clear()
 
     async def _local_round(self) -> None:
         # Deletions first: nothing below may queue a study deleted meanwhile.
@@ -232,6 +243,7 @@ class Replicator:
         if copies:
             log.info("%d copies queued for %d owners", len(copies),
                      len({c.target for c in copies}))
+            self._sends_due.set()
         return len(changes) == FEED_PAGE
 
     async def _repair_with(self, peer: str) -> None:
@@ -419,6 +431,7 @@ class Replicator:
         finally:
             self._sending.discard((sop_uid, target))
             self._busy[target] -= 1
+            self._sends_due.set()
 
     def _record_delivery(self, sop_uid: str, target: str) -> None:
         now = self._clock()
