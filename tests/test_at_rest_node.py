@@ -163,7 +163,8 @@ def test_scrub_finds_a_truncated_object(sealed_node: NodeProcess) -> None:
     data = victim.read_bytes()
     victim.write_bytes(data[: len(data) - (1 << 16) - 16])  # the last chunk dropped
     wait_for(lambda: (node.data_dir / "quarantine" / victim.name).exists(), 30)
-    assert "set aside" in node.log()
+    # Logged once the rows' removal is durable, a moment after the file moved.
+    wait_for(lambda: "set aside" in node.log(), 30)
 
 
 def test_passphrase_mode_refuses_a_wrong_passphrase(

@@ -180,6 +180,17 @@ def _outbox(node: NodeProcess) -> list[tuple[str, int, float, str]]:
         return db.execute("SELECT sop_uid, attempts, next_try, last_error FROM outbox").fetchall()
 
 
+def _fsck_indexes_one(data_dir: Path) -> None:
+    """``pacsmesh fsck`` on a stopped node indexes the one object copied in by hand: a
+    file no ingest wrote leaves no record in the crash journal start-up reads, so the
+    full check finds it; nothing stored is dropped."""
+    result = subprocess.run(
+        [sys.executable, "-m", "node.cli", "fsck", "--data-dir", str(data_dir)],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "checked: 1 reindexed, 0 quarantined" in result.stdout, result.stdout
+
+
 def test_refused_instances_never_reach_a_member(
     make_node, bad_files: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -197,7 +208,8 @@ def test_refused_instances_never_reach_a_member(
     legacy = bad_files["truncated"].read_bytes()
     legacy_sha = hashlib.sha256(legacy).hexdigest()
     Storage(founder.data_dir).write(legacy, legacy_sha)
-    founder.start()  # start-up reconciliation indexes it: nothing stored is dropped
+    _fsck_indexes_one(founder.data_dir)  # what start-up's journal cannot know of
+    founder.start()
     assert legacy_sha in held(founder)
     wait_for(lambda: any("not a storable instance" in row[3] for row in _outbox(founder)), 60)
     [(_sop, attempts, next_try, error)] = _outbox(founder)
@@ -228,6 +240,7 @@ def test_retrieve_counts_what_it_refuses(
     source.stop()
     legacy = bad_files["truncated"].read_bytes()
     Storage(source.data_dir).write(legacy, hashlib.sha256(legacy).hexdigest())
+    _fsck_indexes_one(source.data_dir)
     source.start()
     study = str(dcmread(ct, stop_before_pixels=True).StudyInstanceUID)
     assert source.status()["instances"] == 2
