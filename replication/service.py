@@ -145,26 +145,29 @@ class Replicator:
     async def _run(self) -> None:
         async with asyncio.TaskGroup() as group:
             self._group = group
-            for name, work in (("local", self._local_round), ("sends", self._dispatch_sends),
-                               ("peers", self._dispatch_peers)):
-                group.create_task(self._forever(name, work), name=f"replication-{name}")
+            # Sends start again as soon as one ends or copies are queued, not at the next
+            # tick: with PARALLEL_SENDS per target started once a tick, a target got at
+            # most 8 copies a second (4 MB/s of CT on loopback).
+            for name, work, wake in (("local", self._local_round, None),
+                                     ("sends", self._dispatch_sends, self._sends_due),
+                                     ("peers", self._dispatch_peers, None)):
+                group.create_task(self._forever(name, work, wake), name=f"replication-{name}")
 
-    async def _forever(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
+    async def _forever(self, name: str, work: Callable[[], Awaitable[None]],
+                       wake: asyncio.Event | None) -> None:
+        """Run ``work`` every LOOP_INTERVAL, or sooner when ``wake`` is set."""
         while True:
             try:
                 if self.discovery.is_member:
                     await work()
             except Exception as exc:  # one bad round must not end replication
                 log.exception("replication %s round failed: %s", name, exc)
-            if name != "sends":
+            if wake is None:
                 await asyncio.sleep(LOOP_INTERVAL)
                 continue
-            # Sends start again as soon as one ends or copies are queued, not at the next
-            # tick: with PARALLEL_SENDS per target started once a tick, a target got at
-            # most 8 copies a second (4 MB/s of CT on loopback).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._sends_due.wait(), LOOP_INTERVAL)
-            self._sends_due.clear()
+                await asyncio.wait_for(wake.wait(), LOOP_INTERVAL)
+            wake.clear()
 
     async def _local_round(self) -> None:
         # Deletions first: nothing below may queue a study deleted meanwhile.

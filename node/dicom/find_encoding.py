@@ -27,9 +27,8 @@ from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import C_FIND_RSP
 from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.dsutils import encode
-from pynetdicom.pdu_primitives import P_DATA
 
-from node.dicom.direct import can_write_directly, write_message
+from node.dicom.direct import write_message
 from node.query import UNIQUE_KEY, Query, response_identifier
 
 # The character set every response declares (node.query.response_identifier).
@@ -160,8 +159,8 @@ _COMMANDS: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], bytes]] = (
 
 
 def send_find_rsp(dimse: DIMSEServiceProvider, primitive: C_FIND, context_id: int) -> bool:
-    """Send a pending C-FIND-RSP as one P-DATA PDU of two PDVs, command set and
-    identifier (pynetdicom sends two PDUs, each built anew); False to send it as usual.
+    """Send a pending C-FIND-RSP, command set and identifier, as node/dicom/direct.py
+    writes messages (pynetdicom builds both PDUs anew); False to send it as usual.
     Every pending response to one request has the same command set: pynetdicom encodes
     it once, and it is reused while the request lasts."""
     identifier = primitive.Identifier
@@ -180,19 +179,7 @@ def send_find_rsp(dimse: DIMSEServiceProvider, primitive: C_FIND, context_id: in
         if encoded is None:
             return False
         cached = _COMMANDS[dimse] = (key, encoded)
-    command = cached[1]
-    if can_write_directly(dimse.assoc):
-        # Straight to the socket from this thread, no hand-over to the DUL thread (or
-        # behind what is queued there): node/dicom/direct.py.
-        write_message(dimse.assoc, context_id, command, data)
-        return True
-    limit = dimse.maximum_pdu_size
-    # Each PDV item: a 4-byte length, the context ID and the control header.
-    if limit and len(command) + len(data) + 12 > limit:
-        return False
-    pdata = P_DATA()
-    pdata.presentation_data_value_list.extend(
-        # 0x03: command set, last fragment; 0x02: data set, last fragment (PS3.8 E.2).
-        [(context_id, b"\x03" + command), (context_id, b"\x02" + data)])
-    dimse.dul.send_pdu(pdata)
+    # Straight to the socket from this thread when nothing is queued, else behind what
+    # is, pynetdicom's way (node/dicom/direct.py), split to the peer's PDU size.
+    write_message(dimse.assoc, context_id, cached[1], data)
     return True
