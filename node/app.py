@@ -40,6 +40,7 @@ from node.storage import Storage
 from node.tasks import cancel_and_wait
 from replication.antientropy import routes as anti_entropy_routes
 from replication.catalog_store import CatalogStore
+from replication.commitment_copies import MeshCopies
 from replication.deletion import routes as deletion_routes
 from replication.durability import Durability
 from replication.feed import routes as feed_routes
@@ -168,13 +169,17 @@ class Node:
             self.dicom = DicomServer(cfg, self.archive, self.discovery.dicom_destination,
                                      mesh_retrieve, audit,
                                      self.discovery.known_aets, tls=self._dicom_tls(identity),
-                                     members=_member_identities(self.discovery))
+                                     members=_member_identities(self.discovery),
+                                     copies=MeshCopies(CatalogStore(self.archive.index.db),
+                                                       discovery, lambda: cfg.replicas,
+                                                       replicator.acknowledged))
             try:
                 self.dicom.start()
             except OSError as exc:
                 raise StartupError(
                     f"cannot listen for DICOM on {cfg.bind}:{cfg.dicom_port}: {exc.strerror}"
                 ) from None
+            await self.dicom.workflow.start()
             app = make_app(
                 self.archive.index, cfg.aet, identity.node_id,
                 [*discovery_routes(self.discovery),
@@ -272,6 +277,7 @@ class Node:
             await self._http.cleanup()
             self._http = None
         if self.dicom is not None:
+            await self.dicom.workflow.stop()
             # Handler threads may be waiting on this loop: stop them off the loop.
             await asyncio.to_thread(self.dicom.stop)
             self.dicom = None
