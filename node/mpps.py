@@ -18,6 +18,7 @@ import aiosqlite
 from pydicom.dataset import Dataset
 
 from node.db import Database
+from node.errors import RemoteFailure
 
 IN_PROGRESS, COMPLETED, DISCONTINUED = "IN PROGRESS", "COMPLETED", "DISCONTINUED"
 FINAL = (COMPLETED, DISCONTINUED)
@@ -33,7 +34,7 @@ MISSING_ATTRIBUTE = 0x0120
 NO_LONGER_UPDATABLE = 0xA710
 
 
-class StepRefused(ValueError):
+class StepRefused(ValueError, RemoteFailure):
     """A create or set that is not taken: its status (and Error ID), and why."""
 
     def __init__(self, status: int, why: str, error_id: int | None = None) -> None:

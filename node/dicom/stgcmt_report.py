@@ -33,6 +33,7 @@ from node.dicom.stgcmt_scp import (
     STORAGE_COMMITMENT_PUSH,
     Resolver,
 )
+from node.errors import RemoteFailure
 from node.storage import StorageError
 from node.tasks import Repeating
 
@@ -44,7 +45,7 @@ MAX_ATTEMPTS = 8
 _HASH_BLOCK = 1 << 20
 
 
-class ReportFailed(RuntimeError):
+class ReportFailed(RemoteFailure):
     """The requester could not be reached, or refused the report."""
 
 
@@ -188,7 +189,7 @@ class CommitmentReporter:
             ds = report_dataset(request, verdict, self.own_aet)
             await asyncio.to_thread(self.send, self.own_aet, request.requester, address, ds,
                                     SOME_FAILED if verdict.failed else ALL_COMMITTED)
-        except (ReportFailed, OSError, RuntimeError, ValueError) as exc:
+        except (ReportFailed, OSError) as exc:
             pause = retry_pause(request.attempts + 1)
             log.warning("storage commitment report %s to %s not delivered (try %d): %s",
                         request.transaction_uid, request.requester, request.attempts + 1, exc)

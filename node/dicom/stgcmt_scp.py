@@ -20,6 +20,7 @@ from pynetdicom.events import Event
 from node.archive import Archive
 from node.commitment import CommitmentStore, Item, Request
 from node.dicom.statuses import PROCESSING_FAILURE, SUCCESS, calling_aet, status_dataset
+from node.errors import RemoteFailure
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ MISSING_ATTRIBUTE_VALUE = 0x0121
 NO_SUCH_ACTION_TYPE = 0x0123
 
 
-class BadRequest(ValueError):
+class BadRequest(ValueError, RemoteFailure):
     """An N-ACTION that cannot be taken: the status it gets, and why."""
 
     def __init__(self, status: int, why: str) -> None:
