@@ -4,7 +4,7 @@ request's Accept header, and the one way answers and refusals are written."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -13,6 +13,8 @@ from node.archive import Archive
 from node.audit import Action, AuditEvent, AuditTrail, Outcome
 from node.dicom.retrieve_scp import MeshSource
 from node.http.auth import USER_KEY
+from node.http.dicomweb.frame_index import FrameMaps
+from node.http.dicomweb.metadata_cache import Answer, MetadataCache
 
 PREFIX = "/dicom-web"
 DICOM_JSON = "application/dicom+json"
@@ -26,6 +28,9 @@ class DicomWeb:
     mesh: MeshSource | None = None
     over_mesh: bool = True  # query_scope "mesh": search the mesh catalog, not only here
     max_body: int = 2**30
+    # Built on first request, kept by content (see metadata_cache and frame_index).
+    metadata: MetadataCache = field(default_factory=MetadataCache)
+    frame_maps: FrameMaps = field(default_factory=FrameMaps)
 
     def record(self, request: web.Request, action: Action, outcome: Outcome, detail: str,
                patient_id: str = "", study_uid: str = "") -> None:
@@ -50,6 +55,27 @@ def json_answer(payload: Any, status: int = 200) -> web.Response:
     # client that says it takes it (aiohttp reads Accept-Encoding).
     response.enable_compression()
     return response
+
+
+def takes_gzip(request: web.Request) -> bool:
+    for item in split(request.headers.get("Accept-Encoding", ""), ","):
+        coding, params = media_type(item)
+        if coding in ("gzip", "*"):
+            try:
+                return float(params.get("q", "1")) > 0
+            except ValueError:
+                return False
+    return False
+
+
+def ready_answer(request: web.Request, ready: Answer) -> web.Response:
+    """A JSON answer built before: its gzipped bytes for a client that takes gzip, as
+    aiohttp's compression would send, without compressing again."""
+    headers = {"Content-Type": DICOM_JSON, "Vary": "Accept-Encoding"}
+    if takes_gzip(request):
+        headers["Content-Encoding"] = "gzip"
+        return web.Response(body=ready.gzipped, headers=headers)
+    return web.Response(body=ready.body, headers=headers)
 
 
 @dataclass(frozen=True)
