@@ -158,8 +158,11 @@ async def resolve(context: DicomWeb, uids: Mapping[str, str]) -> list[StoredInst
 
 async def settle(context: DicomWeb, instances: list[StoredInstance]) -> None:
     if context.mesh is not None:
-        await context.mesh.used_locally([i.sop_uid for i in instances if i.local])
-        await context.mesh.enforce_budget()
+        await context.mesh.used_locally(context.touches.due(
+            i.sop_uid for i in instances if i.local))
+        # Only what was fetched for this answer can have grown the cache past its budget.
+        if any(not i.local for i in instances):
+            await context.mesh.enforce_budget()
 
 
 def audit(context: DicomWeb, request: web.Request, instances: list[StoredInstance],
