@@ -77,9 +77,11 @@ def refusal(status: type[web.HTTPException], reason: str) -> web.HTTPException:
 
 
 def json_answer(payload: Any, status: int = 200) -> web.Response:
+    """``payload`` as JSON, or as it is when it is JSON's bytes already."""
     # Content-Type exactly application/dicom+json: aiohttp's content_type= would add a
     # charset parameter, which some STOW clients compare against.
-    response = web.Response(body=json.dumps(payload).encode(), status=status,
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    response = web.Response(body=body, status=status,
                             headers={"Content-Type": DICOM_JSON})
     # Metadata and search answers are repetitive text: gzip shrinks them ~10x for a
     # client that says it takes it (aiohttp reads Accept-Encoding).

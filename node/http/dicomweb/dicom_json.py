@@ -25,6 +25,30 @@ def to_json(ds: Dataset) -> dict[str, Any]:
     return answer
 
 
+# Value representations whose single, trimmed text value pydicom's encoder writes as it
+# is (a backslash, a multi-value, is left to pydicom).
+_TEXT_AS_IS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "SH", "TM", "UI"})
+_INTEGER_VRS = frozenset({"IS", "SL", "SS", "UL", "US"})
+
+
+def element_json(tag: int, vr: str, value: Any) -> dict[str, Any]:
+    """What ``to_json`` writes for one element of a query answer, without building
+    the element in the common cases: a search of 10,000 studies spent 90 % of its time
+    in pydicom's data sets (py-spy). Anything else goes through pydicom."""
+    if value is None or value == "":
+        return {"vr": vr}
+    if type(value) is str and "\\" not in value and value == value.strip():
+        if vr in _TEXT_AS_IS:
+            return {"vr": vr, "Value": [value]}
+        if vr == "PN" and "=" not in value:
+            return {"vr": vr, "Value": [{"Alphabetic": value}]}
+    elif type(value) is int and vr in _INTEGER_VRS:
+        return {"vr": vr, "Value": [value]}
+    answer: dict[str, Any] = DataElement(tag, vr, value).to_json_dict(
+        bulk_data_element_handler=None, bulk_data_threshold=2**31)
+    return answer
+
+
 def is_bulk(elem: DataElement) -> bool:
     return int(elem.tag) in PIXEL_TAGS or (
         elem.VR in BULK_VRS and elem.value is not None and len(elem.value) >= BULK_THRESHOLD)
