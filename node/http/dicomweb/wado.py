@@ -30,7 +30,7 @@ from node.http.dicomweb.context import (
     ready_answer,
     refusal,
 )
-from node.http.dicomweb.dicom_json import element_at, metadata_json
+from node.http.dicomweb.dicom_json import Memo, element_at, metadata_json
 from node.http.dicomweb.metadata_cache import Answer, fingerprint
 from node.http.dicomweb.metadata_cache import answer as build_answer
 from node.index import StoredInstance
@@ -248,12 +248,12 @@ def routes(context: DicomWeb) -> list[web.RouteDef]:
     ]
 
 
-def instance_metadata(data: bytes, inst: StoredInstance) -> bytes:
+def instance_metadata(data: bytes, inst: StoredInstance, memo: Memo | None = None) -> bytes:
     """One instance's metadata answer as JSON bytes (keys sorted)."""
     ds = dcmread(io.BytesIO(data))
     base = (f"{PREFIX}/studies/{inst.study_uid}/series/{inst.series_uid}"
             f"/instances/{inst.sop_uid}")
-    answer = metadata_json(ds, base)
+    answer = metadata_json(ds, base, memo)
     # What a viewer needs to decode frames it fetches apart from the file.
     answer["00020010"] = {"vr": "UI", "Value": [inst.transfer_syntax_uid]}
     return json.dumps(dict(sorted(answer.items()))).encode()
@@ -270,11 +270,12 @@ async def metadata_answer(context: DicomWeb, uids: Mapping[str, str],
     if ready is not None:
         return ready
     parts = []
+    memo: Memo = {}  # one build's, so it lives no longer than the build
     for inst in instances:
         part = cache.instance(inst.sha256)
         if part is None:
             part = await asyncio.to_thread(instance_metadata,
-                                           await read_instance(context, inst), inst)
+                                           await read_instance(context, inst), inst, memo)
             cache.put_instance(inst.sha256, inst.study_uid, part)
         parts.append(part)
     ready = await asyncio.to_thread(build_answer, stamp, parts)
