@@ -195,12 +195,14 @@ def main() -> None:
         took = fill_orthanc(orthanc, folders)
         print(f"Orthanc fill (storescu, 5 associations in parallel): {len(ct) + len(small)}"
               f" instances in {took:.1f} s", flush=True)
+        # dicomweb-client's 20 s read timeout is shorter than a QIDO of 10,000 studies
+        # takes on a loaded machine.
         runners = {
-            "PACSmesh": runner(DICOMwebClient(f"http://127.0.0.1:{node.http_port}/dicom-web"),
-                               study, series, sops, studies),
+            "PACSmesh": runner(DICOMwebClient(f"http://127.0.0.1:{node.http_port}/dicom-web",
+                                              timeout=600), study, series, sops, studies),
             "Orthanc": runner(DICOMwebClient(
-                f"http://127.0.0.1:{orthanc.http_port}/dicom-web"), study, series, sops,
-                studies),
+                f"http://127.0.0.1:{orthanc.http_port}/dicom-web", timeout=600), study,
+                series, sops, studies),
         }
         if args.hold:
             print(f"node pid {node.proc.pid if node.proc else '?'}; Enter to go on",
