@@ -15,6 +15,7 @@ from pydicom.encaps import generate_frames
 
 from node.at_rest import ObjectKey
 from node.http.dicomweb.frame_index import NATIVE, FrameMap, locate, read_frame
+from node.http.dicomweb.frames import cut_frames
 from node.storage import Storage, sha256_hex
 from tests.support import one_file_per_instance
 
@@ -91,3 +92,23 @@ def test_a_cut_file_is_left_to_the_whole_file_parse(tmp_path: Path, name: str) -
     assert whole is not None
     with cut.open("rb") as fh, pytest.raises(OSError, match="end early"):
         read_frame(fh, whole.frames[-1])  # a map kept from before the cut: an error
+
+
+@pytest.mark.parametrize("sealed", [False, True], ids=["plaintext", "sealed"])
+def test_the_node_cuts_by_offset_from_its_storage(tmp_path: Path, sealed: bool) -> None:
+    """frames.cut_frames, what the WADO-RS handler runs in its thread: the map found, then
+    reused, and the frames asked for in the order asked (not a fall-back to the whole
+    file, which cut_frames never does)."""
+    storage = Storage(tmp_path / "objects", key=ObjectKey(bytes(32)) if sealed else None,
+                      seal_new=sealed)
+    storage.prepare()
+    source = Path(str(get_testdata_file("emri_small.dcm")))
+    data = source.read_bytes()
+    storage.write(data, sha256_hex(data))
+    want = pydicom_frames(source)
+    assert want is not None and len(want) > 4
+    found, got = cut_frames(storage, sha256_hex(data), None, [3, 1])
+    assert found is not None and got == [want[2], want[0]]
+    again, got = cut_frames(storage, sha256_hex(data), found, [len(want)])
+    assert again is found and got == [want[-1]]
+    assert cut_frames(storage, sha256_hex(data), found, [len(want) + 1]) == (found, [])

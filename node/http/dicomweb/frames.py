@@ -111,7 +111,7 @@ def _fits(media: MediaRange, syntax: str) -> str | None:
     return f"{own if wanted == '*/*' else wanted}; transfer-syntax={syntax}"
 
 
-def _cut(storage: Storage, sha256: str, known: FrameMap | None,
+def cut_frames(storage: Storage, sha256: str, known: FrameMap | None,
          numbers: list[int]) -> tuple[FrameMap | None, list[bytes]]:
     """The object's frame map and the frames ``numbers`` name read by offset (none when
     a number is past the last frame); no map when the layout is unusual."""
@@ -127,7 +127,7 @@ async def by_offset(context: DicomWeb, inst: StoredInstance,
     """(frames in the object, the frames asked for), or None to parse the whole file."""
     try:
         found, cut = await asyncio.to_thread(
-            _cut, context.archive.storage, inst.sha256, context.frame_maps.get(inst.sha256),
+            cut_frames, context.archive.storage, inst.sha256, context.frame_maps.get(inst.sha256),
             numbers)
     except TamperedObject as exc:
         raise await set_aside(context, exc) from None
