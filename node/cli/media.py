@@ -57,19 +57,22 @@ def _format_for(dest: Path, fmt: str | None) -> str:
               help="Where the medium goes: a folder, a .zip or an .iso file.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS),
               help="zip, iso or folder (default: from --to's suffix, else folder).")
+@click.option("--http-port", type=int,
+              help="The running node's HTTP port, when it holds the data dir (default: its"
+                   " config).")
 @click.option("--keep-syntax", is_flag=True,
               help="Write instances as stored (compressed ones stay compressed), for the"
                    " media profiles that allow it; default: Explicit VR Little Endian"
                    " (STD-GEN-CD).")
 def export(data_dir: Path | None, studies: tuple[str, ...], patient: str | None, dest: Path,
-           fmt: str | None, keep_syntax: bool) -> None:
+           fmt: str | None, http_port: int | None, keep_syntax: bool) -> None:
     """Write studies as IHE PDI portable media (DICOMDIR, README.TXT, INDEX.HTM)."""
     if bool(studies) == (patient is not None):
         _fail("name the studies (--study UID ...) or a patient (--patient ID), not both")
     fmt = _format_for(dest, fmt)
     if dest.exists() and (fmt != "folder" or not dest.is_dir() or any(dest.iterdir())):
         _fail(f"{dest} exists; the medium goes to a new file or an empty folder")
-    config = _config(data_dir=data_dir)
+    config = _config(data_dir=data_dir, http_port=http_port)
     click.echo(run_or_fail(
         _export_here(config, list(studies), patient, dest, fmt, keep_syntax), "read it",
         in_use=lambda: _export_through_node(config, list(studies), patient, dest, fmt,
