@@ -15,12 +15,13 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 from pydicom.fileset import FileSet
 
+from node.errors import NodeError
 from node.media.fileids import check_file_id
 
 FILE_SET_ID = "PACSMESH"
 
 
-class MediaError(Exception):
+class MediaError(NodeError):
     """A medium cannot be written or read; the message says why, in one line."""
 
 

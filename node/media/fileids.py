@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import re
 
+from node.errors import NodeError
+
 MAX_LEVELS = 8
 _COMPONENT = re.compile(r"[A-Z0-9_]{1,8}")
 
 
-class BadFileId(ValueError):
+class BadFileId(NodeError, ValueError):
     """A DICOMDIR names a file outside the rules: refused before anything is read."""
 
 
