@@ -5,6 +5,7 @@ outside, illegal characters, a truncated zip, a zip bomb) with nothing stored.""
 from __future__ import annotations
 
 import shutil
+import struct
 import subprocess
 import zipfile
 from pathlib import Path
@@ -124,18 +125,55 @@ def test_a_truncated_zip_is_refused(tmp_path: Path) -> None:
     assert held(data_dir) == {}
 
 
+def overlapping_bomb(medium: Path, dest: Path, copies: int) -> Path:
+    """A zip of ``medium`` plus one member of 256 MiB of zeros that ``copies`` more
+    central directory entries point at too (the overlapping-files bomb): a few hundred
+    KiB that declare copies x 256 MiB."""
+    zip_of(medium, dest)
+    name = "DICOM/ZZZZZZZZ"
+    with zipfile.ZipFile(dest, "a", zipfile.ZIP_DEFLATED, compresslevel=9) as zf, \
+            zf.open(name, "w") as member:
+        block = bytes(2**20)
+        for _ in range(256):
+            member.write(block)
+    data = dest.read_bytes()
+    eocd = data[-22:]
+    assert eocd[:4] == b"PK\x05\x06"
+    entries, cd_size, cd_offset = struct.unpack("<HII", eocd[10:20])
+    directory = data[cd_offset:cd_offset + cd_size]
+    record = directory[directory.rindex(b"PK\x01\x02"):]
+    assert name.encode() in record
+    copied = b"".join(record.replace(name.encode(), f"DICOM/Z{n:07d}".encode())
+                      for n in range(copies))
+    cd = directory + copied
+    dest.write_bytes(data[:cd_offset] + cd + eocd[:8]
+                     + struct.pack("<HHII", entries + copies, entries + copies, len(cd),
+                                   cd_offset) + eocd[20:])
+    return dest
+
+
 def test_a_zip_bomb_is_refused_before_anything_is_unpacked(tmp_path: Path) -> None:
     medium = tmp_path / "disc"
     dcmtk_medium(medium)
-    bomb = zip_of(medium, tmp_path / "bomb.zip")
-    with zipfile.ZipFile(bomb, "a", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
-        with zf.open("DICOM/ZZZZZZZZ", "w", force_zip64=True) as member:
-            block = bytes(2**20)
-            for _ in range(256):  # 256 MiB of zeros, a few hundred KiB packed
-                member.write(block)
+    bomb = overlapping_bomb(medium, tmp_path / "bomb.zip", copies=300)
     assert bomb.stat().st_size < 30 * 2**20
     data_dir = tmp_path / "data"
     result = cli(tmp_path, "import", "--data-dir", str(data_dir), str(bomb))
     assert result.returncode == 2
-    assert "refused as a zip bomb" in result.stderr
+    assert "would unpack to" in result.stderr and "refused as a zip bomb" in result.stderr
     assert held(data_dir) == {}
+
+
+def test_a_member_larger_than_an_instance_may_be_is_refused(tmp_path: Path) -> None:
+    medium = tmp_path / "disc"
+    dcmtk_medium(medium)
+    big = zip_of(medium, tmp_path / "big.zip")
+    with zipfile.ZipFile(big, "a", zipfile.ZIP_DEFLATED, compresslevel=1) as zf, \
+            zf.open("DICOM/ZZZZZZZZ", "w") as member:
+        block = bytes(2**20)
+        for _ in range(1025):  # 1 GiB and 1 MiB: more than one upload may be
+            member.write(block)
+    result = cli(tmp_path, "import", "--data-dir", str(tmp_path / "data"), str(big))
+    assert result.returncode == 2
+    assert "more than the limit of 1073741824: refused as a zip bomb" in result.stderr
+    assert held(tmp_path / "data") == {}

@@ -4,7 +4,7 @@ Each gives the names of its files (``/``-separated, relative to its root) and re
 file at a time. Nothing is ever extracted to disk under a name the medium chose, so no
 name on it (``../``, absolute, a link) can reach outside it; a folder's links that lead
 out are refused. Zip archives are checked against zip bombs before anything is read:
-declared sizes and compression ratios, then the real bytes against what was declared.
+the sizes they declare, then the real bytes against what was declared.
 """
 
 from __future__ import annotations
@@ -24,12 +24,15 @@ from node.media.dicomdir import MediaError
 
 @dataclass(frozen=True)
 class Limits:
-    """How much one medium may unpack to: a CD holds 700 MB, a DVD 8.5 GB, a USB stick
-    more, and a study rarely passes some GB."""
+    """How much one medium may unpack to, by what its zip declares (checked before a
+    byte is unpacked; no member yields more than it declares). A DVD holds 8.5 GB and a
+    USB stick more, but no study needs 64 GiB; one member is read whole, so it may be as
+    large as one HTTP upload of an instance (node/http/access_routes.py) and no larger.
+    No ratio of packed to unpacked size is asked: a blank image deflates a thousandfold,
+    as a bomb does."""
 
     total_bytes: int = 64 * 2**30
-    file_bytes: int = 4 * 2**30
-    ratio: int = 200  # DICOM deflates to a tenth at best; bombs to a thousandth and less
+    file_bytes: int = 2**30
 
 
 class Medium(Protocol):
@@ -85,12 +88,11 @@ class ZipMedium:
             raise MediaError(f"{self.label} would unpack to {total} bytes, more than the"
                              f" limit of {lim.total_bytes}: refused as a zip bomb")
         for info in self._infos.values():
-            if info.file_size > lim.file_bytes or (
-                    info.file_size > 2**20 and info.file_size > lim.ratio * max(
-                        info.compress_size, 1)):
+            if info.file_size > lim.file_bytes:
                 raise MediaError(f"{self.label}: member {info.filename!r} unpacks from"
-                                 f" {info.compress_size} to {info.file_size} bytes:"
-                                 " refused as a zip bomb")
+                                 f" {info.compress_size} to {info.file_size} bytes, more"
+                                 f" than the limit of {lim.file_bytes}: refused as a zip"
+                                 " bomb")
 
     def names(self) -> list[str]:
         return list(self._infos)
