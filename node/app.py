@@ -30,7 +30,7 @@ from node.dicom.claims import MemberIdentity, Members
 from node.dicom.patches import UnsupportedLibrary
 from node.dicom.scp import DicomServer, configure_pynetdicom
 from node.dicom.tls import DicomTlsError, server_context
-from node.http import access_routes, auth, dicomweb, serving
+from node.http import access_routes, auth, dicomweb, media_routes, serving
 from node.http.api import make_app
 from node.identity import IdentityError, NodeIdentity, load_or_create_identity
 from node.index import Index
@@ -185,6 +185,8 @@ class Node:
                 [*discovery_routes(self.discovery),
                  *replication_http_routes(self.archive.index, self.discovery, durability),
                  *access_routes.routes(self.archive, audit, cfg.http_max_body),
+                 *media_routes.routes(self.archive, audit, mesh_retrieve, cfg.aet,
+                                      cfg.http_max_body),
                  *dicomweb.routes(dicomweb.DicomWeb(
                      self.archive, audit, mesh_retrieve, cfg.query_scope == "mesh",
                      cfg.http_max_body))],
