@@ -30,10 +30,14 @@ from node.dicom.claims import MemberIdentity, Members
 from node.dicom.patches import UnsupportedLibrary
 from node.dicom.scp import DicomServer, configure_pynetdicom
 from node.dicom.tls import DicomTlsError, server_context
+from node.hl7.intake import applier
+from node.hl7.listener import Hl7Listener, ListenerSettings
 from node.http import access_routes, auth, dicomweb, serving
 from node.http.api import make_app
 from node.identity import IdentityError, NodeIdentity, load_or_create_identity
 from node.index import Index
+from node.patients.events import PatientKey
+from node.patients.store import PatientStore, index_knows
 from node.reconcile import ReconcileReport, recover, retire_forever, retire_intents
 from node.scrub import Scrubber
 from node.storage import Storage
@@ -112,6 +116,8 @@ class Node:
         self.replicator: Replicator | None = None
         self.scrubber: Scrubber | None = None
         self.audit: AuditTrail | None = None
+        self.patients: PatientStore | None = None
+        self.hl7: Hl7Listener | None = None
         self._http: web.AppRunner | None = None
         self._lock: IO[str] | None = None
         self._retiring: asyncio.Task[None] | None = None
@@ -127,6 +133,11 @@ class Node:
             audit.start()
             self.archive.on_damaged = _audit_damage(audit)
             self.archive.on_refused = audit_refusal(audit)
+            patients = self.patients = PatientStore(self.archive.index.db,
+                                                    index_knows(self.archive.index))
+            await patients.open()
+            self.archive.index.presenting = lambda: patients.touched
+            patients.on_change = _audit_patients(audit)
             identity = self._identity()
             self.discovery = self._make_discovery(self.archive.index, identity)
             self.discovery.on_join = _audit_join(audit)
@@ -199,6 +210,16 @@ class Node:
                 raise StartupError(
                     f"cannot listen for HTTP on {cfg.bind}:{cfg.http_port}: {exc.strerror}"
                 ) from None
+            if cfg.hl7_port is not None:
+                self.hl7 = Hl7Listener(
+                    ListenerSettings(cfg.bind, cfg.hl7_port, self._hl7_tls(identity)),
+                    applier(patients, identity.node_id))
+                try:
+                    await self.hl7.start()
+                except OSError as exc:
+                    raise StartupError(
+                        f"cannot listen for HL7 on {cfg.bind}:{cfg.hl7_port}: {exc.strerror}"
+                    ) from None
             try:
                 await self.discovery.start()
             except DiscoveryError as exc:
@@ -216,9 +237,14 @@ class Node:
         )
 
     def _dicom_tls(self, identity: NodeIdentity) -> ssl.SSLContext | None:
+        return self._server_tls(identity) if self.config.dicom_tls else None
+
+    def _hl7_tls(self, identity: NodeIdentity) -> ssl.SSLContext | None:
+        # MLLP over TLS: the same certificate the node shows on DIMSE.
+        return self._server_tls(identity) if self.config.hl7_tls else None
+
+    def _server_tls(self, identity: NodeIdentity) -> ssl.SSLContext:
         cfg = self.config
-        if not cfg.dicom_tls:
-            return None
         try:
             return server_context(cfg.dicom_tls_cert or identity.cert_path,
                                   cfg.dicom_tls_key or identity.key_path)
@@ -259,6 +285,9 @@ class Node:
         return Discovery(settings, MembershipStore(cfg.data_dir), PeerStore(load, save))
 
     async def stop(self) -> None:
+        if self.hl7 is not None:
+            await self.hl7.stop()
+            self.hl7 = None
         if self.scrubber is not None:
             await self.scrubber.stop()
             self.scrubber = None
@@ -329,6 +358,15 @@ def _audit_damage(audit: AuditTrail) -> Callable[[str], None]:
             action=Action.INTEGRITY, outcome=Outcome.SERIOUS_FAILURE,
             detail=f"object {sha256} failed its check: quarantined, to be fetched again"))
     return damaged
+
+
+def _audit_patients(audit: AuditTrail) -> Callable[[set[PatientKey]], None]:
+    def changed(keys: set[PatientKey]) -> None:
+        # The IDs are the audit's to keep (the audit trail is where patient IDs go).
+        for key in sorted(keys):
+            audit.record(AuditEvent(action=Action.PATIENT_RECORD, patient_id=key.id,
+                                    detail="patient identity changed by a patient event"))
+    return changed
 
 
 def _audit_deletion(audit: AuditTrail) -> Callable[[str, str, str, StudyDeletion], None]:

@@ -14,7 +14,7 @@ import enum
 import json
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from node.db import Database, IndexFailure, IndexFull, SqlFunction
 from node.dicom_header import InstanceKeys
 from node.migrations import MIGRATIONS, SCHEMA_VERSION
-from node.query import LOCAL_TABLES, Query, Tables, pn_key, pn_match, tm_norm
+from node.query import LOCAL_TABLES, Query, Tables, pn_key, pn_match, presented, tm_norm
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "AddOutcome", "Counts", "Index", "IndexFailure",
            "IndexFull", "MeshView", "StoredInstance"]
@@ -89,6 +89,9 @@ class Index:
         # Set by the composition root when the node is in a mesh; None: local holdings
         # only, whatever a query asks.
         self.mesh_view: MeshView | None = None
+        # Set by node.patients once a patient event exists: queries then present each
+        # stored Patient ID as its current identity (node.query.presented).
+        self.presenting: Callable[[], bool] = lambda: False
 
     @classmethod
     async def open(cls, path: Path) -> Index:
@@ -199,8 +202,13 @@ class Index:
             for r in rows
         ]
 
-    def _tables(self, mesh: bool) -> Tables:
+    def stored_tables(self, mesh: bool = True) -> Tables:
+        """What the index holds as stored, no identity presented."""
         return self.mesh_view.tables if mesh and self.mesh_view is not None else LOCAL_TABLES
+
+    def _tables(self, mesh: bool) -> Tables:
+        tables = self.stored_tables(mesh)
+        return presented(tables) if self.presenting() else tables
 
     async def sops_with_sha(self, sha256: str) -> list[str]:
         rows = await self._fetchall("SELECT sop_uid FROM instances WHERE sha256 = ?", (sha256,))

@@ -1,0 +1,144 @@
+"""Patient events in the index (the migration after v10, owner "node"): stored once,
+never changed, and the current identity of every touched Patient ID rewritten from all
+of them in the transaction that adds one.
+
+The whole set is resolved again on every change (node.patients.current): an ADT feed is
+a few thousand messages a day, and a set resolved from scratch cannot drift from one
+resolved incrementally on another node.
+
+The index has no Issuer of Patient ID column, so stored studies are matched by Patient
+ID alone: when events name one ID under several issuers, the one without an issuer, else
+the smallest, gives the stored ID its presentation.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+from node.db import Database
+from node.index import Index
+from node.patients.current import Identities, merge_problem, resolve
+from node.patients.events import PatientEvent, PatientEventError, PatientKey
+
+# Whether some stored study (here or, as the catalog knows, on another member) has this
+# Patient ID: the composition root answers it from the index.
+KnownPatient = Callable[[str], Awaitable[bool]]
+
+
+def index_knows(index: Index) -> KnownPatient:
+    """Whether the index (the mesh catalog too, when the node is in one) holds a study
+    stored under the Patient ID."""
+    async def known(patient_id: str) -> bool:
+        rows = await index.db.fetchall(
+            f"SELECT 1 FROM {index.stored_tables().studies} WHERE patient_id = ? LIMIT 1",
+            (patient_id,))
+        return bool(rows)
+    return known
+
+
+class EventRefused(PatientEventError):
+    """An event that cannot be applied to what this node knows (answered AE)."""
+
+    def __init__(self, text: str, location: str) -> None:
+        super().__init__(text)
+        self.location = location
+
+
+@dataclass(frozen=True)
+class Accepted:
+    event: PatientEvent
+    new: bool  # False: a repeat, acknowledged again and applied once
+
+
+class PatientStore:
+    def __init__(self, db: Database, known: KnownPatient) -> None:
+        self._db = db
+        self._known = known
+        self._events: dict[str, PatientEvent] = {}
+        self.identities = Identities()
+        # Called with the keys whose presentation changed, once their rows are durable.
+        self.on_change: Callable[[set[PatientKey]], None] | None = None
+
+    async def open(self) -> None:
+        rows = await self._db.fetchall("SELECT document FROM patient_events")
+        self._events = {e.event_id: e for e in
+                        (PatientEvent.from_json(json.loads(r["document"])) for r in rows)}
+        self.identities = resolve(self._events.values())
+
+    @property
+    def touched(self) -> bool:
+        """Whether any event exists: without one, nothing is presented differently."""
+        return bool(self._events)
+
+    def events(self) -> list[PatientEvent]:
+        return sorted(self._events.values(), key=lambda e: e.order)
+
+    def history(self, key: PatientKey) -> list[PatientEvent]:
+        """The events that name ``key`` or a key merged into it, in order."""
+        root = self.identities.root(key)
+        return [e for e in self.events()
+                if self.identities.root(e.patient) == root
+                or (e.prior is not None and self.identities.root(e.prior) == root)]
+
+    async def accept(self, event: PatientEvent) -> Accepted:
+        """Apply an event received from the HIS; durable when this returns. Raises
+        :class:`EventRefused` for a merge this node cannot apply."""
+        if event.event_id in self._events:
+            return Accepted(self._events[event.event_id], new=False)
+        problem = merge_problem(self.identities, event)
+        if problem is not None:
+            raise EventRefused(problem, "MRG^1^1")
+        if event.prior is not None and event.prior not in self.identities.keys() \
+                and not await self._known(event.prior.id):
+            raise EventRefused(f"no patient {event.prior} is known here", "MRG^1^1")
+        await self._store([event], received_from="")
+        return Accepted(event, new=True)
+
+    async def receive(self, events: Iterable[PatientEvent], source: str) -> int:
+        """Events from another member: stored as they are (the order settles crossing
+        merges); returns how many were new."""
+        fresh = [e for e in {e.event_id: e for e in events}.values()
+                 if e.event_id not in self._events]
+        if fresh:
+            await self._store(fresh, received_from=source)
+        return len(fresh)
+
+    async def _store(self, events: list[PatientEvent], received_from: str) -> None:
+        after = dict(self._events)
+        after.update((e.event_id, e) for e in events)
+        identities = resolve(after.values())
+        rows = _current_rows(identities)
+        now = time.time()
+        async with self._db.transaction() as conn:
+            await conn.executemany(
+                "INSERT OR IGNORE INTO patient_events (event_id, at, document, origin,"
+                " received_from, received_at) VALUES (?,?,?,?,?,?)",
+                [(e.event_id, e.at, e.dumps(), e.origin, received_from, now) for e in events])
+            await conn.execute("DELETE FROM patient_current")
+            await conn.executemany(
+                "INSERT INTO patient_current (patient_id, current_id, current_issuer,"
+                " patient_name, patient_birth_date, patient_sex, merged)"
+                " VALUES (?,?,?,?,?,?,?)", rows)
+        before = self.identities
+        self._events, self.identities = after, identities
+        if self.on_change is not None:
+            changed = {k for k in identities.keys()
+                       if identities.current(k) != before.current(k)}
+            self.on_change(changed)
+
+
+def _current_rows(ids: Identities) -> list[tuple[object, ...]]:
+    """One row per stored Patient ID (see the module's note on issuers)."""
+    by_id: dict[str, PatientKey] = {}
+    for key in sorted(ids.keys(), key=lambda k: (k.id, k.issuer != "", k.issuer)):
+        by_id.setdefault(key.id, key)
+    rows: list[tuple[object, ...]] = []
+    for patient_id, key in sorted(by_id.items()):
+        now = ids.current(key)
+        attrs = now.attributes
+        rows.append((patient_id, now.key.id, now.key.issuer, attrs.get("PatientName"),
+                     attrs.get("PatientBirthDate"), attrs.get("PatientSex"), int(now.merged)))
+    return rows
