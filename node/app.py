@@ -136,7 +136,7 @@ class Node:
             patients = self.patients = PatientStore(self.archive.index.db,
                                                     index_knows(self.archive.index))
             await patients.open()
-            self.archive.index.presenting = lambda: patients.touched
+            self.archive.index.patients = patients
             patients.on_change = _audit_patients(audit)
             identity = self._identity()
             self.discovery = self._make_discovery(self.archive.index, identity)

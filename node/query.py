@@ -138,7 +138,7 @@ _PRESENTED_STUDIES = (
     " s.study_date, s.study_time, s.accession_number, s.study_id, s.study_description,"
     " s.referring_physician_name,"
     " CASE WHEN p.patient_name IS NULL THEN s.patient_name_key"
-    " ELSE pn_key(p.patient_name) END AS patient_name_key"
+    " ELSE pn_key(p.patient_name) END AS patient_name_key, s.patient_id AS stored_patient_id"
     " FROM {base} s LEFT JOIN patient_current p ON p.patient_id = s.patient_id)"
 )
 

@@ -3,14 +3,16 @@ process; DCMTK findscu sees what a viewer would."""
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import time
 from pathlib import Path
 
 import pytest
+from pydicom import dcmread
 
 from tests.hl7_support import His, ack_code, adt, err_location, find_studies, trauma_study
-from tests.support import NodeProcess, free_port, storescu
+from tests.support import NodeProcess, dcmtk, free_port, storescu
 
 
 @pytest.fixture
@@ -51,6 +53,26 @@ def test_updates_and_merges_over_mllp_change_what_c_find_shows(
         survivor = find_studies(node, out, PatientID="P-77")
         assert names(survivor) == [("P-77", "Roe^Richard")] * 2
         assert find_studies(node, out, PatientID="TRAUMA-1") == []  # PIR: the prior is gone
+
+        (tmp_path / "got").mkdir()
+        got = dcmtk("getscu", "-S", "-aec", node.aet, "-od", str(tmp_path / "got"),
+                    "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=P-77", *node.address)
+        assert got.returncode == 0, got.stderr
+        retrieved = [dcmread(p) for p in sorted((tmp_path / "got").iterdir())]
+        assert sorted((str(d.PatientID), str(d.PatientName)) for d in retrieved) == \
+            [("P-77", "Roe^Richard")] * 2
+        # Both coerced (the survivor's own study had its name in capitals): the values
+        # replaced are kept in Original Attributes Sequence.
+        replaced = [d.OriginalAttributesSequence[-1] for d in retrieved]
+        assert {r.ReasonForTheAttributeModification for r in replaced} == {"COERCE"}
+        assert sorted((str(r.ModifiedAttributesSequence[0].get("PatientID", "")),
+                       str(r.ModifiedAttributesSequence[0].PatientName)) for r in replaced) == \
+            [("", "ROE^RICHARD"), ("TRAUMA-1", "UNKNOWN^TRAUMA")]
+        for stored in (node.data_dir / "objects").rglob("*.dcm"):  # never rewritten
+            assert hashlib.sha256(stored.read_bytes()).hexdigest() == stored.stem
+        trauma_study_uid = dcmread(files[0]).StudyInstanceUID
+        metadata = node.get_json(f"/dicom-web/studies/{trauma_study_uid}/metadata")
+        assert metadata[0]["00100020"]["Value"] == ["P-77"]
 
         twice = his.send(adt("A40", "M3", "X-1^^^HOSP", "Doe", mrg="TRAUMA-1^^^HOSP"))
         assert ack_code(twice) == "AE" and err_location(twice) == "MRG^1^1"

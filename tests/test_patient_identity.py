@@ -3,17 +3,21 @@ one answer) and the store over a real SQLite index."""
 
 from __future__ import annotations
 
+import io
 import random
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydicom.dataset import Dataset
+from pydicom import dcmread
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian
 
 from node.dicom_header import InstanceKeys
 from node.index import Index
 from node.patients.current import Identities, resolve
 from node.patients.events import Kind, PatientEvent, PatientKey
+from node.patients.present import Presentation, coerce
 from node.patients.store import EventRefused, PatientStore, index_knows
 from node.query import parse_identifier
 
@@ -95,7 +99,7 @@ async def test_the_store_keeps_events_refuses_bad_merges_and_presents(index: Ind
     await index.add_instance(stored("1.2.3.1", "A"), "a" * 64, 10)
     store = PatientStore(index.db, index_knows(index))
     await store.open()
-    index.presenting = lambda: store.touched
+    index.patients = store
     first = update(1, A, "2026-12-03T09:00", PatientName="Doe^Jane")
     assert (await store.accept(first)).new
     assert not (await store.accept(first)).new  # a repeat: applied once
@@ -121,3 +125,24 @@ async def test_the_store_keeps_events_refuses_bad_merges_and_presents(index: Ind
     reopened = PatientStore(index.db, index_knows(index))
     await reopened.open()
     assert summary(reopened.identities) == summary(store.identities)
+
+
+def test_coercion_keeps_the_replaced_values_and_encodes_any_name() -> None:
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.PatientID, ds.PatientName, ds.StudyDescription = "A", "Müller^Jörg", "Schädel"
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    raw = io.BytesIO()
+    ds.save_as(raw, implicit_vr=False, little_endian=True)
+    read = dcmread(io.BytesIO(raw.getvalue()), force=True)
+    assert coerce(read, Presentation("B", "HOSP&1.2&ISO", {"PatientName": "山田^太郎"}))
+    assert not coerce(read, Presentation("B", "HOSP&1.2&ISO", {"PatientName": "山田^太郎"}))
+    out = io.BytesIO()
+    read.save_as(out, implicit_vr=False, little_endian=True)
+    again = dcmread(io.BytesIO(out.getvalue()), force=True)
+    assert (again.PatientID, again.PatientName, again.IssuerOfPatientID) == ("B", "山田^太郎",
+                                                                             "HOSP")
+    assert again.StudyDescription == "Schädel"
+    old = again.OriginalAttributesSequence[0].ModifiedAttributesSequence[0]
+    assert (old.PatientID, old.PatientName) == ("A", "Müller^Jörg")

@@ -18,10 +18,13 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
+from pydicom.dataset import Dataset
+
 from node.db import Database
 from node.index import Index
 from node.patients.current import Identities, merge_problem, resolve
 from node.patients.events import PatientEvent, PatientEventError, PatientKey
+from node.patients.present import Presentation, coerce
 
 # Whether some stored study (here or, as the catalog knows, on another member) has this
 # Patient ID: the composition root answers it from the index.
@@ -59,6 +62,7 @@ class PatientStore:
         self._known = known
         self._events: dict[str, PatientEvent] = {}
         self.identities = Identities()
+        self._presented: dict[str, Presentation] = {}
         # Called with the keys whose presentation changed, once their rows are durable.
         self.on_change: Callable[[set[PatientKey]], None] | None = None
 
@@ -67,11 +71,23 @@ class PatientStore:
         self._events = {e.event_id: e for e in
                         (PatientEvent.from_json(json.loads(r["document"])) for r in rows)}
         self.identities = resolve(self._events.values())
+        self._presented = _presented(self.identities)
 
     @property
     def touched(self) -> bool:
         """Whether any event exists: without one, nothing is presented differently."""
         return bool(self._events)
+
+    def presents(self, stored_patient_id: str) -> bool:
+        """Whether what is stored under the ID is presented otherwise now."""
+        return stored_patient_id in self._presented
+
+    def coerce(self, ds: Dataset) -> bool:
+        """Give a data set about to leave the node its patient's current identity
+        (node.patients.present); whether it changed. Called from any thread: it reads
+        one dict, replaced whole when events change it."""
+        presentation = self._presented.get(str(ds.get("PatientID", "") or ""))
+        return presentation is not None and coerce(ds, presentation)
 
     def events(self) -> list[PatientEvent]:
         return sorted(self._events.values(), key=lambda e: e.order)
@@ -110,7 +126,7 @@ class PatientStore:
         after = dict(self._events)
         after.update((e.event_id, e) for e in events)
         identities = resolve(after.values())
-        rows = _current_rows(identities)
+        presented = _presented(identities)
         now = time.time()
         async with self._db.transaction() as conn:
             await conn.executemany(
@@ -121,24 +137,25 @@ class PatientStore:
             await conn.executemany(
                 "INSERT INTO patient_current (patient_id, current_id, current_issuer,"
                 " patient_name, patient_birth_date, patient_sex, merged)"
-                " VALUES (?,?,?,?,?,?,?)", rows)
+                " VALUES (?,?,?,?,?,?,?)",
+                [(stored_id, p.patient_id, p.issuer, p.attributes.get("PatientName"),
+                  p.attributes.get("PatientBirthDate"), p.attributes.get("PatientSex"),
+                  int(p.merged)) for stored_id, p in sorted(presented.items())])
         before = self.identities
-        self._events, self.identities = after, identities
+        self._events, self.identities, self._presented = after, identities, presented
         if self.on_change is not None:
             changed = {k for k in identities.keys()
                        if identities.current(k) != before.current(k)}
             self.on_change(changed)
 
 
-def _current_rows(ids: Identities) -> list[tuple[object, ...]]:
-    """One row per stored Patient ID (see the module's note on issuers)."""
+def _presented(ids: Identities) -> dict[str, Presentation]:
+    """Stored Patient ID -> its presentation (see the module's note on issuers)."""
     by_id: dict[str, PatientKey] = {}
     for key in sorted(ids.keys(), key=lambda k: (k.id, k.issuer != "", k.issuer)):
         by_id.setdefault(key.id, key)
-    rows: list[tuple[object, ...]] = []
-    for patient_id, key in sorted(by_id.items()):
+    out = {}
+    for patient_id, key in by_id.items():
         now = ids.current(key)
-        attrs = now.attributes
-        rows.append((patient_id, now.key.id, now.key.issuer, attrs.get("PatientName"),
-                     attrs.get("PatientBirthDate"), attrs.get("PatientSex"), int(now.merged)))
-    return rows
+        out[patient_id] = Presentation(now.key.id, now.key.issuer, now.attributes, now.merged)
+    return out

@@ -200,6 +200,7 @@ def routes(context: DicomWeb) -> list[web.RouteDef]:
         for inst in instances:
             data = await read_instance(context, inst)
             ds = await asyncio.to_thread(dcmread, io.BytesIO(data))
+            context.archive.index.patients.coerce(ds)  # r16-hl7: current identity (IHE PIR)
             base = (f"{PREFIX}/studies/{inst.study_uid}/series/{inst.series_uid}"
                     f"/instances/{inst.sop_uid}")
             answer = metadata_json(ds, base)
