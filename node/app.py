@@ -52,6 +52,7 @@ from replication.http import member_aets
 from replication.http import routes as replication_http_routes
 from replication.outbox_store import OutboxStore
 from replication.owned import OwnedIndex
+from replication.patient_sync import routes as patient_event_routes
 from replication.remote_find import routes as remote_find_routes
 from replication.retrieve import MeshRetrieve
 from replication.service import ReplicationSettings, Replicator
@@ -146,6 +147,7 @@ class Node:
             receipts = Receipts()
             self.discovery.add_mesh_routes(transfer_routes(self.archive, receipts))
             self.discovery.add_mesh_routes(deletion_routes(self.archive.index))
+            self.discovery.add_mesh_routes(patient_event_routes(patients))
             self.discovery.add_mesh_routes(remote_find_routes(self.archive.index))
             fetcher = Fetcher(self.archive, self.discovery, cfg.cache_bytes, lambda: cfg.replicas)
             owned = OwnedIndex(self.archive.index)  # holdings, kept current incrementally
@@ -154,7 +156,7 @@ class Node:
             )
             replicator = self.replicator = Replicator(
                 self.archive, self.discovery, ReplicationSettings(cfg.replicas, cfg.hint_after),
-                owned=owned,
+                owned=owned, patients=patients,
             )
             replicator.deletions.on_deleted = _audit_deletion(audit)
             discovery = self.discovery

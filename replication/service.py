@@ -31,6 +31,7 @@ from typing import Any
 from discovery.probe import ProbeFailed, Refused
 from discovery.service import Discovery
 from node.archive import Archive
+from node.patients.store import PatientStore
 from node.storage import TamperedObject
 from node.tasks import cancel_and_wait
 from replication.antientropy import missing_at
@@ -41,6 +42,7 @@ from replication.errors import RemoteAnswerInvalid
 from replication.outbox_store import NOTHING_OWED, OutboxStore
 from replication.outgoing import send_object
 from replication.owned import OwnedIndex
+from replication.patient_sync import PatientEventSync
 from replication.placement import DEFAULT_REPLICAS
 from replication.planner import (
     Change,
@@ -92,6 +94,7 @@ class Replicator:
     def __init__(
         self, archive: Archive, discovery: Discovery, settings: ReplicationSettings,
         clock: Callable[[], float] = time.time, owned: OwnedIndex | None = None,
+        patients: PatientStore | None = None,
     ) -> None:
         self.archive = archive
         # What this node holds, shared with the anti-entropy routes (replication/owned.py).
@@ -122,6 +125,7 @@ class Replicator:
         self._scan_mark = (-1, 0)
         self._duties: StandInDuties | None = None
         self.deletions = Deletions(archive, discovery, clock)
+        self.patient_events = None if patients is None else PatientEventSync(patients, discovery)
         self._rates: defaultdict[str, RateWindow] = defaultdict(
             lambda: RateWindow(self._clock))
         self._backlogs: dict[str, Backlog] = {}
@@ -311,8 +315,12 @@ class Replicator:
         anti-entropy could offer it (or take from it) a deleted study."""
         try:
             await self.deletions.pull(peer)
+            if self.patient_events is not None:
+                # Before anti-entropy too: a member back from an outage learns the
+                # merges and corrections made meanwhile as soon as it is seen again.
+                await self.patient_events.pull(peer)
         except (ProbeFailed, RemoteAnswerInvalid) as exc:
-            log.info("tombstone pull from %s failed: %s", peer[:15], exc)
+            log.info("tombstone or patient event pull from %s failed: %s", peer[:15], exc)
         finally:
             # Asked (as before this ran as its own task): a peer whose tombstones cannot
             # be read must not be kept from anti-entropy for good.

@@ -16,10 +16,12 @@ from pydicom.uid import ExplicitVRLittleEndian
 from node.dicom_header import InstanceKeys
 from node.index import Index
 from node.patients.current import Identities, resolve
-from node.patients.events import Kind, PatientEvent, PatientKey
+from node.patients.events import BadPatientEvent, Kind, PatientEvent, PatientKey
 from node.patients.present import Presentation, coerce
 from node.patients.store import EventRefused, PatientStore, index_knows
 from node.query import parse_identifier
+from replication.errors import RemoteAnswerInvalid
+from replication.wire import PatientEventList
 
 
 def stored(sop: str, patient_id: str, name: str = "Unknown^Trauma") -> InstanceKeys:
@@ -146,3 +148,16 @@ def test_coercion_keeps_the_replaced_values_and_encodes_any_name() -> None:
     assert again.StudyDescription == "Schädel"
     old = again.OriginalAttributesSequence[0].ModifiedAttributesSequence[0]
     assert (old.PatientID, old.PatientName) == ("A", "Müller^Jörg")
+
+
+def test_the_wire_list_of_events_round_trips_and_refuses_what_is_not_one() -> None:
+    events = (update(1, A, "2026-12-03T09:00", PatientName="Doe^Jane").to_json(),)
+    listed = PatientEventList("d1", events=events)
+    assert PatientEventList.from_json(listed.to_json()) == listed
+    same = PatientEventList("d1", same=True)
+    assert PatientEventList.from_json(same.to_json()) == same
+    for bad in ([], {"digest": 3}, {"digest": "d", "events": "x"}):
+        with pytest.raises(RemoteAnswerInvalid):
+            PatientEventList.from_json(bad)
+    with pytest.raises(BadPatientEvent):
+        PatientEvent.from_json({"event_id": "x", "kind": "explode"})

@@ -1,0 +1,49 @@
+"""Patient events across the mesh: ADT sent to one member process over real MLLP,
+C-FIND (DCMTK findscu) at another shows the current identity, and a member that was
+down while the correction was made shows it once it is back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.hl7_support import His, ack_code, adt, find_studies, trauma_study
+from tests.mesh_support import invite, joiner, mesh_view, start_founder, wait_for
+from tests.support import free_port, storescu
+
+
+def _names(node, out: Path, **keys: str) -> list[tuple[str, str]]:
+    return sorted((str(d.PatientID), str(d.PatientName))
+                  for d in find_studies(node, out, **keys))
+
+
+def _send(port: int, message: str) -> None:
+    his = His(port)
+    try:
+        assert ack_code(his.send(message)) == "AA"
+    finally:
+        his.close()
+
+
+def test_corrections_and_merges_reach_every_member_even_one_that_was_down(
+        make_node, tmp_path: Path) -> None:
+    port = free_port()
+    a = start_founder(make_node, extra_args=("--hl7-port", str(port)))
+    b = joiner(make_node, a, "nodeb", invite(a)).start()
+    wait_for(lambda: len(mesh_view(b)["members"]) == 2, 30)
+    files = [trauma_study(tmp_path / "in", "TRAUMA-7"),
+             trauma_study(tmp_path / "in", "P-88", "Doe^Jane")]
+    assert storescu(a, files) == []
+    out = tmp_path / "found"
+    wait_for(lambda: _names(b, out, PatientID="TRAUMA-7") == [("TRAUMA-7", "UNKNOWN^TRAUMA")],
+             60)
+
+    _send(port, adt("A08", "C1", "TRAUMA-7^^^HOSP", "Smith^Anna"))
+    wait_for(lambda: _names(b, out, PatientID="TRAUMA-7") == [("TRAUMA-7", "Smith^Anna")], 30)
+
+    b.stop()
+    _send(port, adt("A40", "C2", "P-88^^^HOSP", "Doe^Jane^Anna", mrg="TRAUMA-7^^^HOSP"))
+    assert _names(a, out, PatientID="P-88") == [("P-88", "Doe^Jane^Anna")] * 2
+    b.start()
+    wait_for(lambda: _names(b, out, PatientID="P-88") == [("P-88", "Doe^Jane^Anna")] * 2, 30)
+    assert _names(b, out, PatientID="TRAUMA-7") == []
+    assert "learnt from" in b.log()
