@@ -97,9 +97,15 @@ class PatientView(Protocol):
 
     def coerce(self, ds: Dataset) -> bool: ...
 
+    async def current(self) -> None:
+        """Return once events due from other members are here (bounded)."""
+
 
 class _NoPatientEvents:
     touched = False
+
+    async def current(self) -> None:
+        return None
 
     def presents(self, stored_patient_id: str) -> bool:
         return False
@@ -208,6 +214,7 @@ class Index:
     async def find(self, query: Query, mesh: bool = False) -> list[dict[str, Any]]:
         """C-FIND rows from this node's holdings, or (``mesh``) from everything the mesh
         holds as far as the catalog knows, each entity once."""
+        await self.patients.current()
         sql, params = query.sql(tables=self._tables(mesh))
         return await self._fetchall(sql, params)
 
@@ -215,6 +222,7 @@ class Index:
         """The instances under every entity the query matches, in a stable order; with
         ``mesh``, those held elsewhere too (``local`` False)."""
         mesh = mesh and self.mesh_view is not None
+        await self.patients.current()
         image_query = Query(level="IMAGE", conditions=query.conditions)
         columns = ["i.sop_class_uid", "i.transfer_syntax_uid", "i.sha256", "i.size",
                    "se.study_uid", "se.series_uid"]

@@ -10,6 +10,8 @@ an event's id (sender and MSH-10) makes a second copy of it the same event.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -20,6 +22,9 @@ from replication.tombstone import digest
 from replication.wire import PATIENT_EVENTS_PATH, PatientEventList
 
 log = logging.getLogger(__name__)
+# For this long after start-up queries wait (each at most node.patients.store.HOLD_BOUND)
+# until every member, not only those seen alive yet, was asked for its events.
+STARTUP_HOLD = 3.0
 
 
 def routes(store: PatientStore) -> list[web.RouteDef]:
@@ -35,10 +40,34 @@ def routes(store: PatientStore) -> list[web.RouteDef]:
 
 
 class PatientEventSync:
-    def __init__(self, store: PatientStore, discovery: Discovery) -> None:
+    """Pulls, and holds this node's queries (``PatientStore.hold``, each for a bounded
+    time) while a member is alive whose events have not been asked for since it was
+    last seen down, and for a while after start-up, every member: a node back from an
+    outage must not answer with the identity it had before the merge."""
+
+    def __init__(self, store: PatientStore, discovery: Discovery,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.discovery = discovery
         self._warned: set[str] = set()
+        self._asked: set[str] = set()
+        self._clock = clock
+        self._started = clock()
+
+    def track(self, others: set[str], alive: set[str]) -> None:
+        """Called every round with the other members and those alive now."""
+        self._asked &= alive
+        waiting = (others & alive) - self._asked
+        if self._clock() - self._started < STARTUP_HOLD:
+            waiting |= others - self._asked
+        if waiting:
+            self.store.hold()
+        else:
+            self.store.release()
+
+    def asked(self, peer: str) -> None:
+        """``peer`` was asked for its events (answered or not: a bound, not a wait)."""
+        self._asked.add(peer)
 
     async def pull(self, peer: str) -> int:
         """Learn the events ``peer`` holds that we lack; how many were new. Raises

@@ -199,6 +199,9 @@ class Replicator:
         members, alive, me = self.discovery.members(), self._alive(), self.discovery.node_id
         # A peer seen down must give its tombstones again before anti-entropy with it.
         self._tombstones_read &= alive
+        if self.patient_events is not None:
+            # And its patient events before queries are answered (replication.patient_sync).
+            self.patient_events.track(set(members) - {me}, alive)
         for kind, schedule, work, seconds in (
             ("tombstones", self._tombstones, self._pull_tombstones, TOMBSTONE_SECONDS),
             ("catalog", self._catalog, self._pull_catalog, CATALOG_SECONDS),
@@ -325,6 +328,8 @@ class Replicator:
             # Asked (as before this ran as its own task): a peer whose tombstones cannot
             # be read must not be kept from anti-entropy for good.
             self._tombstones_read.add(peer)
+            if self.patient_events is not None:
+                self.patient_events.asked(peer)
 
     async def _pull_catalog(self, peer: str) -> None:
         """Read one live member's change feed from where we stopped: the catalog."""

@@ -4,14 +4,20 @@ process; DCMTK findscu sees what a viewer would."""
 from __future__ import annotations
 
 import hashlib
+import json
+import socket
 import sqlite3
+import ssl
 import time
 from pathlib import Path
 
 import pytest
 from pydicom import dcmread
 
+from node.hl7.framing import frame
+from node.identity import CERT_FILE, IDENTITY_DIR
 from tests.hl7_support import His, ack_code, adt, err_location, find_studies, trauma_study
+from tests.mesh_support import cli
 from tests.support import NodeProcess, dcmtk, free_port, storescu
 
 
@@ -54,20 +60,23 @@ def test_updates_and_merges_over_mllp_change_what_c_find_shows(
         assert names(survivor) == [("P-77", "Roe^Richard")] * 2
         assert find_studies(node, out, PatientID="TRAUMA-1") == []  # PIR: the prior is gone
 
+        # A study arriving later under the merged id is filed under the survivor.
+        assert storescu(node, [trauma_study(tmp_path / "late", "TRAUMA-1")]) == []
+        assert names(find_studies(node, out, PatientID="P-77")) == [("P-77", "Roe^Richard")] * 3
         (tmp_path / "got").mkdir()
         got = dcmtk("getscu", "-S", "-aec", node.aet, "-od", str(tmp_path / "got"),
                     "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=P-77", *node.address)
         assert got.returncode == 0, got.stderr
         retrieved = [dcmread(p) for p in sorted((tmp_path / "got").iterdir())]
         assert sorted((str(d.PatientID), str(d.PatientName)) for d in retrieved) == \
-            [("P-77", "Roe^Richard")] * 2
+            [("P-77", "Roe^Richard")] * 3
         # Both coerced (the survivor's own study had its name in capitals): the values
         # replaced are kept in Original Attributes Sequence.
         replaced = [d.OriginalAttributesSequence[-1] for d in retrieved]
         assert {r.ReasonForTheAttributeModification for r in replaced} == {"COERCE"}
         assert sorted((str(r.ModifiedAttributesSequence[0].get("PatientID", "")),
                        str(r.ModifiedAttributesSequence[0].PatientName)) for r in replaced) == \
-            [("", "ROE^RICHARD"), ("TRAUMA-1", "UNKNOWN^TRAUMA")]
+            [("", "ROE^RICHARD"), ("TRAUMA-1", "UNKNOWN^TRAUMA"), ("TRAUMA-1", "UNKNOWN^TRAUMA")]
         for stored in (node.data_dir / "objects").rglob("*.dcm"):  # never rewritten
             assert hashlib.sha256(stored.read_bytes()).hexdigest() == stored.stem
         trauma_study_uid = dcmread(files[0]).StudyInstanceUID
@@ -84,6 +93,15 @@ def test_updates_and_merges_over_mllp_change_what_c_find_shows(
         "SELECT event_id FROM patient_events ORDER BY event_id").fetchall()
     assert rows == [("HIS|HOSP|M1",), ("HIS|HOSP|M2",)]
     assert "Müller" not in node.log() and "TRAUMA-1" not in node.log()
+    shown = cli("patients", "history", "--data-dir", str(node.data_dir), "TRAUMA-1", "--json")
+    assert shown.returncode == 0, shown.stderr
+    [trauma] = json.loads(shown.stdout)
+    assert trauma["current"]["patient"] == ["P-77", "HOSP"] and trauma["current"]["merged"]
+    assert [e["event_id"] for e in trauma["events"]] == ["HIS|HOSP|M1", "HIS|HOSP|M2"]
+    audited = cli("audit", "--data-dir", str(node.data_dir), "--json",
+                  "--action", "patient-record")
+    assert {json.loads(line)["patient_id"] for line in audited.stdout.splitlines()} >= \
+        {"TRAUMA-1", "P-77"}
 
 
 def test_bad_input_is_answered_and_the_listener_keeps_serving(
@@ -122,3 +140,30 @@ def test_bad_input_is_answered_and_the_listener_keeps_serving(
     rows = sqlite3.connect(node.data_dir / "index.sqlite").execute(
         "SELECT event_id FROM patient_events").fetchall()
     assert rows == [("HIS|HOSP|B9",)]
+
+
+def test_mllp_over_tls_with_the_node_certificate(make_node, tmp_path: Path) -> None:
+    port = free_port()
+    node = make_node("tls", extra_args=("--hl7-port", str(port), "--hl7-tls")).start()
+    assert storescu(node, [trauma_study(tmp_path / "in", "TLS-1")]) == []
+    context = ssl.create_default_context(
+        cafile=str(node.data_dir / IDENTITY_DIR / CERT_FILE))
+    context.check_hostname = False  # self-signed, named by its AE title: trusted by file
+    with socket.create_connection(("127.0.0.1", port)):  # a silent client holds no one up
+        his = His(port)
+        try:
+            his.client.socket = context.wrap_socket(his.client.socket)
+            assert ack_code(his.send(adt("A08", "T1", "TLS-1", "Secure^Sam"))) == "AA"
+        finally:
+            his.close()
+    assert names(find_studies(node, tmp_path / "f", PatientID="TLS-1")) == [("TLS-1",
+                                                                           "Secure^Sam")]
+    plain = His(port)  # no HL7 without TLS on this port
+    try:
+        try:
+            reply = plain.send_raw(frame(adt("A08", "T2", "TLS-1", "Plain^Pat").encode()))
+        except ConnectionError:
+            reply = b""
+        assert b"MSA" not in reply
+    finally:
+        plain.close()

@@ -3,6 +3,7 @@ one answer) and the store over a real SQLite index."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import random
 
@@ -161,3 +162,15 @@ def test_the_wire_list_of_events_round_trips_and_refuses_what_is_not_one() -> No
             PatientEventList.from_json(bad)
     with pytest.raises(BadPatientEvent):
         PatientEvent.from_json({"event_id": "x", "kind": "explode"})
+
+
+async def test_events_accepted_at_once_are_all_kept(index: Index) -> None:
+    store = PatientStore(index.db, index_knows(index))
+    await store.open()
+    many = [update(n, PatientKey(f"P{n}"), "2026-12-03T09:00", PatientSex="F")
+            for n in range(20)]
+    await asyncio.gather(*(store.accept(e) for e in many[:10]),
+                         store.receive(many[10:], "node-b"))
+    assert {e.event_id for e in store.events()} == {e.event_id for e in many}
+    rows = await index.db.fetchall("SELECT COUNT(*) AS n FROM patient_current")
+    assert rows[0]["n"] == 20

@@ -13,6 +13,8 @@ the smallest, gives the stored ID its presentation.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -29,6 +31,8 @@ from node.patients.present import Presentation, coerce
 # Whether some stored study (here or, as the catalog knows, on another member) has this
 # Patient ID: the composition root answers it from the index.
 KnownPatient = Callable[[str], Awaitable[bool]]
+# The longest a query waits for patient events due from another member.
+HOLD_BOUND = 5.0
 
 
 def index_knows(index: Index) -> KnownPatient:
@@ -63,6 +67,10 @@ class PatientStore:
         self._events: dict[str, PatientEvent] = {}
         self.identities = Identities()
         self._presented: dict[str, Presentation] = {}
+        # One change at a time: each resolves the whole set as it will be once stored.
+        self._changing = asyncio.Lock()
+        self._current = asyncio.Event()
+        self._current.set()
         # Called with the keys whose presentation changed, once their rows are durable.
         self.on_change: Callable[[set[PatientKey]], None] | None = None
 
@@ -72,6 +80,20 @@ class PatientStore:
                         (PatientEvent.from_json(json.loads(r["document"])) for r in rows)}
         self.identities = resolve(self._events.values())
         self._presented = _presented(self.identities)
+
+    def hold(self) -> None:
+        """Queries wait (see :meth:`current`): events from another member are due."""
+        self._current.clear()
+
+    def release(self) -> None:
+        self._current.set()
+
+    async def current(self) -> None:
+        """Return once the events due from other members are here, or after HOLD_BOUND:
+        a member that cannot be asked must not stop this node answering."""
+        if not self._current.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._current.wait(), HOLD_BOUND)
 
     @property
     def touched(self) -> bool:
@@ -102,6 +124,10 @@ class PatientStore:
     async def accept(self, event: PatientEvent) -> Accepted:
         """Apply an event received from the HIS; durable when this returns. Raises
         :class:`EventRefused` for a merge this node cannot apply."""
+        async with self._changing:
+            return await self._accept(event)
+
+    async def _accept(self, event: PatientEvent) -> Accepted:
         if event.event_id in self._events:
             return Accepted(self._events[event.event_id], new=False)
         problem = merge_problem(self.identities, event)
@@ -116,11 +142,12 @@ class PatientStore:
     async def receive(self, events: Iterable[PatientEvent], source: str) -> int:
         """Events from another member: stored as they are (the order settles crossing
         merges); returns how many were new."""
-        fresh = [e for e in {e.event_id: e for e in events}.values()
-                 if e.event_id not in self._events]
-        if fresh:
-            await self._store(fresh, received_from=source)
-        return len(fresh)
+        async with self._changing:
+            fresh = [e for e in {e.event_id: e for e in events}.values()
+                     if e.event_id not in self._events]
+            if fresh:
+                await self._store(fresh, received_from=source)
+            return len(fresh)
 
     async def _store(self, events: list[PatientEvent], received_from: str) -> None:
         after = dict(self._events)
