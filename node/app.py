@@ -36,7 +36,7 @@ from node.http import access_routes, auth, dicomweb, serving
 from node.http.api import make_app
 from node.identity import IdentityError, NodeIdentity, load_or_create_identity
 from node.index import Index
-from node.patients.events import PatientKey
+from node.patients.events import PatientEvent, PatientKey
 from node.patients.store import PatientStore, index_knows
 from node.reconcile import ReconcileReport, recover, retire_forever, retire_intents
 from node.scrub import Scrubber
@@ -362,12 +362,17 @@ def _audit_damage(audit: AuditTrail) -> Callable[[str], None]:
     return damaged
 
 
-def _audit_patients(audit: AuditTrail) -> Callable[[set[PatientKey]], None]:
-    def changed(keys: set[PatientKey]) -> None:
+def _audit_patients(
+        audit: AuditTrail) -> Callable[[set[PatientKey], list[PatientEvent]], None]:
+    def changed(keys: set[PatientKey], events: list[PatientEvent]) -> None:
         # The IDs are the audit's to keep (the audit trail is where patient IDs go).
+        messages = ", ".join(f"{e.kind} {e.event_id}" for e in events[:5])
+        more = f" and {len(events) - 5} more" if len(events) > 5 else ""
         for key in sorted(keys):
-            audit.record(AuditEvent(action=Action.PATIENT_RECORD, patient_id=key.id,
-                                    detail="patient identity changed by a patient event"))
+            audit.record(AuditEvent(
+                action=Action.PATIENT_RECORD, patient_id=key.id,
+                node_id=events[0].origin if len(events) == 1 else "",
+                detail=f"patient identity changed by HL7 {messages}{more}"))
     return changed
 
 

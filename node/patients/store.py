@@ -71,8 +71,9 @@ class PatientStore:
         self._changing = asyncio.Lock()
         self._current = asyncio.Event()
         self._current.set()
-        # Called with the keys whose presentation changed, once their rows are durable.
-        self.on_change: Callable[[set[PatientKey]], None] | None = None
+        # Called with the keys whose presentation changed and the events that changed
+        # it, once their rows are durable.
+        self.on_change: Callable[[set[PatientKey], list[PatientEvent]], None] | None = None
 
     async def open(self) -> None:
         rows = await self._db.fetchall("SELECT document FROM patient_events")
@@ -173,7 +174,7 @@ class PatientStore:
         if self.on_change is not None:
             changed = {k for k in identities.keys()
                        if identities.current(k) != before.current(k)}
-            self.on_change(changed)
+            self.on_change(changed, events)
 
 
 def _presented(ids: Identities) -> dict[str, Presentation]:
