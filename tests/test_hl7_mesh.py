@@ -4,6 +4,8 @@ down while the correction was made shows it once it is back."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from pathlib import Path
 
 from tests.hl7_support import His, ack_code, adt, find_studies, trauma_study
@@ -48,3 +50,29 @@ def test_corrections_and_merges_reach_every_member_even_one_that_was_down(
     assert _names(b, out, PatientID="TRAUMA-7") == []
     assert _names(b, out, PatientID="P-88") == [("P-88", "Doe^Jane^Anna")] * 2
     assert "learnt from" in b.log()
+
+
+def test_conflicting_updates_at_two_members_converge_to_the_later_event(
+        make_node, tmp_path: Path) -> None:
+    """The update made later (EVN-2) wins on both members, whichever arrived first."""
+    port_a, port_b = free_port(), free_port()
+    a = start_founder(make_node, extra_args=("--hl7-port", str(port_a)))
+    b = joiner(make_node, a, "nodeb", invite(a))
+    b.extra_args = (*b.extra_args, "--hl7-port", str(port_b))
+    b.start()
+    wait_for(lambda: len(mesh_view(b)["members"]) == 2, 30)
+    assert storescu(a, [trauma_study(tmp_path / "in", "CONFLICT-1")]) == []
+    out_a, out_b = tmp_path / "fa", tmp_path / "fb"
+    wait_for(lambda: len(_names(b, out_b, PatientID="CONFLICT-1")) == 1, 60)
+
+    _send(port_a, adt("A08", "A-1", "CONFLICT-1", "Later^Name", when="20261203120000"))
+    _send(port_b, adt("A08", "B-1", "CONFLICT-1", "Earlier^Name", when="20261203110000"))
+    wait_for(lambda: _events(a) == _events(b) == ["HIS|HOSP|A-1", "HIS|HOSP|B-1"], 30)
+    want = [("CONFLICT-1", "Later^Name")]
+    assert _names(a, out_a, PatientID="CONFLICT-1") == want
+    assert _names(b, out_b, PatientID="CONFLICT-1") == want
+
+
+def _events(node) -> list[str]:
+    with contextlib.closing(sqlite3.connect(node.data_dir / "index.sqlite")) as db:
+        return [r[0] for r in db.execute("SELECT event_id FROM patient_events ORDER BY 1")]
