@@ -8,6 +8,7 @@ import json
 import socket
 import sqlite3
 import ssl
+import subprocess
 import time
 from pathlib import Path
 
@@ -77,6 +78,10 @@ def test_updates_and_merges_over_mllp_change_what_c_find_shows(
         assert sorted((str(r.ModifiedAttributesSequence[0].get("PatientID", "")),
                        str(r.ModifiedAttributesSequence[0].PatientName)) for r in replaced) == \
             [("", "ROE^RICHARD"), ("TRAUMA-1", "UNKNOWN^TRAUMA"), ("TRAUMA-1", "UNKNOWN^TRAUMA")]
+        # dicom3tools finds no inconsistent patient attributes across them.
+        checked = subprocess.run(["dcentvfy", *map(str, sorted((tmp_path / "got").iterdir()))],
+                                 capture_output=True, text=True, timeout=60)
+        assert checked.returncode == 0 and "Error" not in checked.stderr, checked.stderr
         for stored in (node.data_dir / "objects").rglob("*.dcm"):  # never rewritten
             assert hashlib.sha256(stored.read_bytes()).hexdigest() == stored.stem
         trauma_study_uid = dcmread(files[0]).StudyInstanceUID
