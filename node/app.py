@@ -11,7 +11,7 @@ import logging
 import os
 import signal
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -34,6 +34,7 @@ from node.hl7.intake import applier
 from node.hl7.listener import Hl7Listener, ListenerSettings
 from node.http import access_routes, auth, dicomweb, serving
 from node.http.api import make_app
+from node.http.dicomweb.metadata_cache import invalidate as invalidate_metadata
 from node.identity import IdentityError, NodeIdentity, load_or_create_identity
 from node.index import Index
 from node.patients.events import PatientEvent, PatientKey
@@ -44,6 +45,7 @@ from node.storage import Storage
 from node.tasks import cancel_and_wait
 from replication.antientropy import routes as anti_entropy_routes
 from replication.catalog_store import CatalogStore
+from replication.commitment_copies import MeshCopies
 from replication.deletion import routes as deletion_routes
 from replication.durability import Durability
 from replication.feed import routes as feed_routes
@@ -138,7 +140,7 @@ class Node:
                                                     index_knows(self.archive.index))
             await patients.open()
             self.archive.index.patients = patients
-            patients.on_change = _audit_patients(audit)
+            patients.on_change = _patients_changed(audit, self.archive.index)
             identity = self._identity()
             self.discovery = self._make_discovery(self.archive.index, identity)
             self.discovery.on_join = _audit_join(audit)
@@ -181,13 +183,17 @@ class Node:
             self.dicom = DicomServer(cfg, self.archive, self.discovery.dicom_destination,
                                      mesh_retrieve, audit,
                                      self.discovery.known_aets, tls=self._dicom_tls(identity),
-                                     members=_member_identities(self.discovery))
+                                     members=_member_identities(self.discovery),
+                                     copies=MeshCopies(CatalogStore(self.archive.index.db),
+                                                       discovery, lambda: cfg.replicas,
+                                                       replicator.acknowledged))
             try:
                 self.dicom.start()
             except OSError as exc:
                 raise StartupError(
                     f"cannot listen for DICOM on {cfg.bind}:{cfg.dicom_port}: {exc.strerror}"
                 ) from None
+            await self.dicom.workflow.start()
             app = make_app(
                 self.archive.index, cfg.aet, identity.node_id,
                 [*discovery_routes(self.discovery),
@@ -303,6 +309,7 @@ class Node:
             await self._http.cleanup()
             self._http = None
         if self.dicom is not None:
+            await self.dicom.workflow.stop()
             # Handler threads may be waiting on this loop: stop them off the loop.
             await asyncio.to_thread(self.dicom.stop)
             self.dicom = None
@@ -362,9 +369,17 @@ def _audit_damage(audit: AuditTrail) -> Callable[[str], None]:
     return damaged
 
 
-def _audit_patients(
-        audit: AuditTrail) -> Callable[[set[PatientKey], list[PatientEvent]], None]:
-    def changed(keys: set[PatientKey], events: list[PatientEvent]) -> None:
+def _patients_changed(audit: AuditTrail, index: Index) -> Callable[
+        [set[PatientKey], list[PatientEvent]], Awaitable[None]]:
+    async def changed(keys: set[PatientKey], events: list[PatientEvent]) -> None:
+        # WADO-RS metadata kept ready holds the identity it was built with.
+        ids = sorted({k.id for k in keys})
+        if ids:
+            rows = await index.db.fetchall(
+                f"SELECT DISTINCT study_uid FROM {index.stored_tables().studies}"
+                f" WHERE patient_id IN ({', '.join('?' * len(ids))})", ids)
+            for row in rows:
+                invalidate_metadata(row["study_uid"])
         # The IDs are the audit's to keep (the audit trail is where patient IDs go).
         messages = ", ".join(f"{e.kind} {e.event_id}" for e in events[:5])
         more = f" and {len(events) - 5} more" if len(events) > 5 else ""

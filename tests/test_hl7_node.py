@@ -53,6 +53,9 @@ def test_updates_and_merges_over_mllp_change_what_c_find_shows(
         found = find_studies(node, out, PatientID="TRAUMA-1")
         assert names(found) == [("TRAUMA-1", "Müller^Zoë")]
         assert len(find_studies(node, out, PatientName="MULLER*")) == 1
+        trauma_study_uid = dcmread(files[0]).StudyInstanceUID
+        metadata = node.get_json(f"/dicom-web/studies/{trauma_study_uid}/metadata")
+        assert metadata[0]["00100010"]["Value"] == [{"Alphabetic": "Müller^Zoë"}]
 
         # The trauma record merged into the patient's own.
         merged = his.send(adt("A40", "M2", "P-77^^^HOSP", "Roe^Richard", mrg="TRAUMA-1^^^HOSP"))
@@ -84,7 +87,7 @@ def test_updates_and_merges_over_mllp_change_what_c_find_shows(
         assert checked.returncode == 0 and "Error" not in checked.stderr, checked.stderr
         for stored in (node.data_dir / "objects").rglob("*.dcm"):  # never rewritten
             assert hashlib.sha256(stored.read_bytes()).hexdigest() == stored.stem
-        trauma_study_uid = dcmread(files[0]).StudyInstanceUID
+        # Metadata kept ready from before the merge is built again.
         metadata = node.get_json(f"/dicom-web/studies/{trauma_study_uid}/metadata")
         assert metadata[0]["00100020"]["Value"] == ["P-77"]
 

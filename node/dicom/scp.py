@@ -38,6 +38,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from node.archive import Archive, IngestResult, IngestStatus
 from node.audit import Action, AuditTrail, Outcome, store_outcome
+from node.commitment import DurableCopies
 from node.config import NodeConfig
 from node.dicom import patches
 from node.dicom.access import AccessPolicy
@@ -68,6 +69,7 @@ from node.dicom.statuses import (
     model_root,
     status_dataset,
 )
+from node.dicom.workflow import WORKFLOW_CLASSES, Workflow
 from node.dicom_header import InvalidDataset
 from node.dicom_validate import InvalidUID
 from node.index import IndexFailure, IndexFull
@@ -114,12 +116,14 @@ class DicomServer(RetrieveService):
         mesh: MeshSource | None = None, audit: AuditTrail | None = None,
         mesh_aets: Callable[[], Iterable[str]] | None = None,
         tls: ssl.SSLContext | None = None, members: Members | None = None,
+        copies: DurableCopies | None = None,
     ) -> None:
         """``discovered`` resolves AE titles not in the configured table (e.g. mDNS);
         ``mesh`` answers for studies held elsewhere (none: this node alone);
         ``mesh_aets`` gives the AE titles of mesh members and discovered devices; ``tls``
         makes the DICOM port speak TLS; ``members`` gives the mesh members' titles, node
-        ids and addresses, so that a member's title is believed only from the member."""
+        ids and addresses, so that a member's title is believed only from the member;
+        ``copies`` counts durable copies in the mesh for storage commitment."""
         self.config = config
         self.archive = archive
         self._discovered = discovered
@@ -131,6 +135,7 @@ class DicomServer(RetrieveService):
         self._trail = audit
         self._members = members
         self.gate: AssociationGate | None = None
+        self.workflow = Workflow(config, archive, self.audit, self.resolve_destination, copies)
         self.ae = self._build_ae()
         self._server: ThreadedAssociationServer | None = None
 
@@ -151,7 +156,7 @@ class DicomServer(RetrieveService):
         for uid in storage_classes():
             # Both roles, so C-GET requesters can negotiate SCP role for sub-operations.
             ae.add_supported_context(uid, STORAGE_SYNTAXES, scu_role=True, scp_role=True)
-        for uid in _QR_CLASSES:
+        for uid in (*_QR_CLASSES, *WORKFLOW_CLASSES):
             ae.add_supported_context(uid)
         return ae
 
@@ -175,6 +180,7 @@ class DicomServer(RetrieveService):
             (evt.EVT_C_FIND, self.on_find),
             (evt.EVT_C_GET, self.on_get),
             (evt.EVT_C_MOVE, self.on_move),
+            *self.workflow.handlers(),
             *self.audit.handlers(),
         ]
         self._server = start_server(

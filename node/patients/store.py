@@ -71,9 +71,10 @@ class PatientStore:
         self._changing = asyncio.Lock()
         self._current = asyncio.Event()
         self._current.set()
-        # Called with the keys whose presentation changed and the events that changed
-        # it, once their rows are durable.
-        self.on_change: Callable[[set[PatientKey], list[PatientEvent]], None] | None = None
+        # Awaited with the keys whose presentation changed and the events that changed
+        # it, once their rows are durable, before the change is acknowledged.
+        self.on_change: Callable[[set[PatientKey], list[PatientEvent]],
+                                 Awaitable[None]] | None = None
 
     async def open(self) -> None:
         rows = await self._db.fetchall("SELECT document FROM patient_events")
@@ -174,7 +175,7 @@ class PatientStore:
         if self.on_change is not None:
             changed = {k for k in identities.keys()
                        if identities.current(k) != before.current(k)}
-            self.on_change(changed, events)
+            await self.on_change(changed, events)
 
 
 def _presented(ids: Identities) -> dict[str, Presentation]:
