@@ -11,7 +11,7 @@ import logging
 import os
 import signal
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -30,10 +30,15 @@ from node.dicom.claims import MemberIdentity, Members
 from node.dicom.patches import UnsupportedLibrary
 from node.dicom.scp import DicomServer, configure_pynetdicom
 from node.dicom.tls import DicomTlsError, server_context
+from node.hl7.intake import applier
+from node.hl7.listener import Hl7Listener, ListenerSettings
 from node.http import access_routes, auth, dicomweb, media_routes, serving
 from node.http.api import make_app
+from node.http.dicomweb.metadata_cache import invalidate as invalidate_metadata
 from node.identity import IdentityError, NodeIdentity, load_or_create_identity
 from node.index import Index
+from node.patients.events import PatientEvent, PatientKey
+from node.patients.store import PatientStore, index_knows
 from node.reconcile import ReconcileReport, recover, retire_forever, retire_intents
 from node.scrub import Scrubber
 from node.storage import Storage
@@ -49,6 +54,7 @@ from replication.http import member_aets
 from replication.http import routes as replication_http_routes
 from replication.outbox_store import OutboxStore
 from replication.owned import OwnedIndex
+from replication.patient_sync import routes as patient_event_routes
 from replication.remote_find import routes as remote_find_routes
 from replication.retrieve import MeshRetrieve
 from replication.service import ReplicationSettings, Replicator
@@ -113,6 +119,8 @@ class Node:
         self.replicator: Replicator | None = None
         self.scrubber: Scrubber | None = None
         self.audit: AuditTrail | None = None
+        self.patients: PatientStore | None = None
+        self.hl7: Hl7Listener | None = None
         self._http: web.AppRunner | None = None
         self._lock: IO[str] | None = None
         self._retiring: asyncio.Task[None] | None = None
@@ -128,6 +136,11 @@ class Node:
             audit.start()
             self.archive.on_damaged = _audit_damage(audit)
             self.archive.on_refused = audit_refusal(audit)
+            patients = self.patients = PatientStore(self.archive.index.db,
+                                                    index_knows(self.archive.index))
+            await patients.open()
+            self.archive.index.patients = patients
+            patients.on_change = _patients_changed(audit, self.archive.index)
             identity = self._identity()
             self.discovery = self._make_discovery(self.archive.index, identity)
             self.discovery.on_join = _audit_join(audit)
@@ -136,6 +149,7 @@ class Node:
             receipts = Receipts()
             self.discovery.add_mesh_routes(transfer_routes(self.archive, receipts))
             self.discovery.add_mesh_routes(deletion_routes(self.archive.index))
+            self.discovery.add_mesh_routes(patient_event_routes(patients))
             self.discovery.add_mesh_routes(remote_find_routes(self.archive.index))
             fetcher = Fetcher(self.archive, self.discovery, cfg.cache_bytes, lambda: cfg.replicas)
             owned = OwnedIndex(self.archive.index)  # holdings, kept current incrementally
@@ -144,7 +158,7 @@ class Node:
             )
             replicator = self.replicator = Replicator(
                 self.archive, self.discovery, ReplicationSettings(cfg.replicas, cfg.hint_after),
-                owned=owned,
+                owned=owned, patients=patients,
             )
             replicator.deletions.on_deleted = _audit_deletion(audit)
             discovery = self.discovery
@@ -206,6 +220,16 @@ class Node:
                 raise StartupError(
                     f"cannot listen for HTTP on {cfg.bind}:{cfg.http_port}: {exc.strerror}"
                 ) from None
+            if cfg.hl7_port is not None:
+                self.hl7 = Hl7Listener(
+                    ListenerSettings(cfg.bind, cfg.hl7_port, self._hl7_tls(identity)),
+                    applier(patients, identity.node_id))
+                try:
+                    await self.hl7.start()
+                except OSError as exc:
+                    raise StartupError(
+                        f"cannot listen for HL7 on {cfg.bind}:{cfg.hl7_port}: {exc.strerror}"
+                    ) from None
             try:
                 await self.discovery.start()
             except DiscoveryError as exc:
@@ -223,9 +247,14 @@ class Node:
         )
 
     def _dicom_tls(self, identity: NodeIdentity) -> ssl.SSLContext | None:
+        return self._server_tls(identity) if self.config.dicom_tls else None
+
+    def _hl7_tls(self, identity: NodeIdentity) -> ssl.SSLContext | None:
+        # MLLP over TLS: the same certificate the node shows on DIMSE.
+        return self._server_tls(identity) if self.config.hl7_tls else None
+
+    def _server_tls(self, identity: NodeIdentity) -> ssl.SSLContext:
         cfg = self.config
-        if not cfg.dicom_tls:
-            return None
         try:
             return server_context(cfg.dicom_tls_cert or identity.cert_path,
                                   cfg.dicom_tls_key or identity.key_path)
@@ -266,6 +295,9 @@ class Node:
         return Discovery(settings, MembershipStore(cfg.data_dir), PeerStore(load, save))
 
     async def stop(self) -> None:
+        if self.hl7 is not None:
+            await self.hl7.stop()
+            self.hl7 = None
         if self.scrubber is not None:
             await self.scrubber.stop()
             self.scrubber = None
@@ -337,6 +369,28 @@ def _audit_damage(audit: AuditTrail) -> Callable[[str], None]:
             action=Action.INTEGRITY, outcome=Outcome.SERIOUS_FAILURE,
             detail=f"object {sha256} failed its check: quarantined, to be fetched again"))
     return damaged
+
+
+def _patients_changed(audit: AuditTrail, index: Index) -> Callable[
+        [set[PatientKey], list[PatientEvent]], Awaitable[None]]:
+    async def changed(keys: set[PatientKey], events: list[PatientEvent]) -> None:
+        # WADO-RS metadata kept ready holds the identity it was built with.
+        ids = sorted({k.id for k in keys})
+        if ids:
+            rows = await index.db.fetchall(
+                f"SELECT DISTINCT study_uid FROM {index.stored_tables().studies}"
+                f" WHERE patient_id IN ({', '.join('?' * len(ids))})", ids)
+            for row in rows:
+                invalidate_metadata(row["study_uid"])
+        # The IDs are the audit's to keep (the audit trail is where patient IDs go).
+        messages = ", ".join(f"{e.kind} {e.event_id}" for e in events[:5])
+        more = f" and {len(events) - 5} more" if len(events) > 5 else ""
+        for key in sorted(keys):
+            audit.record(AuditEvent(
+                action=Action.PATIENT_RECORD, patient_id=key.id,
+                node_id=events[0].origin if len(events) == 1 else "",
+                detail=f"patient identity changed by HL7 {messages}{more}"))
+    return changed
 
 
 def _audit_deletion(audit: AuditTrail) -> Callable[[str, str, str, StudyDeletion], None]:

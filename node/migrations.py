@@ -394,6 +394,33 @@ MIGRATIONS: tuple[Migration, ...] = (
     CREATE INDEX mpps_steps_mpps ON mpps_steps(mpps_uid);
     CREATE INDEX mpps_steps_accession ON mpps_steps(accession_number);
     """),
+    # v12: patient events (IHE PIR, node.patients): every accepted ADT message, immutable,
+    # and what they make of each stored Patient ID now, kept current by node.patients.
+    # patient_current holds only the IDs some event touches; NULL: the stored value
+    # stands. Stored files and the study rows are never rewritten.
+    Migration("node", """
+    CREATE TABLE patient_events (
+        event_id TEXT PRIMARY KEY,
+        at TEXT NOT NULL,
+        document TEXT NOT NULL,
+        origin TEXT NOT NULL DEFAULT '',
+        received_from TEXT NOT NULL DEFAULT '',
+        received_at REAL NOT NULL
+    );
+    CREATE INDEX patient_events_order ON patient_events(at, event_id);
+    CREATE TRIGGER patient_events_immutable BEFORE UPDATE ON patient_events BEGIN
+        SELECT RAISE(ABORT, 'patient events are immutable');
+    END;
+    CREATE TABLE patient_current (
+        patient_id TEXT PRIMARY KEY,
+        current_id TEXT NOT NULL,
+        current_issuer TEXT NOT NULL DEFAULT '',
+        patient_name TEXT,
+        patient_birth_date TEXT,
+        patient_sex TEXT,
+        merged INTEGER NOT NULL DEFAULT 0
+    );
+    """),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -12,7 +12,7 @@ import io
 import json
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import BinaryIO
 
 from aiohttp import web
@@ -248,9 +248,12 @@ def routes(context: DicomWeb) -> list[web.RouteDef]:
     ]
 
 
-def instance_metadata(data: bytes, inst: StoredInstance, memo: Memo | None = None) -> bytes:
+def instance_metadata(data: bytes, inst: StoredInstance, memo: Memo | None = None,
+                      coerce: Callable[[Dataset], bool] | None = None) -> bytes:
     """One instance's metadata answer as JSON bytes (keys sorted)."""
     ds = dcmread(io.BytesIO(data))
+    if coerce is not None:
+        coerce(ds)  # r16-hl7: the patient's current identity (IHE PIR)
     base = (f"{PREFIX}/studies/{inst.study_uid}/series/{inst.series_uid}"
             f"/instances/{inst.sop_uid}")
     answer = metadata_json(ds, base, memo)
@@ -275,7 +278,8 @@ async def metadata_answer(context: DicomWeb, uids: Mapping[str, str],
         part = cache.instance(inst.sha256)
         if part is None:
             part = await asyncio.to_thread(instance_metadata,
-                                           await read_instance(context, inst), inst, memo)
+                                           await read_instance(context, inst), inst, memo,
+                                           context.archive.index.patients.coerce)
             cache.put_instance(inst.sha256, inst.study_uid, part)
         parts.append(part)
     ready = await asyncio.to_thread(build_answer, stamp, parts)
