@@ -11,10 +11,7 @@ from __future__ import annotations
 import click
 
 from node import __version__
-``running`` (run, status, peers), ``archive`` (import, studies, fsck), ``media``
-(export, and import of portable media), ``mesh`` (mesh ..., delete), ``access`` (audit,
-token), ``patients`` (history), ``dicom_tools`` (retrieve, send, echo); what they share
-(configuration, one-line errors, the running node's API) is in ``common``.
+from node.cli import access, archive, dicom_tools, media, mesh, patients, running
 from node.data_dir_modes import set_process_umask
 from node.log_format import escape_last_resort
 
