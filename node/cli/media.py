@@ -36,6 +36,7 @@ from node.media.import_media import MediaCounts, import_medium
 from node.media.medium import Medium, is_medium, open_medium
 from node.media.select import select_instances
 from node.media.writers import FORMATS, write_folder, write_iso, write_zip
+from node.patients.store import PatientStore, index_knows
 from node.storage import StorageError
 
 CHUNK = 2**20
@@ -102,12 +103,16 @@ async def _export_here(config: NodeConfig, studies: list[str], patient: str | No
     lock = lock_data_dir(config.data_dir, config.data_dir_gid)
     try:
         archive, _ = await open_archive(config.data_dir, open_storage(config))
+        # The patient as currently known, as a running node presents it (issue 16).
+        patients = PatientStore(archive.index.db, index_knows(archive.index))
+        await patients.open()
+        archive.index.patients = patients
         trail = AuditTrail(archive.index)
         trail.start()
         try:
             instances = await select_instances(archive.index, None, studies, patient)
             plan = await asyncio.to_thread(plan_media, archive.storage, instances, config.aet,
-                                           keep_syntax)
+                                           keep_syntax, present=patients.coerce)
             await asyncio.to_thread(_write_with_progress, plan, dest, fmt)
             for s in plan.studies:
                 trail.record(AuditEvent(

@@ -73,7 +73,7 @@ def routes(archive: Archive, trail: AuditTrail, mesh: MeshSource | None, made_by
         try:
             instances = await select_instances(archive.index, mesh, studies, patient)
             plan = await asyncio.to_thread(plan_media, archive.storage, instances, made_by,
-                                           keep)
+                                           keep, present=archive.index.patients.coerce)
         except NotFound as exc:
             raise refuse(web.HTTPNotFound, str(exc)) from None
         except NotFetched as exc:

@@ -21,7 +21,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian
 from node.index import StoredInstance
 from node.media.content import StudySummary, index_html, readme
 from node.media.dicomdir import MediaError, build_dicomdir
-from node.media.identity import PATIENT_KEYWORDS, patient_as_known
+from node.media.identity import PATIENT_KEYWORDS, Present, patient_as_known, unchanged
 from node.storage import Storage
 from node.transcode import TranscodeError, choose_plan, prepare
 
@@ -54,14 +54,16 @@ class _Item:
     inst: StoredInstance
     header: Dataset
     reencode: bool  # False: the stored bytes go on the medium unchanged
+    present: Present = unchanged
 
 
 def plan_media(storage: Storage, instances: list[StoredInstance], made_by: str,
-               keep_syntax: bool = False, now: datetime | None = None) -> MediaPlan:
+               keep_syntax: bool = False, now: datetime | None = None,
+               present: Present = unchanged) -> MediaPlan:
     """The medium for ``instances`` (all held here). Raises MediaError (an instance
     that cannot be listed or read) or StorageError."""
     unique = {inst.sop_uid: inst for inst in instances}  # one file per instance
-    items = [_header(storage, inst, keep_syntax) for inst in unique.values()]
+    items = [_header(storage, inst, keep_syntax, present) for inst in unique.values()]
     dicomdir, file_ids = build_dicomdir(item.header for item in items)
     studies = _summaries(items)
     made_at = now or datetime.now(UTC)
@@ -78,7 +80,8 @@ def plan_media(storage: Storage, instances: list[StoredInstance], made_by: str,
     return MediaPlan(entries, studies, len(items), transcoded)
 
 
-def _header(storage: Storage, inst: StoredInstance, keep_syntax: bool) -> _Item:
+def _header(storage: Storage, inst: StoredInstance, keep_syntax: bool,
+            present: Present) -> _Item:
     try:
         with storage.open_object(inst.sha256) as fh:
             header: Dataset = dcmread(fh, stop_before_pixels=True)
@@ -87,11 +90,11 @@ def _header(storage: Storage, inst: StoredInstance, keep_syntax: bool) -> _Item:
     except Exception as exc:  # pydicom's parse errors have no common type
         raise MediaError(f"instance {inst.sop_uid} cannot be parsed: {exc}") from None
     before = _patient(header)
-    header = patient_as_known(header)
+    header = patient_as_known(header, present)
     coerced = _patient(header) != before
     target = inst.transfer_syntax_uid if keep_syntax else GENERAL_PURPOSE_SYNTAX
     header.file_meta.TransferSyntaxUID = UID(target)
-    return _Item(inst, header, coerced or inst.transfer_syntax_uid != target)
+    return _Item(inst, header, coerced or inst.transfer_syntax_uid != target, present)
 
 
 def _patient(ds: Dataset) -> list[object]:
@@ -117,7 +120,7 @@ def _reencoded(storage: Storage, item: _Item) -> bytes:
                          f" {exc}") from None
     finally:
         plain.close()
-    ds = patient_as_known(ds)
+    ds = patient_as_known(ds, item.present)
     ds.file_meta.TransferSyntaxUID = UID(target)
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
