@@ -4,12 +4,15 @@ process; DCMTK findscu sees what a viewer would."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import socket
 import sqlite3
 import ssl
 import subprocess
 import time
+import urllib.request
+from email.parser import BytesParser
 from pathlib import Path
 
 import pytest
@@ -27,6 +30,12 @@ def hl7_node(make_node) -> tuple[NodeProcess, int]:
     port = free_port()
     node = make_node("hl7", extra_args=("--hl7-port", str(port))).start()
     return node, port
+
+
+def decode_multipart_related(body: bytes, content_type: str) -> list[bytes]:
+    message = BytesParser().parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n"
+                                       + body)
+    return [part.get_payload(decode=True) for part in message.get_payload()]
 
 
 def names(found: list) -> list[tuple[str, str]]:
@@ -87,6 +96,20 @@ def test_updates_and_merges_over_mllp_change_what_c_find_shows(
         assert checked.returncode == 0 and "Error" not in checked.stderr, checked.stderr
         for stored in (node.data_dir / "objects").rglob("*.dcm"):  # never rewritten
             assert hashlib.sha256(stored.read_bytes()).hexdigest() == stored.stem
+        # WADO-RS and WADO-URI send what C-GET sends: the current identity.
+        trauma_sop = dcmread(files[0]).SOPInstanceUID
+        trauma_series = dcmread(files[0]).SeriesInstanceUID
+        with urllib.request.urlopen(
+                f"http://127.0.0.1:{node.http_port}/dicom-web/studies/{trauma_study_uid}",
+                timeout=30) as rsp:
+            parts = decode_multipart_related(rsp.read(), rsp.headers["Content-Type"])
+        assert [str(dcmread(io.BytesIO(p)).PatientID) for p in parts] == ["P-77"]
+        with urllib.request.urlopen(
+                f"http://127.0.0.1:{node.http_port}/wado?requestType=WADO&studyUID="
+                f"{trauma_study_uid}&seriesUID={trauma_series}&objectUID={trauma_sop}"
+                "&contentType=application/dicom", timeout=30) as rsp:
+            uri = dcmread(io.BytesIO(rsp.read()))
+        assert (str(uri.PatientID), str(uri.PatientName)) == ("P-77", "Roe^Richard")
         # Metadata kept ready from before the merge is built again.
         metadata = node.get_json(f"/dicom-web/studies/{trauma_study_uid}/metadata")
         assert metadata[0]["00100020"]["Value"] == ["P-77"]

@@ -184,13 +184,20 @@ def routes(context: DicomWeb) -> list[web.RouteDef]:
                           'instances are served as multipart/related; type="application/dicom"'
                           " in the transfer syntax they are stored in")
         response = Multipart(DICOM)
+        patients = context.archive.index.patients
         for n, inst in enumerate(instances):
             fh = await open_instance(context, inst, response if n else None)
+            part_type = f"{DICOM}; transfer-syntax={inst.transfer_syntax_uid}"
             try:
                 if n == 0:  # opened before the status is sent: a missing file is a 500
                     await response.prepare(request)
-                await response.file_part(
-                    f"{DICOM}; transfer-syntax={inst.transfer_syntax_uid}", fh, inst.size)
+                if patients.presents(inst.patient_id):
+                    # IHE PIR: the patient's current identity, as C-GET sends it; every
+                    # other instance goes out as its stored bytes.
+                    await response.part(part_type, await asyncio.to_thread(
+                        coerced_file, fh, patients.coerce))
+                else:
+                    await response.file_part(part_type, fh, inst.size)
             except TamperedObject as exc:
                 response.force_close()
                 await context.archive.set_aside(exc.sha256, str(exc))
@@ -285,6 +292,16 @@ async def metadata_answer(context: DicomWeb, uids: Mapping[str, str],
     ready = await asyncio.to_thread(build_answer, stamp, parts)
     cache.put_answer(key, ready)
     return ready
+
+
+def coerced_file(fh: BinaryIO, coerce: Callable[[Dataset], bool]) -> bytes:
+    """The stored file with its patient attributes coerced (old values in Original
+    Attributes Sequence), in its stored transfer syntax; the stored file is unchanged."""
+    ds = dcmread(fh)
+    coerce(ds)
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
 
 
 async def open_instance(context: DicomWeb, inst: StoredInstance,

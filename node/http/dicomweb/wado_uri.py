@@ -1,6 +1,7 @@
 """WADO-URI (PS3.18 9), which EHR links and older viewers still use:
 ``/wado?requestType=WADO&studyUID=..&seriesUID=..&objectUID=..&contentType=application/dicom``
-answers the stored file byte for byte. Rendered content types (the default image/jpeg
+answers the stored file byte for byte (its patient attributes coerced when patient events
+changed that patient's identity). Rendered content types (the default image/jpeg
 among them) are refused 406 until rendering exists, never answered with something else.
 """
 
@@ -11,7 +12,7 @@ import asyncio
 from aiohttp import web
 
 from node.http.dicomweb.context import DicomWeb, refusal
-from node.http.dicomweb.wado import DICOM, audit, open_instance, resolve, settle
+from node.http.dicomweb.wado import DICOM, audit, coerced_file, open_instance, resolve, settle
 
 _UIDS = {"studyUID": "study", "seriesUID": "series", "objectUID": "instance"}
 
@@ -36,13 +37,20 @@ def routes(context: DicomWeb) -> list[web.RouteDef]:
                           f"the instance is stored in {inst.transfer_syntax_uid}, which is"
                           " the only transfer syntax served (no transcoding here)")
         fh = await open_instance(context, inst, None)
+        patients = context.archive.index.patients
         try:
-            response = web.StreamResponse(headers={"Content-Type": DICOM})
-            response.content_length = inst.size
-            await response.prepare(request)
-            while block := await asyncio.to_thread(fh.read, 1 << 20):
-                await response.write(block)
-            await response.write_eof()
+            if patients.presents(inst.patient_id):  # IHE PIR: the current identity
+                data = await asyncio.to_thread(coerced_file, fh, patients.coerce)
+                response = web.Response(body=data, headers={"Content-Type": DICOM})
+                await response.prepare(request)
+                await response.write_eof()
+            else:
+                response = web.StreamResponse(headers={"Content-Type": DICOM})
+                response.content_length = inst.size
+                await response.prepare(request)
+                while block := await asyncio.to_thread(fh.read, 1 << 20):
+                    await response.write(block)
+                await response.write_eof()
         finally:
             fh.close()
         audit(context, request, [inst], "WADO-URI")
