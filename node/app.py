@@ -30,8 +30,9 @@ from node.dicom.claims import MemberIdentity, Members
 from node.dicom.patches import UnsupportedLibrary
 from node.dicom.scp import DicomServer, configure_pynetdicom
 from node.dicom.tls import DicomTlsError, server_context
-from node.http import access_routes, auth, dicomweb, serving
+from node.http import access_routes, auth, dicomweb, serving, session, viewer
 from node.http.api import make_app
+from node.http.session_store import SessionStore
 from node.identity import IdentityError, NodeIdentity, load_or_create_identity
 from node.index import Index
 from node.reconcile import ReconcileReport, recover, retire_forever, retire_intents
@@ -55,6 +56,7 @@ from replication.service import ReplicationSettings, Replicator
 from replication.tombstone_store import StudyDeletion
 from replication.transfer import Receipts
 from replication.transfer import routes as transfer_routes
+from replication.viewer_share import routes as viewer_share_routes
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +139,7 @@ class Node:
             self.discovery.add_mesh_routes(transfer_routes(self.archive, receipts))
             self.discovery.add_mesh_routes(deletion_routes(self.archive.index))
             self.discovery.add_mesh_routes(remote_find_routes(self.archive.index))
+            self.discovery.add_mesh_routes(viewer_share_routes(cfg.data_dir))
             fetcher = Fetcher(self.archive, self.discovery, cfg.cache_bytes, lambda: cfg.replicas)
             owned = OwnedIndex(self.archive.index)  # holdings, kept current incrementally
             self.discovery.add_mesh_routes(
@@ -180,6 +183,8 @@ class Node:
                     f"cannot listen for DICOM on {cfg.bind}:{cfg.dicom_port}: {exc.strerror}"
                 ) from None
             await self.dicom.workflow.start()
+            sessions = SessionStore(self.archive.index.db)
+            authenticator = auth.Authenticator(self.archive.index, cfg.http_auth, sessions)
             app = make_app(
                 self.archive.index, cfg.aet, identity.node_id,
                 [*discovery_routes(self.discovery),
@@ -187,9 +192,12 @@ class Node:
                  *access_routes.routes(self.archive, audit, cfg.http_max_body),
                  *dicomweb.routes(dicomweb.DicomWeb(
                      self.archive, audit, mesh_retrieve, cfg.query_scope == "mesh",
-                     cfg.http_max_body))],
+                     cfg.http_max_body)),
+                 *session.routes(self.archive.index, sessions, audit),
+                 # Last: the viewer answers only what no route above did.
+                 *viewer.routes(cfg.data_dir, cfg.aet, authenticator)],
                 [replication_status],
-                [auth.middleware(self.archive.index, cfg.http_auth, audit)],
+                [auth.middleware(authenticator, audit)],
                 backlog=OutboxStore(self.archive.index.db),
             )
             serving.harden(app)

@@ -394,6 +394,17 @@ MIGRATIONS: tuple[Migration, ...] = (
     CREATE INDEX mpps_steps_mpps ON mpps_steps(mpps_uid);
     CREATE INDEX mpps_steps_accession ON mpps_steps(accession_number);
     """),
+    # v12: browser sessions (node.http.session_store): a cookie's SHA-256, the token it was
+    # exchanged for (revoking the token ends its sessions) and when it expires.
+    Migration("node", """
+    CREATE TABLE http_sessions (
+        sha256 TEXT PRIMARY KEY,
+        token_sha256 TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE INDEX http_sessions_expiry ON http_sessions(expires_at);
+    """),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -1,7 +1,8 @@
 """The ``pacsmesh`` command: one group, its sub-commands in modules by job.
 
 ``running`` (run, status, peers), ``archive`` (import, studies, fsck), ``mesh`` (mesh ...,
-delete), ``access`` (audit, token), ``dicom_tools`` (retrieve, send, echo); what they
+delete), ``access`` (audit, token), ``dicom_tools`` (retrieve, send, echo), ``viewer`` (viewer
+install, status); what they
 share (configuration, one-line errors, the running node's API) is in ``common``.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import click
 
 from node import __version__
-from node.cli import access, archive, dicom_tools, mesh, running
+from node.cli import access, archive, dicom_tools, mesh, running, viewer
 from node.data_dir_modes import set_process_umask
 from node.log_format import escape_last_resort
 
@@ -28,5 +29,5 @@ def main() -> None:
 for command in (running.run, archive.import_, archive.studies, archive.fsck, running.status,
                 running.peers,
                 mesh.mesh, mesh.delete, dicom_tools.retrieve, dicom_tools.send_,
-                dicom_tools.echo_, access.audit, access.token):
+                dicom_tools.echo_, access.audit, access.token, viewer.viewer):
     main.add_command(command)
