@@ -158,7 +158,7 @@ def install(data_dir: Path, tarball: Path, source: str, *, version: str = VERSIO
     os.symlink(final.name, link)
     os.replace(link, viewers / CURRENT)
     for old in viewers.iterdir():  # earlier installs, and temp dirs a crash left behind
-        if old.name != final.name and old.name != CURRENT and old.is_dir() \
+        if old.name != final.name and old.name.startswith(("ohif-", ".tmp-")) \
                 and not old.is_symlink():
             shutil.rmtree(old, ignore_errors=True)
     result = installed(data_dir)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import mimetypes
+import os
 import re
 from pathlib import Path
 
@@ -17,13 +18,12 @@ from aiohttp import web
 
 from node.http.auth import Authenticator, node_path
 from node.http.session import login_url
-from node.viewer_bundle import Installed, ViewerInstallError, installed
+from node.viewer_bundle import CURRENT, VIEWER_DIR, Installed, ViewerInstallError, installed
 
-# Browsers refuse to compile WebAssembly, or run a module script, sent as anything else.
-for _type, _ext in (("application/wasm", ".wasm"), ("text/javascript", ".js"),
-                    ("text/javascript", ".mjs"), ("application/json", ".map"),
-                    ("font/woff2", ".woff2")):
-    mimetypes.add_type(_type, _ext)
+# Browsers refuse to compile WebAssembly streamed as anything else, or to run a module
+# script that is not JavaScript; the rest as the system's table says.
+_TYPES = {".wasm": "application/wasm", ".js": "text/javascript", ".mjs": "text/javascript",
+          ".map": "application/json", ".woff2": "font/woff2", ".json": "application/json"}
 
 # webpack names the bundles it emits by their content's hash: such a file never changes.
 _HASHED = re.compile(r"(^|[./])[0-9a-f]{16,}\.")
@@ -89,10 +89,13 @@ def app_config(aet: str) -> str:
 """
 
 
-def _cache_headers(name: str) -> dict[str, str]:
-    if _HASHED.search(name):
-        return {"Cache-Control": "public, max-age=31536000, immutable"}
-    return {"Cache-Control": "no-cache"}  # index.html, sw.js: revalidate, pick up an upgrade
+def _file_headers(path: Path) -> dict[str, str]:
+    kind = _TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0] \
+        or "application/octet-stream"
+    if _HASHED.search(path.name):
+        return {"Content-Type": kind, "Cache-Control": "public, max-age=31536000, immutable"}
+    # index.html, sw.js: revalidated, so an upgraded viewer is picked up at once.
+    return {"Content-Type": kind, "Cache-Control": "no-cache"}
 
 
 def _file_in(dist: Path, rel: str) -> Path | None:
@@ -107,6 +110,21 @@ def _file_in(dist: Path, rel: str) -> Path | None:
 def routes(data_dir: Path, aet: str, authenticator: Authenticator) -> list[web.RouteDef]:
     """Register last: the catch-all answers only what no other route of the node did."""
     config_js = app_config(aet).encode()
+    current = data_dir / VIEWER_DIR / CURRENT
+    known: dict[str, Installed] = {}  # by the symlink's target: an install swaps it
+
+    def viewer_now() -> Installed | None:
+        try:
+            target = os.readlink(current)
+        except OSError:
+            return None
+        if target not in known:
+            found = installed(data_dir)
+            if found is None:
+                return None
+            known.clear()
+            known[target] = found
+        return known[target]
 
     async def serve(request: web.Request) -> web.StreamResponse:
         path = request.path
@@ -118,22 +136,22 @@ def routes(data_dir: Path, aet: str, authenticator: Authenticator) -> list[web.R
             return web.Response(body=config_js, content_type="text/javascript",
                                 headers={"Cache-Control": "no-cache"})
         try:
-            viewer: Installed | None = installed(data_dir)
+            viewer = viewer_now()
         except ViewerInstallError as exc:
             raise web.HTTPServiceUnavailable(text=f"{exc}\n") from None
-        if viewer is None:
-            return web.Response(text=_NOT_INSTALLED, content_type="text/html", status=503,
+        if viewer is None:  # 404: nothing is here yet, the page says how to put it here
+            return web.Response(text=_NOT_INSTALLED, content_type="text/html", status=404,
                                 headers={"Cache-Control": "no-store"})
         dist = viewer.dist
         found = _file_in(dist, path.lstrip("/"))
         if found is not None and found.name != "index.html":
-            return web.FileResponse(found, headers=_cache_headers(found.name))
+            return web.FileResponse(found, headers=_file_headers(found))
         if found is None and _ASSET.search(path):
             raise web.HTTPNotFound(text=f"the viewer has no file {path}\n")
         # A route of the viewer (/viewer, /, a study list URL): its page, once the browser
         # may read what the page will ask for.
         if not await authenticator.may_read(request):
             raise web.HTTPSeeOther(login_url(request.path_qs))
-        return web.FileResponse(dist / "index.html", headers={"Cache-Control": "no-cache"})
+        return web.FileResponse(dist / "index.html", headers=_file_headers(dist / "index.html"))
 
     return [web.get("/{tail:.*}", serve)]
