@@ -23,6 +23,7 @@ from node.viewer_bundle import (
     INTEGRITY,
     PACKAGE,
     VERSION,
+    VIEWER_DIR,
     Installed,
     ViewerInstallError,
     install,
@@ -142,9 +143,8 @@ def viewer_install(data_dir: Path | None, tarball: Path | None, members: tuple[s
 
 def _scratch(data_dir: Path) -> Path:
     # Beside the install: one file system, and a 50 MB download does not land in /tmp.
-    path = data_dir / "viewer"
-    path.mkdir(parents=True, exist_ok=True)
-    os.chmod(path, 0o750)
+    path = data_dir / VIEWER_DIR
+    path.mkdir(parents=True, exist_ok=True)  # modes from the umask (node.data_dir_modes)
     return path
 
 

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from node import tokens
 from node.audit import Action, AuditEvent, AuditTrail, Outcome
+from node.errors import NodeError
 from node.http.session_store import SessionStore
 from node.index import Index
 
@@ -68,7 +69,7 @@ def same_origin(request: web.Request) -> bool:
     return request.headers.get("Origin") == f"{request.scheme}://{request.host}"
 
 
-class Refusal(Exception):
+class Refusal(NodeError):
     """Why a request may not go on (turned into 401 or 403 by the middleware)."""
 
     def __init__(self, status: type[web.HTTPException], user: str, why: str) -> None:
