@@ -32,9 +32,10 @@ from node.dicom.scp import DicomServer, configure_pynetdicom
 from node.dicom.tls import DicomTlsError, server_context
 from node.hl7.intake import applier
 from node.hl7.listener import Hl7Listener, ListenerSettings
-from node.http import access_routes, auth, dicomweb, media_routes, serving
+from node.http import access_routes, auth, dicomweb, media_routes, serving, session, viewer
 from node.http.api import make_app
 from node.http.dicomweb.metadata_cache import invalidate as invalidate_metadata
+from node.http.session_store import SessionStore
 from node.identity import IdentityError, NodeIdentity, load_or_create_identity
 from node.index import Index
 from node.patients.events import PatientEvent, PatientKey
@@ -61,6 +62,7 @@ from replication.service import ReplicationSettings, Replicator
 from replication.tombstone_store import StudyDeletion
 from replication.transfer import Receipts
 from replication.transfer import routes as transfer_routes
+from replication.viewer_share import routes as viewer_share_routes
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +153,7 @@ class Node:
             self.discovery.add_mesh_routes(deletion_routes(self.archive.index))
             self.discovery.add_mesh_routes(patient_event_routes(patients))
             self.discovery.add_mesh_routes(remote_find_routes(self.archive.index))
+            self.discovery.add_mesh_routes(viewer_share_routes(cfg.data_dir))
             fetcher = Fetcher(self.archive, self.discovery, cfg.cache_bytes, lambda: cfg.replicas)
             owned = OwnedIndex(self.archive.index)  # holdings, kept current incrementally
             self.discovery.add_mesh_routes(
@@ -194,6 +197,8 @@ class Node:
                     f"cannot listen for DICOM on {cfg.bind}:{cfg.dicom_port}: {exc.strerror}"
                 ) from None
             await self.dicom.workflow.start()
+            sessions = SessionStore(self.archive.index.db)
+            authenticator = auth.Authenticator(self.archive.index, cfg.http_auth, sessions)
             app = make_app(
                 self.archive.index, cfg.aet, identity.node_id,
                 [*discovery_routes(self.discovery),
@@ -203,9 +208,12 @@ class Node:
                                       cfg.http_max_body),
                  *dicomweb.routes(dicomweb.DicomWeb(
                      self.archive, audit, mesh_retrieve, cfg.query_scope == "mesh",
-                     cfg.http_max_body))],
+                     cfg.http_max_body)),
+                 *session.routes(self.archive.index, sessions, audit),
+                 # Last: the viewer answers only what no route above did.
+                 *viewer.routes(cfg.data_dir, cfg.aet, authenticator)],
                 [replication_status],
-                [auth.middleware(self.archive.index, cfg.http_auth, audit)],
+                [auth.middleware(authenticator, audit)],
                 backlog=OutboxStore(self.archive.index.db),
             )
             serving.harden(app)

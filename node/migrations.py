@@ -421,6 +421,17 @@ MIGRATIONS: tuple[Migration, ...] = (
         merged INTEGER NOT NULL DEFAULT 0
     );
     """),
+    # v13: browser sessions (node.http.session_store): a cookie's SHA-256, the token it was
+    # exchanged for (revoking the token ends its sessions) and when it expires.
+    Migration("node", """
+    CREATE TABLE http_sessions (
+        sha256 TEXT PRIMARY KEY,
+        token_sha256 TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE INDEX http_sessions_expiry ON http_sessions(expires_at);
+    """),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -2,8 +2,9 @@
 
 ``running`` (run, status, peers), ``archive`` (import, studies, fsck), ``media``
 (export, and import of portable media), ``mesh`` (mesh ..., delete), ``access`` (audit,
-token), ``patients`` (history), ``dicom_tools`` (retrieve, send, echo); what they share
-(configuration, one-line errors, the running node's API) is in ``common``.
+token), ``patients`` (history), ``dicom_tools`` (retrieve, send, echo), ``viewer`` (viewer
+install, status); what they share (configuration, one-line errors, the running node's
+API) is in ``common``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import click
 
 from node import __version__
-from node.cli import access, archive, dicom_tools, media, mesh, patients, running
+from node.cli import access, archive, dicom_tools, media, mesh, patients, running, viewer
 from node.data_dir_modes import set_process_umask
 from node.log_format import escape_last_resort
 
@@ -30,5 +31,6 @@ for command in (running.run, archive.import_, media.export, archive.studies, arc
                 running.status,
                 running.peers,
                 mesh.mesh, mesh.delete, dicom_tools.retrieve, dicom_tools.send_,
-                dicom_tools.echo_, access.audit, access.token, patients.patients):
+                dicom_tools.echo_, access.audit, access.token, patients.patients,
+                viewer.viewer):
     main.add_command(command)
