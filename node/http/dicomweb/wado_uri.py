@@ -38,6 +38,7 @@ def routes(context: DicomWeb) -> list[web.RouteDef]:
                           " the only transfer syntax served (no transcoding here)")
         fh = await open_instance(context, inst, None)
         patients = context.archive.index.patients
+        response: web.StreamResponse
         try:
             if patients.presents(inst.patient_id):  # IHE PIR: the current identity
                 data = await asyncio.to_thread(coerced_file, fh, patients.coerce)
