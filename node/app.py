@@ -199,10 +199,6 @@ class Node:
                         "retrieve": fetcher.stats.as_json()}
 
             mesh_retrieve = MeshRetrieve(self.discovery, fetcher)
-            seam.attach(self.discovery.dicom_destination, mesh_retrieve,
-                        self.discovery.known_aets, _member_identities(self.discovery),
-                        MeshCopies(CatalogStore(self.archive.index.db), discovery,
-                                   lambda: cfg.replicas, replicator.acknowledged))
             app = make_app(
                 self.archive.index, cfg.aet, identity.node_id,
                 [*discovery_routes(self.discovery),
@@ -232,6 +228,13 @@ class Node:
             except DiscoveryError as exc:
                 raise StartupError(str(exc)) from None
             await self.replicator.start()
+            # Only now, with the roster loaded and the replicator's acknowledgements
+            # known, may the DICOM side count copies elsewhere: earlier, a commitment
+            # judged on an unloaded roster would count this node's copy as enough.
+            seam.attach(self.discovery.dicom_destination, mesh_retrieve,
+                        self.discovery.known_aets, _member_identities(self.discovery),
+                        MeshCopies(CatalogStore(self.archive.index.db), discovery,
+                                   lambda: cfg.replicas, replicator.acknowledged))
             self.scrubber = Scrubber(self.archive, data_dir_gid=cfg.data_dir_gid)
             await self.scrubber.start()
         except BaseException:
