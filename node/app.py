@@ -7,19 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import os
 import signal
 import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from aiohttp import web
-
-from discovery.http import routes as discovery_routes
-from discovery.membership import MembershipStore
-from discovery.service import Discovery, DiscoveryError, DiscoverySettings, PeerStore
 from node.archive import Archive
 from node.at_rest import ObjectKey
 from node.at_rest_keys import AtRestKeyError, load_key
@@ -27,16 +23,12 @@ from node.audit import Action, AuditEvent, AuditTrail, Outcome
 from node.config import NodeConfig
 from node.datadir import INDEX_FILE, StartupError, lock_data_dir
 from node.dicom.claims import MemberIdentity, Members
+from node.dicom.mesh_seam import MeshSeam
 from node.dicom.patches import UnsupportedLibrary
 from node.dicom.scp import DicomServer, configure_pynetdicom
 from node.dicom.tls import DicomTlsError, server_context
 from node.hl7.intake import applier
 from node.hl7.listener import Hl7Listener, ListenerSettings
-from node.http import access_routes, auth, dicomweb, media_routes, serving, session, viewer
-from node.http.api import make_app
-from node.http.dicomweb.metadata_cache import invalidate as invalidate_metadata
-from node.http.session_store import SessionStore
-from node.identity import IdentityError, NodeIdentity, load_or_create_identity
 from node.index import Index
 from node.patients.events import PatientEvent, PatientKey
 from node.patients.store import PatientStore, index_knows
@@ -44,27 +36,38 @@ from node.reconcile import ReconcileReport, recover, retire_forever, retire_inte
 from node.scrub import Scrubber
 from node.storage import Storage
 from node.tasks import cancel_and_wait
-from replication.antientropy import routes as anti_entropy_routes
 from replication.catalog_store import CatalogStore
-from replication.commitment_copies import MeshCopies
-from replication.deletion import routes as deletion_routes
-from replication.durability import Durability
-from replication.feed import routes as feed_routes
-from replication.fetch import Fetcher
-from replication.http import member_aets
-from replication.http import routes as replication_http_routes
-from replication.outbox_store import OutboxStore
-from replication.owned import OwnedIndex
-from replication.patient_sync import routes as patient_event_routes
-from replication.remote_find import routes as remote_find_routes
-from replication.retrieve import MeshRetrieve
-from replication.service import ReplicationSettings, Replicator
-from replication.tombstone_store import StudyDeletion
-from replication.transfer import Receipts
-from replication.transfer import routes as transfer_routes
-from replication.viewer_share import routes as viewer_share_routes
+
+# The HTTP and mesh stacks (aiohttp, discovery, replication) are imported in Node.start
+# once the DICOM port is open, not here: they are most of what start-up imports, and a
+# modality's first C-ECHO needs none of them (benchmarks/startup.py).
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from discovery.service import Discovery
+    from node.identity import NodeIdentity
+    from replication.service import Replicator
+    from replication.tombstone_store import StudyDeletion
 
 log = logging.getLogger(__name__)
+# What Node.start imports once the DICOM port is open (the names it then takes from them).
+_MESH_HALF = (
+    "aiohttp.web", "discovery.http", "discovery.membership", "discovery.service",
+    "node.http.access_routes", "node.http.auth", "node.http.dicomweb", "node.http.serving",
+    "node.http.api", "node.identity", "replication.antientropy",
+    "replication.commitment_copies", "replication.deletion",
+    "replication.durability", "replication.feed", "replication.fetch", "replication.http",
+    "replication.outbox_store", "replication.owned", "replication.remote_find",
+    "replication.retrieve", "replication.service", "replication.transfer",
+    "node.http.media_routes", "node.http.session", "node.http.session_store",
+    "node.http.viewer", "node.http.dicomweb.metadata_cache", "replication.patient_sync",
+    "replication.viewer_share",
+)
+
+
+def _import_mesh_half() -> None:
+    for name in _MESH_HALF:
+        importlib.import_module(name)
 
 
 def at_rest_key(config: NodeConfig) -> ObjectKey | None:
@@ -143,6 +146,50 @@ class Node:
             await patients.open()
             self.archive.index.patients = patients
             patients.on_change = _patients_changed(audit, self.archive.index)
+            seam = MeshSeam()
+            self._start_dicom(audit, seam)
+            assert self.dicom is not None
+            await self.dicom.workflow.start()
+            # The DICOM port is open and stores are taken; what follows is the HTTP and
+            # mesh half, imported only now, on a thread: imported here, they would hold
+            # the loop, and every store with it, until they were all loaded. Each store
+            # meanwhile is in the change feed, which the replicator reads from its
+            # checkpoint once started: copies owed are counted (Durability) and sent as
+            # for any other store.
+            await asyncio.to_thread(_import_mesh_half)
+            from aiohttp import web
+
+            from discovery.http import routes as discovery_routes
+            from discovery.service import DiscoveryError
+            from node.http import (
+                access_routes,
+                auth,
+                dicomweb,
+                media_routes,
+                serving,
+                session,
+                viewer,
+            )
+            from node.http.api import make_app
+            from node.http.session_store import SessionStore
+            from replication.antientropy import routes as anti_entropy_routes
+            from replication.commitment_copies import MeshCopies
+            from replication.deletion import routes as deletion_routes
+            from replication.durability import Durability
+            from replication.feed import routes as feed_routes
+            from replication.fetch import Fetcher
+            from replication.http import member_aets
+            from replication.http import routes as replication_http_routes
+            from replication.outbox_store import OutboxStore
+            from replication.owned import OwnedIndex
+            from replication.patient_sync import routes as patient_event_routes
+            from replication.remote_find import routes as remote_find_routes
+            from replication.retrieve import MeshRetrieve
+            from replication.service import ReplicationSettings, Replicator
+            from replication.transfer import Receipts
+            from replication.transfer import routes as transfer_routes
+            from replication.viewer_share import routes as viewer_share_routes
+
             identity = self._identity()
             self.discovery = self._make_discovery(self.archive.index, identity)
             self.discovery.on_join = _audit_join(audit)
@@ -178,25 +225,7 @@ class Node:
                                         **debt.as_json(member_aets(discovery))},
                         "retrieve": fetcher.stats.as_json()}
 
-            try:
-                configure_pynetdicom(debug=cfg.log_level == "DEBUG")
-            except UnsupportedLibrary as exc:
-                raise StartupError(str(exc)) from None
             mesh_retrieve = MeshRetrieve(self.discovery, fetcher)
-            self.dicom = DicomServer(cfg, self.archive, self.discovery.dicom_destination,
-                                     mesh_retrieve, audit,
-                                     self.discovery.known_aets, tls=self._dicom_tls(identity),
-                                     members=_member_identities(self.discovery),
-                                     copies=MeshCopies(CatalogStore(self.archive.index.db),
-                                                       discovery, lambda: cfg.replicas,
-                                                       replicator.acknowledged))
-            try:
-                self.dicom.start()
-            except OSError as exc:
-                raise StartupError(
-                    f"cannot listen for DICOM on {cfg.bind}:{cfg.dicom_port}: {exc.strerror}"
-                ) from None
-            await self.dicom.workflow.start()
             sessions = SessionStore(self.archive.index.db)
             authenticator = auth.Authenticator(self.archive.index, cfg.http_auth, sessions)
             app = make_app(
@@ -243,6 +272,13 @@ class Node:
             except DiscoveryError as exc:
                 raise StartupError(str(exc)) from None
             await self.replicator.start()
+            # Only now, with the roster loaded and the replicator's acknowledgements
+            # known, may the DICOM side count copies elsewhere: earlier, a commitment
+            # judged on an unloaded roster would count this node's copy as enough.
+            seam.attach(self.discovery.dicom_destination, mesh_retrieve,
+                        self.discovery.known_aets, _member_identities(self.discovery),
+                        MeshCopies(CatalogStore(self.archive.index.db), discovery,
+                                   lambda: cfg.replicas, replicator.acknowledged))
             self.scrubber = Scrubber(self.archive, data_dir_gid=cfg.data_dir_gid)
             await self.scrubber.start()
         except BaseException:
@@ -254,8 +290,28 @@ class Node:
             cfg.bind, cfg.http_port, cfg.data_dir,
         )
 
-    def _dicom_tls(self, identity: NodeIdentity) -> ssl.SSLContext | None:
-        return self._server_tls(identity) if self.config.dicom_tls else None
+    def _start_dicom(self, audit: AuditTrail, seam: MeshSeam) -> None:
+        """Open the DICOM port, answering for what the mesh knows through ``seam``."""
+        cfg = self.config
+        assert self.archive is not None
+        try:
+            configure_pynetdicom(debug=cfg.log_level == "DEBUG")
+        except UnsupportedLibrary as exc:
+            raise StartupError(str(exc)) from None
+        self.dicom = DicomServer(cfg, self.archive, seam.resolve, seam, audit, seam.aets,
+                                 tls=self._dicom_tls(), members=seam.members, copies=seam)
+        try:
+            self.dicom.start()
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen for DICOM on {cfg.bind}:{cfg.dicom_port}: {exc.strerror}"
+            ) from None
+
+    def _dicom_tls(self) -> ssl.SSLContext | None:
+        if not self.config.dicom_tls:
+            return None
+        # Before the mesh half loads the identity: TLS on the port needs it first.
+        return self._server_tls(self._identity())
 
     def _hl7_tls(self, identity: NodeIdentity) -> ssl.SSLContext | None:
         # MLLP over TLS: the same certificate the node shows on DIMSE.
@@ -270,6 +326,8 @@ class Node:
             raise StartupError(str(exc)) from None
 
     def _http_tls(self, identity: NodeIdentity) -> ssl.SSLContext | None:
+        from node.http import serving
+
         cfg = self.config
         if cfg.http_tls == "off":
             return None
@@ -280,12 +338,17 @@ class Node:
             raise StartupError(str(exc)) from None
 
     def _identity(self) -> NodeIdentity:
+        from node.identity import IdentityError, load_or_create_identity
+
         try:
             return load_or_create_identity(self.config.data_dir, self.config.aet)
         except IdentityError as exc:
             raise StartupError(str(exc)) from None
 
     def _make_discovery(self, index: Index, identity: NodeIdentity) -> Discovery:
+        from discovery.membership import MembershipStore
+        from discovery.service import Discovery, DiscoverySettings, PeerStore
+
         cfg = self.config
 
         async def load() -> list[dict]:
@@ -382,6 +445,9 @@ def _audit_damage(audit: AuditTrail) -> Callable[[str], None]:
 def _patients_changed(audit: AuditTrail, index: Index) -> Callable[
         [set[PatientKey], list[PatientEvent]], Awaitable[None]]:
     async def changed(keys: set[PatientKey], events: list[PatientEvent]) -> None:
+        # Imported here: the HTTP half is loaded after the DICOM port opens (Node.start).
+        from node.http.dicomweb.metadata_cache import invalidate as invalidate_metadata
+
         # WADO-RS metadata kept ready holds the identity it was built with.
         ids = sorted({k.id for k in keys})
         if ids:

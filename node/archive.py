@@ -22,6 +22,7 @@ from typing import Any, BinaryIO, TypeVar
 from node.dicom_header import InstanceKeys, InvalidDataset, read_keys
 from node.dicom_validate import validate
 from node.index import AddOutcome, Index
+from node.ingest_batch import AddBatcher
 from node.storage import Storage, StorageError, sha256_hex
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class Archive:
         self.index = index
         self.loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
+        self._adds = AddBatcher(index)  # concurrent ingests share one index write
         # Told the SHA-256 of each object set aside as damaged (the audit trail listens).
         self.on_damaged: Callable[[str], None] | None = None
         # Told (source, reason) of each received object refused as incomplete or with
@@ -202,9 +204,7 @@ class Archive:
             return self._conflict(keys, sha, size, existing, source_aet, keep_aside)
         syncing = _WRITERS.submit(self.storage.sync_place, placed)
         try:
-            outcome, existing = self.on_loop(
-                self.index.add_instance(keys, sha, size, source_aet)
-            )
+            outcome, existing = self.on_loop(self._adds.add(keys, sha, size, source_aet))
         except BaseException:
             with contextlib.suppress(StorageError):
                 syncing.result()

@@ -32,6 +32,23 @@ __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "AddOutcome", "Counts", "Index", "Ind
 AUDIT_COLUMNS = ("at", "action", "outcome", "user", "calling_aet", "node_id", "address",
                  "patient_id", "study_uid", "detail")
 TOMBSTONED_ERROR = "study deleted (tombstone)"  # raised by the v6 trigger
+# Through the ``ingest`` view: its trigger writes the patient, study, series and instance
+# rows (and the change feed) of one object.
+INSERT_INGEST = ("INSERT INTO ingest VALUES"
+                 " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+
+
+def _ingest_row(keys: InstanceKeys, sha256: str, size: int,
+                source_aet: str) -> tuple[Any, ...]:
+    k = keys
+    return (k.study_instance_uid, k.patient_id, k.patient_name, k.patient_birth_date,
+            k.patient_sex, k.study_date, k.study_time, k.accession_number, k.study_id,
+            k.study_description, k.referring_physician_name,
+            k.series_instance_uid, k.modality, k.series_number, k.series_description,
+            k.series_date, k.series_time, k.body_part_examined,
+            k.sop_instance_uid, k.sop_class_uid, k.transfer_syntax_uid,
+            k.instance_number, k.rows, k.columns, k.number_of_frames,
+            sha256, size, source_aet, time.time())
 # Shared with replication's stores, whose checkpoints move in their own transactions.
 # Series and studies left without instances once some are removed, in the same
 # transaction (reconciliation here, cache eviction in replication/cache_store.py).
@@ -150,35 +167,53 @@ class Index:
         self, keys: InstanceKeys, sha256: str, size: int, source_aet: str = ""
     ) -> tuple[AddOutcome, str]:
         """Record one stored object; return the outcome and the sha256 now on record."""
-        k = keys
         async with self.db.write() as conn:
-            try:
-                # One statement, so one implicit transaction: all four rows or none. A
-                # new instance, the usual case, costs this single round trip. Under the
-                # write lock, like deletions: a store racing a tombstone lands entirely
-                # before it (and is deleted) or after it (and is refused by the trigger).
-                await conn.execute(
-                    "INSERT INTO ingest VALUES"
-                    " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (k.study_instance_uid, k.patient_id, k.patient_name,
-                     k.patient_birth_date, k.patient_sex, k.study_date, k.study_time,
-                     k.accession_number, k.study_id, k.study_description,
-                     k.referring_physician_name,
-                     k.series_instance_uid, k.modality, k.series_number,
-                     k.series_description, k.series_date, k.series_time,
-                     k.body_part_examined,
-                     k.sop_instance_uid, k.sop_class_uid, k.transfer_syntax_uid,
-                     k.instance_number, k.rows, k.columns, k.number_of_frames,
-                     sha256, size, source_aet, time.time()),
-                )
-            except sqlite3.IntegrityError as exc:
-                if TOMBSTONED_ERROR in str(exc):
-                    return AddOutcome.TOMBSTONED, ""
-                existing = await self.lookup_sha(k.sop_instance_uid)
-                if existing is None:
-                    raise IndexFailure(str(exc)) from exc
-                same = existing == sha256
-                return (AddOutcome.DUPLICATE if same else AddOutcome.CONFLICT), existing
+            # One statement, so one implicit transaction: all four rows or none. Under the
+            # write lock, like deletions: a store racing a tombstone lands entirely
+            # before it (and is deleted) or after it (and is refused by the trigger).
+            return await self._add(conn, _ingest_row(keys, sha256, size, source_aet))
+
+    async def add_instances(
+        self, rows: list[tuple[InstanceKeys, str, int, str]]
+    ) -> list[tuple[AddOutcome, str] | IndexFailure]:
+        """:meth:`add_instance` for several objects (keys, sha256, size, source AE), one
+        outcome (or that row's own failure) each, in order: concurrent ingests share one
+        commit and, when all are new (the usual case), one statement. Any other error
+        fails them all, none recorded."""
+        if len(rows) == 1:  # one round trip to the database's thread, not three
+            return [await self.add_instance(*rows[0])]
+        params = [_ingest_row(*row) for row in rows]
+        try:
+            async with self.db.transaction() as conn:
+                await conn.executemany(INSERT_INGEST, params)
+            return [(AddOutcome.STORED, row[1]) for row in rows]
+        except IndexFailure as exc:
+            if not isinstance(exc.__cause__, sqlite3.IntegrityError):
+                raise
+        # A duplicate, a conflict or a tombstone among them (all rolled back): each row
+        # on its own, still in one transaction (a failed statement undoes only itself);
+        # a row refused outright fails alone.
+        outcomes: list[tuple[AddOutcome, str] | IndexFailure] = []
+        async with self.db.transaction() as conn:
+            for row in params:
+                try:
+                    outcomes.append(await self._add(conn, row))
+                except IndexFailure as exc:
+                    outcomes.append(exc)
+        return outcomes
+
+    async def _add(self, conn: Any, row: tuple[Any, ...]) -> tuple[AddOutcome, str]:
+        sop_uid, sha256 = row[18], row[25]
+        try:
+            await conn.execute(INSERT_INGEST, row)
+        except sqlite3.IntegrityError as exc:
+            if TOMBSTONED_ERROR in str(exc):
+                return AddOutcome.TOMBSTONED, ""
+            existing = await self.lookup_sha(sop_uid)
+            if existing is None:
+                raise IndexFailure(str(exc)) from exc
+            same = existing == sha256
+            return (AddOutcome.DUPLICATE if same else AddOutcome.CONFLICT), existing
         return AddOutcome.STORED, sha256
 
     async def record_conflict(

@@ -17,7 +17,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from node.config import ConfigError, NodeConfig, load_config
 from node.data_dir_modes import set_process_umask
-from node.http.serving import local_client
 from node.identity import CERT_FILE, IDENTITY_DIR
 
 err = Console(stderr=True)
@@ -47,6 +46,10 @@ data_dir_option = click.option(
 
 
 def local_url(config: NodeConfig, path: str) -> tuple[str, ssl.SSLContext | None]:
+    # Here, not at the top: node.http imports aiohttp, which ``pacsmesh run`` imports only
+    # once its DICOM port is open (node/app.py).
+    from node.http.serving import local_client
+
     scheme, context = local_client(config.http_tls, config.http_tls_cert,
                                    config.data_dir / IDENTITY_DIR / CERT_FILE)
     return f"{scheme}://127.0.0.1:{config.http_port}{path}", context

@@ -11,7 +11,6 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from discovery.join_policy import join_text
 from node import wait_cli
 from node.app import run_node
 from node.cli.common import _config, _fail, data_dir_option, running_node_json
@@ -105,6 +104,8 @@ def run(**options: Any) -> None:
 def status(data_dir: Path | None, http_port: int | None, as_json: bool,
            wait_replicated: bool, timeout: float) -> None:
     """A running node's archive, replication backlog and peers, at a glance."""
+    from discovery.join_policy import join_text  # tenacity: not on ``run``'s path
+
     config = _config(data_dir=data_dir, http_port=http_port)
     if wait_replicated:
         _wait_replicated(config, timeout)

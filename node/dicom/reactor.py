@@ -6,8 +6,8 @@ before each look at the DIMSE message queue. A C-STORE crosses both threads in e
 direction, so every instance paid up to ~3 ms of sleeping: a bare pynetdicom SCP whose
 handler did nothing took as long as Orthanc's whole ingest. Here the DUL thread blocks
 in ``select`` on the peer's socket and on a wake-up socket that queued outgoing PDUs
-ring, and the association thread blocks on the DIMSE queue; each still wakes at least
-every millisecond for the timers and flags it used to poll, as before.
+ring, and the association thread blocks on the DIMSE queue; each still wakes on a tick
+(``TICK``, ``DUL_TICK``) for the timers and flags it used to poll.
 
 Only the waiting changes; the state machine, queues and events are pynetdicom's own.
 The loops follow pynetdicom 3.0's ``DULServiceProvider.run_reactor`` and
@@ -53,9 +53,14 @@ from node.dicom.find_encoding import send_find_rsp
 from node.dicom.patches import memoize_uid_checks
 
 log = logging.getLogger(__name__)
-# The longest either thread blocks before re-checking timers and kill flags; pynetdicom
-# polled at this interval, so idle associations cost what they did.
+# The longest the association thread blocks before re-checking its flags (pynetdicom
+# polled at this interval). The DUL thread is woken by the socket, queued PDUs and kills,
+# so it re-checks only for its timers (seconds long) and events other threads queue
+# without waking it (a DIMSE decode failure): each tick cost a Python turn and two
+# selects, per association, 1,000 times a second, a third of the node's CPU with four
+# senders storing (py-spy); 20 ms of slack on those is none that matters.
 TICK = 0.001
+DUL_TICK = 0.02
 _RECV_CHUNK = 256 * 1024
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 _DONTWAIT: int = getattr(socket, "MSG_DONTWAIT", 0)
@@ -153,7 +158,7 @@ class WakingDUL(DULServiceProvider):
             return  # decrypted bytes waiting inside the TLS layer: select cannot see them
         wake = cast(socket.socket, self._wake_recv)
         try:
-            ready, _, _ = select.select([sock, wake], [], [], TICK)
+            ready, _, _ = select.select([sock, wake], [], [], DUL_TICK)
         except (OSError, ValueError):
             # The socket closed under us; the next turn's transport check reports it.
             time.sleep(TICK)
