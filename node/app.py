@@ -34,6 +34,7 @@ from node.http import access_routes, auth, dicomweb, serving
 from node.http.api import make_app
 from node.identity import IdentityError, NodeIdentity, load_or_create_identity
 from node.index import Index
+from node.observability import Observability, assemble
 from node.reconcile import ReconcileReport, recover, retire_forever, retire_intents
 from node.scrub import Scrubber
 from node.storage import Storage
@@ -46,6 +47,7 @@ from replication.feed import routes as feed_routes
 from replication.fetch import Fetcher
 from replication.http import member_aets
 from replication.http import routes as replication_http_routes
+from replication.mesh_view import MeshBridge
 from replication.outbox_store import OutboxStore
 from replication.owned import OwnedIndex
 from replication.remote_find import routes as remote_find_routes
@@ -112,6 +114,7 @@ class Node:
         self.replicator: Replicator | None = None
         self.scrubber: Scrubber | None = None
         self.audit: AuditTrail | None = None
+        self.observability: Observability | None = None
         self._http: web.AppRunner | None = None
         self._lock: IO[str] | None = None
         self._retiring: asyncio.Task[None] | None = None
@@ -160,6 +163,9 @@ class Node:
                                         **debt.as_json(member_aets(discovery))},
                         "retrieve": fetcher.stats.as_json()}
 
+            obs = self.observability = assemble(cfg, self.archive, identity.node_id, MeshBridge(
+                self.archive.index, discovery, replicator, durability, fetcher.stats),
+                identity.cert_path)
             try:
                 configure_pynetdicom(debug=cfg.log_level == "DEBUG")
             except UnsupportedLibrary as exc:
@@ -168,7 +174,8 @@ class Node:
             self.dicom = DicomServer(cfg, self.archive, self.discovery.dicom_destination,
                                      mesh_retrieve, audit,
                                      self.discovery.known_aets, tls=self._dicom_tls(identity),
-                                     members=_member_identities(self.discovery))
+                                     members=_member_identities(self.discovery),
+                                     observer=obs.metrics.dimse)
             try:
                 self.dicom.start()
             except OSError as exc:
@@ -182,9 +189,11 @@ class Node:
                  *access_routes.routes(self.archive, audit, cfg.http_max_body),
                  *dicomweb.routes(dicomweb.DicomWeb(
                      self.archive, audit, mesh_retrieve, cfg.query_scope == "mesh",
-                     cfg.http_max_body))],
-                [replication_status],
-                [auth.middleware(self.archive.index, cfg.http_auth, audit)],
+                     cfg.http_max_body)),
+                 *obs.routes()],
+                [replication_status, obs.monitoring.status_part],
+                [auth.middleware(self.archive.index, cfg.http_auth, audit),
+                 obs.monitoring.middleware()],
                 backlog=OutboxStore(self.archive.index.db),
             )
             serving.harden(app)
@@ -206,6 +215,7 @@ class Node:
             await self.replicator.start()
             self.scrubber = Scrubber(self.archive, data_dir_gid=cfg.data_dir_gid)
             await self.scrubber.start()
+            obs.notifier.start()
         except BaseException:
             await self.stop()
             raise
@@ -259,6 +269,9 @@ class Node:
         return Discovery(settings, MembershipStore(cfg.data_dir), PeerStore(load, save))
 
     async def stop(self) -> None:
+        if self.observability is not None:
+            await self.observability.notifier.stop()
+            self.observability = None
         if self.scrubber is not None:
             await self.scrubber.stop()
             self.scrubber = None

@@ -19,6 +19,8 @@ from typing import Any
 
 import platformdirs
 
+from node.alerts import settings as alert_settings
+
 CONFIG_FILE = "pacsmesh.toml"
 ENV_PREFIX = "PACSMESH_"
 DEFAULT_DICOM_PORT = 11112
@@ -135,6 +137,8 @@ class NodeConfig:
     http_max_body: int = DEFAULT_HTTP_MAX_BODY
     # Share the data dir with this group (folders 2750, files 0640); None: owner-only.
     data_dir_group: str | None = None
+    # Thresholds of the alerts, and where they are sent (node/alerts/).
+    alerts: alert_settings.AlertSettings = field(default_factory=alert_settings.AlertSettings)
 
     @property
     def data_dir_gid(self) -> int | None:
@@ -337,7 +341,7 @@ _KEYS = (
     "dicom_tls_key", "access", "allowed_aets", "http_auth", "encrypt_at_rest",
     "at_rest_passphrase_file", *_DICOM_LIMIT_KEYS,
     "http_tls", "http_tls_cert", "http_tls_key", "http_header_timeout", "http_max_body",
-    "data_dir_group",
+    "data_dir_group", *alert_settings.KEYS,
 )
 # The passphrase itself comes only from the environment (or the file named above).
 PASSPHRASE_ENV = ENV_PREFIX + "AT_REST_PASSPHRASE"
@@ -439,6 +443,7 @@ def load_config(
         **_http_tls(merged),
         data_dir_group=_data_dir_group(merged.get("data_dir_group")),
         dicom_limits=_dicom_limits(merged),
+        alerts=_alerts(merged),
     )
     if (config.dicom_tls_cert is None) != (config.dicom_tls_key is None):
         raise ConfigError("dicom_tls_cert and dicom_tls_key go together: give both or neither")
@@ -447,6 +452,13 @@ def load_config(
         if ports[a] == ports[b]:
             raise ConfigError(f"{a} and {b} ports must differ, both are {ports[a]}")
     return config
+
+
+def _alerts(merged: Mapping[str, Any]) -> alert_settings.AlertSettings:
+    try:
+        return alert_settings.parse(merged)
+    except alert_settings.AlertSettingError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _data_dir_group(value: Any) -> str | None:

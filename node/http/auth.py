@@ -20,7 +20,7 @@ from node.index import Index
 READ, UPLOAD, ADMIN = "reader", "uploader", "admin"
 UPLOAD_PATHS = ("/api/instances",)
 STOW_PATH = "/dicom-web/studies"  # STOW-RS: POST here or under one study
-ADMIN_PATHS = ("/api/audit", "/api/tokens")
+ADMIN_PATHS = ("/api/audit", "/api/tokens", "/dashboard/audit")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 USER_KEY = "pacsmesh_user"
 
