@@ -47,6 +47,8 @@ from replication.feed import routes as feed_routes
 from replication.fetch import Fetcher
 from replication.http import member_aets
 from replication.http import routes as replication_http_routes
+from replication.member_health import MemberHealth
+from replication.member_health import routes as member_health_routes
 from replication.mesh_view import MeshBridge
 from replication.outbox_store import OutboxStore
 from replication.owned import OwnedIndex
@@ -164,8 +166,9 @@ class Node:
                         "retrieve": fetcher.stats.as_json()}
 
             obs = self.observability = assemble(cfg, self.archive, identity.node_id, MeshBridge(
-                self.archive.index, discovery, replicator, durability, fetcher.stats),
-                identity.cert_path)
+                self.archive.index, discovery, replicator, durability, fetcher.stats,
+                MemberHealth(discovery)), identity.cert_path, audit)
+            discovery.add_mesh_routes(member_health_routes(obs.health.own_facts))
             try:
                 configure_pynetdicom(debug=cfg.log_level == "DEBUG")
             except UnsupportedLibrary as exc:
@@ -215,7 +218,7 @@ class Node:
             await self.replicator.start()
             self.scrubber = Scrubber(self.archive, data_dir_gid=cfg.data_dir_gid)
             await self.scrubber.start()
-            obs.notifier.start()
+            obs.start()
         except BaseException:
             await self.stop()
             raise
@@ -270,7 +273,7 @@ class Node:
 
     async def stop(self) -> None:
         if self.observability is not None:
-            await self.observability.notifier.stop()
+            await self.observability.stop()
             self.observability = None
         if self.scrubber is not None:
             await self.scrubber.stop()

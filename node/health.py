@@ -8,6 +8,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 
@@ -48,6 +49,13 @@ class HealthSource:
         quarantined = sum(1 for _ in self.quarantine.glob("*")) if self.quarantine.is_dir() \
             else 0
         return usage.free, usage.total, quarantined
+
+    async def own_facts(self) -> dict[str, Any]:
+        """What this node tells members about itself (no patient data)."""
+        counts = await self.index.counts()
+        free, _, _ = await asyncio.to_thread(self._disk)
+        return {"version": __version__, "studies": counts.studies,
+                "stored_bytes": counts.bytes, "disk_free": free}
 
     async def gather(self) -> Health:
         counts = await self.index.counts()

@@ -18,6 +18,11 @@ class Member:
     first_seen: float = 0.0
     is_self: bool = False
     clock_offset: float | None = None  # s its clock is ahead of ours; None: not known
+    # What the member itself reports (None: not known, e.g. it is not alive).
+    version: str | None = None
+    studies: int | None = None
+    stored_bytes: int | None = None
+    disk_free: int | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,10 @@ class MeshSnapshot:
 class MeshView(Protocol):
     async def snapshot(self) -> MeshSnapshot: ...
 
+    async def refresh(self) -> None:
+        """Ask the members for what they report of themselves (called periodically)."""
+        ...
+
     async def holders(self, study_uid: str) -> list[str]:
         """AE titles (or node ids) of the members holding the study, from the catalog."""
         ...
@@ -61,6 +70,9 @@ class MeshView(Protocol):
 class NoMesh:
     async def snapshot(self) -> MeshSnapshot:
         return MeshSnapshot()
+
+    async def refresh(self) -> None:
+        return None
 
     async def holders(self, study_uid: str) -> list[str]:
         return []

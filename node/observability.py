@@ -3,6 +3,7 @@ the alert center and the notifier, from the configuration and the mesh seam."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from aiohttp import web
 from node.alerts.notify import Notifier, Targets
 from node.alerts.rules import AlertCenter
 from node.archive import Archive
+from node.audit import AuditTrail
 from node.config import NodeConfig
 from node.datadir import StartupError
 from node.health import CertificateError, HealthSource, certificate_expiry
@@ -18,6 +20,9 @@ from node.http.dashboard.pages import Dashboard
 from node.http.monitoring import Monitoring
 from node.mesh_view import Certificate, MeshView
 from node.metrics import NodeMetrics
+from node.tasks import cancel_and_wait
+
+REFRESH_INTERVAL = 5.0  # s between asking the members what they report of themselves
 
 
 @dataclass
@@ -26,6 +31,22 @@ class Observability:
     monitoring: Monitoring
     notifier: Notifier
     dashboard: Dashboard
+    health: HealthSource
+    _task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.notifier.start()
+        self._task = asyncio.create_task(self._refresh(), name="member-reports")
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._task)
+        self._task = None
+        await self.notifier.stop()
+
+    async def _refresh(self) -> None:
+        while True:
+            await self.health.view.refresh()
+            await asyncio.sleep(REFRESH_INTERVAL)
 
     def routes(self) -> list[web.RouteDef]:
         return [*self.monitoring.routes(), *self.dashboard.routes()]
@@ -45,7 +66,7 @@ def certificates(cfg: NodeConfig, node_cert: Path) -> list[Certificate]:
 
 
 def assemble(cfg: NodeConfig, archive: Archive, node_id: str, view: MeshView,
-             node_cert: Path) -> Observability:
+             node_cert: Path, audit: AuditTrail) -> Observability:
     metrics = NodeMetrics()
     health = HealthSource(archive.index, cfg.data_dir, archive.storage.quarantine, cfg.aet,
                           node_id, view, certificates(cfg, node_cert))
@@ -54,4 +75,4 @@ def assemble(cfg: NodeConfig, archive: Archive, node_id: str, view: MeshView,
     notifier = Notifier(cfg.aet, Targets(cfg.alerts.webhook, cfg.alerts.syslog),
                         monitoring.current_alerts)
     return Observability(metrics, monitoring, notifier,
-                         Dashboard(health, alerts, archive.index))
+                         Dashboard(health, alerts, archive.index, audit), health)

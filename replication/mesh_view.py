@@ -12,6 +12,7 @@ from replication.catalog_store import CatalogStore
 from replication.durability import Durability
 from replication.fetch import FetchStats
 from replication.http import member_aets
+from replication.member_health import MemberHealth
 from replication.service import Replicator
 
 
@@ -22,6 +23,7 @@ class MeshBridge:
     replicator: Replicator
     durability: Durability
     fetches: FetchStats
+    reports: MemberHealth
 
     @property
     def catalog(self) -> CatalogStore:
@@ -39,10 +41,16 @@ class MeshBridge:
             if peer is None:
                 out.append(Member(node_id, aets.get(node_id, ""), "unknown"))
                 continue
+            told = self.reports.get(node_id)
             out.append(Member(
                 node_id, peer.aet or aets.get(node_id, ""), peer.state.value, peer.addresses,
                 None if peer.last_seen is None else d.to_wall(peer.last_seen),
-                d.to_wall(peer.first_seen)))
+                d.to_wall(peer.first_seen),
+                clock_offset=None if told is None else told.clock_offset,
+                version=None if told is None else told.version,
+                studies=None if told is None else told.studies,
+                stored_bytes=None if told is None else told.stored_bytes,
+                disk_free=None if told is None else told.disk_free))
         return out
 
     async def snapshot(self) -> MeshSnapshot:
@@ -55,6 +63,9 @@ class MeshBridge:
                                       else "copies owed") for uid in sorted(debt.studies))
         return MeshSnapshot(tuple(self._members()), debts, under, debt.copies,
                             self.fetches.failovers, self.fetches.failed)
+
+    async def refresh(self) -> None:
+        await self.reports.refresh()
 
     async def holders(self, study_uid: str) -> list[str]:
         aets = member_aets(self.discovery)

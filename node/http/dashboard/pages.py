@@ -5,8 +5,6 @@ the page stays live without a reload. Jinja2 escapes every value (patient names 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from aiohttp import web
 from pydicom import Dataset
 
 from node.alerts.rules import AlertCenter
+from node.audit import AuditTrail
 from node.health import HealthSource
 from node.http.auth import USER_KEY
 from node.http.dashboard.history import History, Sample, sparkline
@@ -70,12 +69,12 @@ def is_admin(request: web.Request) -> bool:
 
 class Dashboard:
     def __init__(self, health: HealthSource, alerts: AlertCenter, index: Index,
-                 clock: Callable[[], float] = time.time) -> None:
+                 trail: AuditTrail | None = None) -> None:
         self.health = health
+        self.trail = trail
         self.alerts = alerts
         self.index = index
         self.history = History()
-        self.clock = clock
         self.env = environment()
 
     async def _context(self) -> dict[str, Any]:
@@ -134,6 +133,8 @@ class Dashboard:
 
     async def audit(self, request: web.Request) -> web.Response:
         q = request.query
+        if self.trail is not None:
+            await self.trail.flush()  # what just happened is in the answer
         rows = await self.index.audit_rows(AUDIT_SCAN)
         wanted = {k: q.get(k, "").strip() for k in
                   ("user", "patient_id", "study_uid", "action", "outcome")}
