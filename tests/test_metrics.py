@@ -9,7 +9,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 from pydicom.data import get_testdata_file
 
-from tests.support import NodeProcess, dcmtk, storescu
+from tests.support import NodeProcess, dcmtk, getscu_instance, sop_instance_uid, storescu
 from tests.test_http_tokens import add_token, call
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -28,14 +28,16 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def test_counters_move_with_real_work(node: NodeProcess) -> None:
+def test_counters_move_with_real_work(node: NodeProcess, tmp_path: Path) -> None:
     before = scrape(node)
     assert value(before, "pacsmesh_dimse_requests_total", service="C-STORE",
                  outcome="success") == 0
     assert value(before, "pacsmesh_stored_bytes") == 0
     assert value(before, "pacsmesh_disk_free_bytes") > 0
 
-    assert storescu(node, [Path(get_testdata_file("CT_small.dcm"))]) == []
+    ct = Path(get_testdata_file("CT_small.dcm"))
+    assert storescu(node, [ct]) == []
+    getscu_instance(node, tmp_path / "got", sop_instance_uid(ct))
     find = dcmtk("findscu", "-S", "-aec", node.aet, "-k", "QueryRetrieveLevel=STUDY",
                  "-k", "StudyInstanceUID", *node.address)
     assert find.returncode == 0, find.stderr
@@ -49,6 +51,8 @@ def test_counters_move_with_real_work(node: NodeProcess) -> None:
                  outcome="success") == 1
     assert value(after, "pacsmesh_dimse_seconds_count", service="C-STORE") == 1
     assert value(after, "pacsmesh_dimse_requests_total", service="C-FIND",
+                 outcome="success") == 1
+    assert value(after, "pacsmesh_dimse_requests_total", service="C-GET",
                  outcome="success") == 1
     assert value(after, "pacsmesh_dicomweb_requests_total", method="GET", status="200") >= 1
     # The gauges are the archive's own numbers, not an estimate.

@@ -23,7 +23,7 @@ def _steps() -> tuple[str, str]:
     return blocks[0], blocks[1]
 
 
-def test_first_steps_store_find_and_retrieve(tmp_path: Path) -> None:
+def test_first_steps_store_find_and_retrieve(make_node, tmp_path: Path) -> None:
     run, client = _steps()
     argv = shlex.split(run)
     assert argv[:2] == [".venv/bin/pacsmesh", "run"]
@@ -32,8 +32,8 @@ def test_first_steps_store_find_and_retrieve(tmp_path: Path) -> None:
     aet = options[at + 1]
     # README's options besides the AE title, after the ports and data dir every test node
     # gets; none of the tests' own allowed AEs.
-    node = NodeProcess(data_dir=tmp_path / "fresh", aet=aet, allowed_aets=(),
-                       extra_args=tuple(options[:at] + options[at + 2:])).start()
+    node: NodeProcess = make_node("fresh", aet=aet, allowed_aets=(),
+                                  extra_args=tuple(options[:at] + options[at + 2:])).start()
     script = client.replace("localhost 11112", f"127.0.0.1 {node.dicom_port}").replace(
         ".venv/bin/python", sys.executable)
     out = tmp_path / "here"
