@@ -70,7 +70,7 @@ class _HealthCollector(Collector):
         yield _gauge("pacsmesh_under_replicated_studies",
                      "Studies received here and not yet durable on their owners",
                      len(h.mesh.under_replicated))
-        yield _gauge("pacsmesh_outbox_copies_total", "Copies owed to members, all together",
+        yield _gauge("pacsmesh_copies_owed", "Copies owed to members, all together",
                      h.mesh.copies_owed)
         copies = GaugeMetricFamily("pacsmesh_outbox_copies", "Copies owed to a member",
                                    labels=["peer"])

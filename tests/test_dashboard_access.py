@@ -3,6 +3,7 @@ then a token; the audit section only for admins; patient data escaped in the HTM
 
 from __future__ import annotations
 
+import json
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -48,6 +49,8 @@ def test_roles_and_escaping(node: NodeProcess, tmp_path: Path) -> None:
     assert fetch(node, "/dashboard")[0] == 401  # tokens exist: loopback no longer reads
     assert fetch(node, "/dashboard", reader)[0] == 200
     assert fetch(node, "/dashboard/part/mesh", reader)[0] == 200
+    status, live = fetch(node, "/dashboard/live", reader)
+    assert status == 200 and sorted(json.loads(live)) == ["alerts", "mesh", "replication"]
     assert fetch(node, "/dashboard/audit", reader)[0] == 403
     assert fetch(node, "/dashboard/static/dashboard.js", reader)[0] == 200
     assert fetch(node, "/dashboard/static/../../app.py", reader)[0] == 404

@@ -14,7 +14,7 @@ from node.alerts.rules import Alert, AlertCenter
 from node.health import HealthSource
 from node.metrics import NodeMetrics
 
-DICOMWEB_PREFIX = "/dicom-web/"
+DICOMWEB_PATHS = ("/dicom-web/", "/wado")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -46,7 +46,7 @@ class Monitoring:
 
         @web.middleware
         async def timed(request: web.Request, handler: Handler) -> web.StreamResponse:
-            if not request.path.startswith(DICOMWEB_PREFIX):
+            if not request.path.startswith(DICOMWEB_PATHS):
                 return await handler(request)
             start = time.perf_counter()
             status = 500

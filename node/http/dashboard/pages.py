@@ -99,6 +99,12 @@ class Dashboard:
         return self._render("page.html", **ctx, live=LIVE, admin=is_admin(request),
                             studies=await self._studies(request), q=request.query)
 
+    async def live(self, request: web.Request) -> web.Response:
+        """Every live section at once, from one snapshot: what the page polls."""
+        ctx = await self._context()
+        parts = {name: self.env.get_template(f"{name}.html").render(**ctx) for name in LIVE}
+        return web.json_response(parts, headers={"Cache-Control": "no-store"})
+
     async def part(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         if name == "studies":
@@ -163,6 +169,7 @@ class Dashboard:
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/dashboard", self.page),
+                web.get("/dashboard/live", self.live),
                 web.get("/dashboard/part/{name}", self.part),
                 web.get(AUDIT_PATH, self.audit),
                 web.get("/dashboard/static/{name}", self.static)]

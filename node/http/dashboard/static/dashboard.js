@@ -9,19 +9,26 @@ function setStale(stale) {
   document.body.classList.toggle("stale", stale);
 }
 
-async function fragment(url) {
+async function get(url) {
   const response = await fetch(url, {credentials: "same-origin", cache: "no-store"});
   if (!response.ok) {
     throw new Error(response.status + " " + (await response.text()));
   }
-  return response.text();
+  return response;
+}
+
+async function fragment(url) {
+  return (await get(url)).text();
 }
 
 async function refresh() {
-  const sections = document.querySelectorAll("[data-live]");
   try {
-    for (const section of sections) {
-      section.innerHTML = await fragment("/dashboard/part/" + section.dataset.live);
+    // One request, one snapshot: the sections never disagree with each other.
+    const parts = await (await get("/dashboard/live")).json();
+    for (const section of document.querySelectorAll("[data-live]")) {
+      if (section.dataset.live in parts) {
+        section.innerHTML = parts[section.dataset.live];
+      }
     }
     document.getElementById("updated").textContent = new Date().toISOString()
       .replace("T", " ").replace(/\.\d+Z$/, " UTC");
