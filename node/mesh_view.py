@@ -17,6 +17,7 @@ class Member:
     last_seen: float | None = None  # epoch s of the last successful probe
     first_seen: float = 0.0
     is_self: bool = False
+    since: float | None = None  # epoch s of its last change of state
     clock_offset: float | None = None  # s its clock is ahead of ours; None: not known
     # What the member itself reports (None: not known, e.g. it is not alive).
     version: str | None = None

@@ -45,7 +45,8 @@ class MeshBridge:
             out.append(Member(
                 node_id, peer.aet or aets.get(node_id, ""), peer.state.value, peer.addresses,
                 None if peer.last_seen is None else d.to_wall(peer.last_seen),
-                d.to_wall(peer.first_seen),
+                d.to_wall(peer.first_seen), is_self=False,
+                since=None if peer.state_since is None else d.to_wall(peer.state_since),
                 clock_offset=None if told is None else told.clock_offset,
                 version=None if told is None else told.version,
                 studies=None if told is None else told.studies,
