@@ -11,7 +11,7 @@ import logging
 import os
 import signal
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -30,17 +30,23 @@ from node.dicom.claims import MemberIdentity, Members
 from node.dicom.patches import UnsupportedLibrary
 from node.dicom.scp import DicomServer, configure_pynetdicom
 from node.dicom.tls import DicomTlsError, server_context
-from node.http import access_routes, auth, dicomweb, serving
+from node.hl7.intake import applier
+from node.hl7.listener import Hl7Listener, ListenerSettings
+from node.http import access_routes, auth, dicomweb, media_routes, serving
 from node.http.api import make_app
+from node.http.dicomweb.metadata_cache import invalidate as invalidate_metadata
 from node.identity import IdentityError, NodeIdentity, load_or_create_identity
 from node.index import Index
 from node.observability import Observability, assemble
+from node.patients.events import PatientEvent, PatientKey
+from node.patients.store import PatientStore, index_knows
 from node.reconcile import ReconcileReport, recover, retire_forever, retire_intents
 from node.scrub import Scrubber
 from node.storage import Storage
 from node.tasks import cancel_and_wait
 from replication.antientropy import routes as anti_entropy_routes
 from replication.catalog_store import CatalogStore
+from replication.commitment_copies import MeshCopies
 from replication.deletion import routes as deletion_routes
 from replication.durability import Durability
 from replication.feed import routes as feed_routes
@@ -52,6 +58,7 @@ from replication.member_health import routes as member_health_routes
 from replication.mesh_view import MeshBridge
 from replication.outbox_store import OutboxStore
 from replication.owned import OwnedIndex
+from replication.patient_sync import routes as patient_event_routes
 from replication.remote_find import routes as remote_find_routes
 from replication.retrieve import MeshRetrieve
 from replication.service import ReplicationSettings, Replicator
@@ -117,6 +124,8 @@ class Node:
         self.scrubber: Scrubber | None = None
         self.audit: AuditTrail | None = None
         self.observability: Observability | None = None
+        self.patients: PatientStore | None = None
+        self.hl7: Hl7Listener | None = None
         self._http: web.AppRunner | None = None
         self._lock: IO[str] | None = None
         self._retiring: asyncio.Task[None] | None = None
@@ -132,6 +141,11 @@ class Node:
             audit.start()
             self.archive.on_damaged = _audit_damage(audit)
             self.archive.on_refused = audit_refusal(audit)
+            patients = self.patients = PatientStore(self.archive.index.db,
+                                                    index_knows(self.archive.index))
+            await patients.open()
+            self.archive.index.patients = patients
+            patients.on_change = _patients_changed(audit, self.archive.index)
             identity = self._identity()
             self.discovery = self._make_discovery(self.archive.index, identity)
             self.discovery.on_join = _audit_join(audit)
@@ -140,6 +154,7 @@ class Node:
             receipts = Receipts()
             self.discovery.add_mesh_routes(transfer_routes(self.archive, receipts))
             self.discovery.add_mesh_routes(deletion_routes(self.archive.index))
+            self.discovery.add_mesh_routes(patient_event_routes(patients))
             self.discovery.add_mesh_routes(remote_find_routes(self.archive.index))
             fetcher = Fetcher(self.archive, self.discovery, cfg.cache_bytes, lambda: cfg.replicas)
             owned = OwnedIndex(self.archive.index)  # holdings, kept current incrementally
@@ -148,7 +163,7 @@ class Node:
             )
             replicator = self.replicator = Replicator(
                 self.archive, self.discovery, ReplicationSettings(cfg.replicas, cfg.hint_after),
-                owned=owned,
+                owned=owned, patients=patients,
             )
             replicator.deletions.on_deleted = _audit_deletion(audit)
             discovery = self.discovery
@@ -178,6 +193,9 @@ class Node:
                                      mesh_retrieve, audit,
                                      self.discovery.known_aets, tls=self._dicom_tls(identity),
                                      members=_member_identities(self.discovery),
+                                     copies=MeshCopies(CatalogStore(self.archive.index.db),
+                                                       discovery, lambda: cfg.replicas,
+                                                       replicator.acknowledged),
                                      observer=obs.metrics.dimse)
             try:
                 self.dicom.start()
@@ -185,11 +203,14 @@ class Node:
                 raise StartupError(
                     f"cannot listen for DICOM on {cfg.bind}:{cfg.dicom_port}: {exc.strerror}"
                 ) from None
+            await self.dicom.workflow.start()
             app = make_app(
                 self.archive.index, cfg.aet, identity.node_id,
                 [*discovery_routes(self.discovery),
                  *replication_http_routes(self.archive.index, self.discovery, durability),
                  *access_routes.routes(self.archive, audit, cfg.http_max_body),
+                 *media_routes.routes(self.archive, audit, mesh_retrieve, cfg.aet,
+                                      cfg.http_max_body),
                  *dicomweb.routes(dicomweb.DicomWeb(
                      self.archive, audit, mesh_retrieve, cfg.query_scope == "mesh",
                      cfg.http_max_body)),
@@ -211,6 +232,16 @@ class Node:
                 raise StartupError(
                     f"cannot listen for HTTP on {cfg.bind}:{cfg.http_port}: {exc.strerror}"
                 ) from None
+            if cfg.hl7_port is not None:
+                self.hl7 = Hl7Listener(
+                    ListenerSettings(cfg.bind, cfg.hl7_port, self._hl7_tls(identity)),
+                    applier(patients, identity.node_id))
+                try:
+                    await self.hl7.start()
+                except OSError as exc:
+                    raise StartupError(
+                        f"cannot listen for HL7 on {cfg.bind}:{cfg.hl7_port}: {exc.strerror}"
+                    ) from None
             try:
                 await self.discovery.start()
             except DiscoveryError as exc:
@@ -229,9 +260,14 @@ class Node:
         )
 
     def _dicom_tls(self, identity: NodeIdentity) -> ssl.SSLContext | None:
+        return self._server_tls(identity) if self.config.dicom_tls else None
+
+    def _hl7_tls(self, identity: NodeIdentity) -> ssl.SSLContext | None:
+        # MLLP over TLS: the same certificate the node shows on DIMSE.
+        return self._server_tls(identity) if self.config.hl7_tls else None
+
+    def _server_tls(self, identity: NodeIdentity) -> ssl.SSLContext:
         cfg = self.config
-        if not cfg.dicom_tls:
-            return None
         try:
             return server_context(cfg.dicom_tls_cert or identity.cert_path,
                                   cfg.dicom_tls_key or identity.key_path)
@@ -275,6 +311,9 @@ class Node:
         if self.observability is not None:
             await self.observability.stop()
             self.observability = None
+        if self.hl7 is not None:
+            await self.hl7.stop()
+            self.hl7 = None
         if self.scrubber is not None:
             await self.scrubber.stop()
             self.scrubber = None
@@ -288,6 +327,7 @@ class Node:
             await self._http.cleanup()
             self._http = None
         if self.dicom is not None:
+            await self.dicom.workflow.stop()
             # Handler threads may be waiting on this loop: stop them off the loop.
             await asyncio.to_thread(self.dicom.stop)
             self.dicom = None
@@ -345,6 +385,28 @@ def _audit_damage(audit: AuditTrail) -> Callable[[str], None]:
             action=Action.INTEGRITY, outcome=Outcome.SERIOUS_FAILURE,
             detail=f"object {sha256} failed its check: quarantined, to be fetched again"))
     return damaged
+
+
+def _patients_changed(audit: AuditTrail, index: Index) -> Callable[
+        [set[PatientKey], list[PatientEvent]], Awaitable[None]]:
+    async def changed(keys: set[PatientKey], events: list[PatientEvent]) -> None:
+        # WADO-RS metadata kept ready holds the identity it was built with.
+        ids = sorted({k.id for k in keys})
+        if ids:
+            rows = await index.db.fetchall(
+                f"SELECT DISTINCT study_uid FROM {index.stored_tables().studies}"
+                f" WHERE patient_id IN ({', '.join('?' * len(ids))})", ids)
+            for row in rows:
+                invalidate_metadata(row["study_uid"])
+        # The IDs are the audit's to keep (the audit trail is where patient IDs go).
+        messages = ", ".join(f"{e.kind} {e.event_id}" for e in events[:5])
+        more = f" and {len(events) - 5} more" if len(events) > 5 else ""
+        for key in sorted(keys):
+            audit.record(AuditEvent(
+                action=Action.PATIENT_RECORD, patient_id=key.id,
+                node_id=events[0].origin if len(events) == 1 else "",
+                detail=f"patient identity changed by HL7 {messages}{more}"))
+    return changed
 
 
 def _audit_deletion(audit: AuditTrail) -> Callable[[str, str, str, StudyDeletion], None]:

@@ -30,6 +30,7 @@ _EVENTS: dict[str, tuple[str, str, str]] = {
     "refusal": ("110113", "Security Alert", "E"),
     "deletion": ("110105", "DICOM Study Deleted", "D"),
     "integrity": ("110113", "Security Alert", "E"),  # a stored object failed its check
+    "patient-record": ("110110", "Patient Record", "U"),  # an HL7 update or merge applied
 }
 # PS3.15 A.5.3: 0 success, 4 minor failure, 8 serious failure, 12 major failure.
 _OUTCOMES = {"success": "0", "minor-failure": "4", "refused": "4", "serious-failure": "8"}

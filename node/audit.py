@@ -43,6 +43,8 @@ class Action(enum.StrEnum):
     REFUSAL = "refusal"
     DELETION = "deletion"
     INTEGRITY = "integrity"  # a stored object failed its check and was set aside
+    PROCEDURE_STEP = "procedure-step"  # MPPS: a modality created or set a step
+    PATIENT_RECORD = "patient-record"  # an HL7 update or merge (ATNA Patient Record)
 
 
 class Outcome(enum.StrEnum):

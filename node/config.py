@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import grp
 import ipaddress
+import itertools
 import os
 import re
 import socket
@@ -24,11 +25,13 @@ from node.alerts import settings as alert_settings
 CONFIG_FILE = "pacsmesh.toml"
 ENV_PREFIX = "PACSMESH_"
 DEFAULT_DICOM_PORT = 11112
+DEFAULT_HL7_PORT = 2575  # IANA "hl7": the HL7 listener's port once it is switched on
 DEFAULT_HTTP_PORT = 8080
 DEFAULT_MESH_PORT = 11113
 DEFAULT_CACHE_BYTES = 10 * 2**30
 DEFAULT_HTTP_HEADER_TIMEOUT = 10.0
 DEFAULT_HTTP_MAX_BODY = 2**30
+DEFAULT_COMMITMENT_DEADLINE = 3600.0
 HTTP_TLS_MODES = ("off", "on", "self-signed")
 # http_tls also takes the booleans other switches take (dicom_tls, mdns).
 _TLS_ALIASES = {"true": "on", "yes": "on", "1": "on", "false": "off", "no": "off", "0": "off"}
@@ -137,6 +140,13 @@ class NodeConfig:
     http_max_body: int = DEFAULT_HTTP_MAX_BODY
     # Share the data dir with this group (folders 2750, files 0640); None: owner-only.
     data_dir_group: str | None = None
+    # Seconds a storage commitment request may wait for its instances to be on R
+    # members; what is short then is reported failed.
+    storage_commitment_deadline: float = DEFAULT_COMMITMENT_DEADLINE
+    # HL7 v2 over MLLP (node.hl7): off unless a port is given; TLS with the node's
+    # certificate (or the DICOM TLS files) when hl7_tls.
+    hl7_port: int | None = None
+    hl7_tls: bool = False
     # Thresholds of the alerts, and where they are sent (node/alerts/).
     alerts: alert_settings.AlertSettings = field(default_factory=alert_settings.AlertSettings)
 
@@ -341,7 +351,8 @@ _KEYS = (
     "dicom_tls_key", "access", "allowed_aets", "http_auth", "encrypt_at_rest",
     "at_rest_passphrase_file", *_DICOM_LIMIT_KEYS,
     "http_tls", "http_tls_cert", "http_tls_key", "http_header_timeout", "http_max_body",
-    "data_dir_group", *alert_settings.KEYS,
+    "data_dir_group", "storage_commitment_deadline", "hl7_port", "hl7_tls",
+    *alert_settings.KEYS,
 )
 # The passphrase itself comes only from the environment (or the file named above).
 PASSPHRASE_ENV = ENV_PREFIX + "AT_REST_PASSPHRASE"
@@ -443,12 +454,20 @@ def load_config(
         **_http_tls(merged),
         data_dir_group=_data_dir_group(merged.get("data_dir_group")),
         dicom_limits=_dicom_limits(merged),
+        storage_commitment_deadline=_seconds(
+            merged.get("storage_commitment_deadline", DEFAULT_COMMITMENT_DEADLINE),
+            "storage_commitment_deadline"),
+        hl7_port=(None if merged.get("hl7_port") in (None, "")
+                  else validate_port(merged["hl7_port"], "HL7 port")),
+        hl7_tls=_parse_bool(merged.get("hl7_tls", False), "hl7_tls"),
         alerts=_alerts(merged),
     )
     if (config.dicom_tls_cert is None) != (config.dicom_tls_key is None):
         raise ConfigError("dicom_tls_cert and dicom_tls_key go together: give both or neither")
     ports = {"DICOM": config.dicom_port, "HTTP": config.http_port, "mesh": config.mesh_port}
-    for a, b in (("DICOM", "HTTP"), ("DICOM", "mesh"), ("HTTP", "mesh")):
+    if config.hl7_port is not None:
+        ports["HL7"] = config.hl7_port
+    for a, b in itertools.combinations(ports, 2):
         if ports[a] == ports[b]:
             raise ConfigError(f"{a} and {b} ports must differ, both are {ports[a]}")
     return config

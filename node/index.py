@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from pydicom.dataset import Dataset
+
 from node.db import Database, IndexFailure, IndexFull, SqlFunction
 from node.dicom_header import InstanceKeys
 from node.migrations import MIGRATIONS, SCHEMA_VERSION
-from node.query import LOCAL_TABLES, Query, Tables, pn_key, pn_match, tm_norm
+from node.query import LOCAL_TABLES, Query, Tables, pn_key, pn_match, presented, tm_norm
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "AddOutcome", "Counts", "Index", "IndexFailure",
            "IndexFull", "MeshView", "StoredInstance"]
@@ -63,6 +65,8 @@ class StoredInstance:
     study_uid: str = ""
     series_uid: str = ""
     local: bool = True  # False: only other members hold it (see Index.instances_for)
+    # The Patient ID it is stored under, when patient events exist (node.patients).
+    patient_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -83,12 +87,46 @@ class MeshView(Protocol):
     def tables(self) -> Tables: ...
 
 
+class PatientView(Protocol):
+    """The current patient identity, as node.patients keeps it."""
+
+    @property
+    def touched(self) -> bool: ...
+
+    def presents(self, stored_patient_id: str) -> bool: ...
+
+    def coerce(self, ds: Dataset) -> bool: ...
+
+    async def current(self) -> None:
+        """Return once events due from other members are here (bounded)."""
+
+
+class _NoPatientEvents:
+    touched = False
+
+    async def current(self) -> None:
+        return None
+
+    def presents(self, stored_patient_id: str) -> bool:
+        return False
+
+    def coerce(self, ds: Dataset) -> bool:
+        return False
+
+
+NO_PATIENT_EVENTS: PatientView = _NoPatientEvents()
+
+
 class Index:
     def __init__(self, db: Database) -> None:
         self.db = db
         # Set by the composition root when the node is in a mesh; None: local holdings
         # only, whatever a query asks.
         self.mesh_view: MeshView | None = None
+        # Set by the composition root (node.patients.store): once a patient event exists,
+        # queries present each stored Patient ID as its current identity
+        # (node.query.presented), and data sets leaving the node are coerced to it.
+        self.patients: PatientView = NO_PATIENT_EVENTS
 
     @classmethod
     async def open(cls, path: Path) -> Index:
@@ -176,6 +214,7 @@ class Index:
     async def find(self, query: Query, mesh: bool = False) -> list[dict[str, Any]]:
         """C-FIND rows from this node's holdings, or (``mesh``) from everything the mesh
         holds as far as the catalog knows, each entity once."""
+        await self.patients.current()
         sql, params = query.sql(tables=self._tables(mesh))
         return await self._fetchall(sql, params)
 
@@ -183,24 +222,33 @@ class Index:
         """The instances under every entity the query matches, in a stable order; with
         ``mesh``, those held elsewhere too (``local`` False)."""
         mesh = mesh and self.mesh_view is not None
+        await self.patients.current()
         image_query = Query(level="IMAGE", conditions=query.conditions)
         columns = ["i.sop_class_uid", "i.transfer_syntax_uid", "i.sha256", "i.size",
                    "se.study_uid", "se.series_uid"]
-        sql, params = image_query.sql(columns=[*columns, "i.local"] if mesh else columns,
-                                      tables=self._tables(mesh))
+        if mesh:
+            columns.append("i.local")
+        if self.patients.touched:
+            columns.append("st.stored_patient_id")
+        sql, params = image_query.sql(columns=columns, tables=self._tables(mesh))
         rows = await self._fetchall(sql, params)
         return [
             StoredInstance(
                 sop_uid=r["SOPInstanceUID"], sop_class_uid=r["i.sop_class_uid"],
                 transfer_syntax_uid=r["i.transfer_syntax_uid"], sha256=r["i.sha256"],
                 size=r["i.size"], study_uid=r["se.study_uid"], series_uid=r["se.series_uid"],
-                local=bool(r.get("i.local", 1)),
+                local=bool(r.get("i.local", 1)), patient_id=r.get("st.stored_patient_id") or "",
             )
             for r in rows
         ]
 
-    def _tables(self, mesh: bool) -> Tables:
+    def stored_tables(self, mesh: bool = True) -> Tables:
+        """What the index holds as stored, no identity presented."""
         return self.mesh_view.tables if mesh and self.mesh_view is not None else LOCAL_TABLES
+
+    def _tables(self, mesh: bool) -> Tables:
+        tables = self.stored_tables(mesh)
+        return presented(tables) if self.patients.touched else tables
 
     async def sops_with_sha(self, sha256: str) -> list[str]:
         rows = await self._fetchall("SELECT sop_uid FROM instances WHERE sha256 = ?", (sha256,))

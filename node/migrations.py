@@ -359,6 +359,68 @@ MIGRATIONS: tuple[Migration, ...] = (
             AND NOT EXISTS (SELECT 1 FROM catalog d WHERE d.sop_uid = c.sop_uid
                             AND d.node_id < c.node_id);
     """),
+    # v11: storage commitment requests waiting for their instances to be safe (they
+    # survive restarts: the N-EVENT-REPORT is owed until sent or given up), and MPPS
+    # instances with their links to the scheduled steps they performed.
+    Migration("node", """
+    CREATE TABLE commitments (
+        transaction_uid TEXT NOT NULL,
+        requester TEXT NOT NULL,
+        items TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        deadline REAL NOT NULL,
+        state TEXT NOT NULL DEFAULT 'waiting',
+        report TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_try REAL NOT NULL DEFAULT 0,
+        PRIMARY KEY (requester, transaction_uid)
+    );
+    CREATE INDEX commitments_state ON commitments(state);
+    CREATE TABLE mpps (
+        sop_uid TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        calling_aet TEXT NOT NULL DEFAULT '',
+        attributes BLOB NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE mpps_steps (
+        mpps_uid TEXT NOT NULL REFERENCES mpps(sop_uid),
+        accession_number TEXT NOT NULL DEFAULT '',
+        requested_procedure_id TEXT NOT NULL DEFAULT '',
+        scheduled_step_id TEXT NOT NULL DEFAULT '',
+        study_uid TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX mpps_steps_mpps ON mpps_steps(mpps_uid);
+    CREATE INDEX mpps_steps_accession ON mpps_steps(accession_number);
+    """),
+    # v12: patient events (IHE PIR, node.patients): every accepted ADT message, immutable,
+    # and what they make of each stored Patient ID now, kept current by node.patients.
+    # patient_current holds only the IDs some event touches; NULL: the stored value
+    # stands. Stored files and the study rows are never rewritten.
+    Migration("node", """
+    CREATE TABLE patient_events (
+        event_id TEXT PRIMARY KEY,
+        at TEXT NOT NULL,
+        document TEXT NOT NULL,
+        origin TEXT NOT NULL DEFAULT '',
+        received_from TEXT NOT NULL DEFAULT '',
+        received_at REAL NOT NULL
+    );
+    CREATE INDEX patient_events_order ON patient_events(at, event_id);
+    CREATE TRIGGER patient_events_immutable BEFORE UPDATE ON patient_events BEGIN
+        SELECT RAISE(ABORT, 'patient events are immutable');
+    END;
+    CREATE TABLE patient_current (
+        patient_id TEXT PRIMARY KEY,
+        current_id TEXT NOT NULL,
+        current_issuer TEXT NOT NULL DEFAULT '',
+        patient_name TEXT,
+        patient_birth_date TEXT,
+        patient_sex TEXT,
+        merged INTEGER NOT NULL DEFAULT 0
+    );
+    """),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

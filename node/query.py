@@ -126,6 +126,29 @@ class Tables:
 
 LOCAL_TABLES = Tables()
 
+# The studies a query reads with each stored Patient ID presented as its current
+# identity (node.patients keeps patient_current): a subquery in FROM, which SQLite
+# flattens like a view. Only used once some patient event exists, so a node without
+# an HL7 feed reads its tables (and their name index) as before.
+_PRESENTED_STUDIES = (
+    "(SELECT s.study_uid, COALESCE(p.current_id, s.patient_id) AS patient_id,"
+    " COALESCE(p.patient_name, s.patient_name) AS patient_name,"
+    " COALESCE(p.patient_birth_date, s.patient_birth_date) AS patient_birth_date,"
+    " COALESCE(p.patient_sex, s.patient_sex) AS patient_sex,"
+    " s.study_date, s.study_time, s.accession_number, s.study_id, s.study_description,"
+    " s.referring_physician_name,"
+    " CASE WHEN p.patient_name IS NULL THEN s.patient_name_key"
+    " ELSE pn_key(p.patient_name) END AS patient_name_key, s.patient_id AS stored_patient_id"
+    " FROM {base} s LEFT JOIN patient_current p ON p.patient_id = s.patient_id)"
+)
+
+
+def presented(tables: Tables) -> Tables:
+    """``tables`` with patient attributes as patient events make them now (IHE PIR):
+    a merged patient's studies are found under the survivor's ID, not the old one."""
+    return Tables(_PRESENTED_STUDIES.format(base=tables.studies), tables.series,
+                  tables.instances)
+
 
 @dataclass
 class Query:

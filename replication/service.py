@@ -31,6 +31,7 @@ from typing import Any
 from discovery.probe import ProbeFailed, Refused
 from discovery.service import Discovery
 from node.archive import Archive
+from node.patients.store import PatientStore
 from node.storage import TamperedObject
 from node.tasks import cancel_and_wait
 from replication.antientropy import missing_at
@@ -41,6 +42,7 @@ from replication.errors import RemoteAnswerInvalid
 from replication.outbox_store import NOTHING_OWED, OutboxStore
 from replication.outgoing import send_object
 from replication.owned import OwnedIndex
+from replication.patient_sync import PatientEventSync
 from replication.placement import DEFAULT_REPLICAS
 from replication.planner import (
     Change,
@@ -92,6 +94,7 @@ class Replicator:
     def __init__(
         self, archive: Archive, discovery: Discovery, settings: ReplicationSettings,
         clock: Callable[[], float] = time.time, owned: OwnedIndex | None = None,
+        patients: PatientStore | None = None,
     ) -> None:
         self.archive = archive
         # What this node holds, shared with the anti-entropy routes (replication/owned.py).
@@ -122,6 +125,7 @@ class Replicator:
         self._scan_mark = (-1, 0)
         self._duties: StandInDuties | None = None
         self.deletions = Deletions(archive, discovery, clock)
+        self.patient_events = None if patients is None else PatientEventSync(patients, discovery)
         self._rates: defaultdict[str, RateWindow] = defaultdict(
             lambda: RateWindow(self._clock))
         self._backlogs: dict[str, Backlog] = {}
@@ -195,6 +199,9 @@ class Replicator:
         members, alive, me = self.discovery.members(), self._alive(), self.discovery.node_id
         # A peer seen down must give its tombstones again before anti-entropy with it.
         self._tombstones_read &= alive
+        if self.patient_events is not None:
+            # And its patient events before queries are answered (replication.patient_sync).
+            self.patient_events.track(set(members) - {me}, alive)
         for kind, schedule, work, seconds in (
             ("tombstones", self._tombstones, self._pull_tombstones, TOMBSTONE_SECONDS),
             ("catalog", self._catalog, self._pull_catalog, CATALOG_SECONDS),
@@ -311,12 +318,18 @@ class Replicator:
         anti-entropy could offer it (or take from it) a deleted study."""
         try:
             await self.deletions.pull(peer)
+            if self.patient_events is not None:
+                # Before anti-entropy too: a member back from an outage learns the
+                # merges and corrections made meanwhile as soon as it is seen again.
+                await self.patient_events.pull(peer)
         except (ProbeFailed, RemoteAnswerInvalid) as exc:
-            log.info("tombstone pull from %s failed: %s", peer[:15], exc)
+            log.info("tombstone or patient event pull from %s failed: %s", peer[:15], exc)
         finally:
             # Asked (as before this ran as its own task): a peer whose tombstones cannot
             # be read must not be kept from anti-entropy for good.
             self._tombstones_read.add(peer)
+            if self.patient_events is not None:
+                self.patient_events.asked(peer)
 
     async def _pull_catalog(self, peer: str) -> None:
         """Read one live member's change feed from where we stopped: the catalog."""

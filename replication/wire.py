@@ -36,6 +36,7 @@ DIGEST_PATH = "/mesh/digest"
 HOLDINGS_PATH = "/mesh/holdings"
 FIND_PATH = "/mesh/find"
 TOMBSTONES_PATH = "/mesh/tombstones"
+PATIENT_EVENTS_PATH = "/mesh/patient-events"
 OBJECTS_PATH = "/mesh/objects/{sha256}"
 PARTIAL_PATH = "/mesh/objects/{sha256}/partial"
 
@@ -55,6 +56,7 @@ __all__ = [
     "OBJECTS_PATH",
     "OFFSET_HEADER",
     "PARTIAL_PATH",
+    "PATIENT_EVENTS_PATH",
     "SHA_HEADER",
     "SIZE_HEADER",
     "TOMBSTONES_PATH",
@@ -65,6 +67,7 @@ __all__ = [
     "FindRequest",
     "Holdings",
     "PartialHeld",
+    "PatientEventList",
     "TombstoneList",
     "TransferReceipt",
     "bucket_param",
@@ -241,3 +244,27 @@ class TombstoneList:
         if self.same:
             return {"digest": self.digest, "same": True}
         return {"digest": self.digest, "tombstones": list(self.tombstones)}
+
+
+@dataclass(frozen=True, slots=True)
+class PatientEventList:
+    """``GET /mesh/patient-events?digest=D``: the member's patient events, or that it
+    holds the same set (``same``). Each event is read on its own (``PatientEvent.
+    from_json``): one a newer member writes differently must not keep the others out.
+    The shape of :class:`TombstoneList`, with ``events`` for ``tombstones``."""
+
+    digest: str
+    same: bool = False
+    events: tuple[Any, ...] = ()
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Self:
+        as_tombstones = TombstoneList.from_json(
+            {**as_object(obj, "patient event list"), "tombstones": obj.get("events", [])})
+        return cls(as_tombstones.digest, as_tombstones.same, as_tombstones.tombstones)
+
+    def to_json(self) -> dict[str, Any]:
+        answer = TombstoneList(self.digest, self.same, self.events).to_json()
+        if "tombstones" in answer:
+            answer["events"] = answer.pop("tombstones")
+        return answer

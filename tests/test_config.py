@@ -392,3 +392,13 @@ def test_node_env_aet_beats_toml(tmp_path: Path) -> None:
         assert node.status()["aet"] == "FROMENV"
     finally:
         node.stop()
+
+
+def test_storage_commitment_deadline(tmp_path: Path) -> None:
+    assert load_config({"data_dir": tmp_path}, env={}).storage_commitment_deadline == 3600
+    write_toml(tmp_path, "storage_commitment_deadline = 90\n")
+    assert load_config({"data_dir": tmp_path}, env={}).storage_commitment_deadline == 90
+    env = {"PACSMESH_STORAGE_COMMITMENT_DEADLINE": "2.5"}
+    assert load_config({"data_dir": tmp_path}, env=env).storage_commitment_deadline == 2.5
+    with pytest.raises(ConfigError, match="storage_commitment_deadline"):
+        load_config({"data_dir": tmp_path}, env={"PACSMESH_STORAGE_COMMITMENT_DEADLINE": "0"})

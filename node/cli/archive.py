@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from node.app import close_archive, open_archive, open_storage
+from node.cli import media
 from node.cli.common import _config, _fail, data_dir_option, err, progress_bar
 from node.config import NodeConfig
 from node.datadir import INDEX_FILE, StartupError, lock_data_dir
@@ -23,17 +24,35 @@ from node.dicom_header import InvalidDataset
 from node.dicom_validate import MissingUID, NotPart10
 from node.http.api import study_json
 from node.index import Index
+from node.media.medium import is_medium
 from node.reconcile import ReconcileReport, reconcile
 from node.storage import StorageError
 
 
 @click.command("import")
 @data_dir_option
+@click.option("--to-node", metavar="URL",
+              help="Send to a running node (POST URL/api/media) instead of the data dir.")
 @click.argument("paths", nargs=-1, required=True,
                 type=click.Path(exists=True, path_type=Path))
-def import_(data_dir: Path | None, paths: tuple[Path, ...]) -> None:
-    """Store DICOM files and folders (recursively) into the archive."""
+def import_(data_dir: Path | None, to_node: str | None, paths: tuple[Path, ...]) -> None:
+    """Store DICOM files, folders (recursively) and portable media (a folder or disc
+    with a DICOMDIR, a .zip, an .iso) into the archive."""
+    if to_node is not None:
+        media.exit_unless(media.import_to_node(to_node, list(paths)))
+        return
     config = _config(data_dir=data_dir)
+    media_paths = [p for p in paths if is_medium(p)]
+    whole = True
+    if media_paths:
+        results = media.run_or_fail(media.import_media(config, media_paths), "store it")
+        for path, found in results:
+            media.report(path, found)
+        paths = tuple(p for p in paths if p not in media_paths)
+        whole = not any(found.unreadable or found.missing for _, found in results)
+        if not paths:
+            media.exit_unless(whole)
+            return
     files = list(_walk(paths))
     try:
         counts = asyncio.run(import_files(config, files))
@@ -47,7 +66,7 @@ def import_(data_dir: Path | None, paths: tuple[Path, ...]) -> None:
         + (f", refused {counts['tombstoned']} of deleted studies" if counts["tombstoned"] else "")
         + (f", refused {counts['refused']} invalid" if counts["refused"] else "")
     )
-    if counts["failed"] or counts["refused"]:
+    if counts["failed"] or counts["refused"] or not whole:
         sys.exit(1)
 
 

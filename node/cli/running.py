@@ -15,7 +15,14 @@ from discovery.join_policy import join_text
 from node import wait_cli
 from node.app import run_node
 from node.cli.common import _config, _fail, data_dir_option, running_node_json
-from node.config import ACCESS_MODES, HTTP_AUTH_MODES, HTTP_TLS_MODES, QUERY_SCOPES, NodeConfig
+from node.config import (
+    ACCESS_MODES,
+    DEFAULT_HL7_PORT,
+    HTTP_AUTH_MODES,
+    HTTP_TLS_MODES,
+    QUERY_SCOPES,
+    NodeConfig,
+)
 from node.datadir import StartupError
 from node.log_format import setup_logging
 
@@ -68,6 +75,11 @@ from node.log_format import setup_logging
               help="Seal stored objects with AES-256-GCM (key in <data-dir>/keys).")
 @click.option("--at-rest-passphrase-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Derive the at-rest key from the passphrase in this file instead.")
+@click.option("--hl7-port", type=int, is_flag=False, flag_value=DEFAULT_HL7_PORT,
+              metavar="[PORT]",
+              help="Receive HL7 v2 ADT over MLLP on this port (alone: 2575; default off).")
+@click.option("--hl7-tls/--no-hl7-tls", default=None,
+              help="MLLP over TLS with the node's certificate (or the DICOM TLS files).")
 @click.option("--log-level", help="DEBUG, INFO, WARNING, ERROR.")
 def run(**options: Any) -> None:
     """Run a node until interrupted."""

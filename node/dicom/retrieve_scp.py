@@ -18,6 +18,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Protocol
 
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, build_context, evt
@@ -135,10 +136,16 @@ class RetrieveService:
     def _payload(self, inst: StoredInstance, accepted_for: Callable[[str], set[str]]) -> Any:
         plan = choose_plan(inst.transfer_syntax_uid, accepted_for(inst.sop_class_uid))
         plain: PlainFile | None = None
+        patients = self.archive.index.patients
         try:
             plain = opened = self.archive.storage.plain_file(inst.sha256)
             payload: Any
-            if plan is Plan.REENCODE and _to_implicit(inst, accepted_for):
+            if patients.presents(inst.patient_id):
+                # IHE PIR: decoded and coerced to the current identity on the way out;
+                # every other patient keeps the stored-bytes path.
+                payload = _decoded(opened.path, plan)
+                patients.coerce(payload)
+            elif plan is Plan.REENCODE and _to_implicit(inst, accepted_for):
                 # Converted from the stored bytes as it is sent.
                 payload = StoredFile(str(opened.path), inst, opened, ImplicitVRLittleEndian)
             else:
@@ -303,6 +310,18 @@ def _stream_stored_files(assoc: Any) -> None:
 
     send_c_store.streams_stored_files = True  # type: ignore[attr-defined]
     assoc.send_c_store = send_c_store
+
+
+def _decoded(path: Path, plan: Plan) -> Dataset:
+    """The stored instance as a data set in a transfer syntax the peer accepted."""
+    if plan is not Plan.AS_STORED:
+        decoded = prepare(path, plan)
+        assert isinstance(decoded, Dataset)
+        return decoded
+    try:
+        return dcmread(path)
+    except Exception as exc:
+        raise TranscodeError(f"cannot decode: {type(exc).__name__}: {exc}") from exc
 
 
 def _to_implicit(inst: StoredInstance, accepted_for: Callable[[str], set[str]]) -> bool:

@@ -39,6 +39,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from node.archive import Archive, IngestResult, IngestStatus
 from node.audit import Action, AuditTrail, Outcome, store_outcome
+from node.commitment import DurableCopies
 from node.config import NodeConfig
 from node.dicom import patches
 from node.dicom.access import AccessPolicy
@@ -70,6 +71,7 @@ from node.dicom.statuses import (
     model_root,
     status_dataset,
 )
+from node.dicom.workflow import WORKFLOW_CLASSES, Workflow
 from node.dicom_header import InvalidDataset
 from node.dicom_validate import InvalidUID
 from node.index import IndexFailure, IndexFull
@@ -116,6 +118,7 @@ class DicomServer(RetrieveService):
         mesh: MeshSource | None = None, audit: AuditTrail | None = None,
         mesh_aets: Callable[[], Iterable[str]] | None = None,
         tls: ssl.SSLContext | None = None, members: Members | None = None,
+        copies: DurableCopies | None = None,
         observer: Observer | None = None,
     ) -> None:
         """``discovered`` resolves AE titles not in the configured table (e.g. mDNS);
@@ -123,6 +126,7 @@ class DicomServer(RetrieveService):
         ``mesh_aets`` gives the AE titles of mesh members and discovered devices; ``tls``
         makes the DICOM port speak TLS; ``members`` gives the mesh members' titles, node
         ids and addresses, so that a member's title is believed only from the member;
+        ``copies`` counts durable copies in the mesh for storage commitment;
         ``observer`` counts and times each request (node.metrics)."""
         self.config = config
         self.archive = archive
@@ -136,6 +140,7 @@ class DicomServer(RetrieveService):
         self._members = members
         self._observer = observer
         self.gate: AssociationGate | None = None
+        self.workflow = Workflow(config, archive, self.audit, self.resolve_destination, copies)
         self.ae = self._build_ae()
         self._server: ThreadedAssociationServer | None = None
 
@@ -156,7 +161,7 @@ class DicomServer(RetrieveService):
         for uid in storage_classes():
             # Both roles, so C-GET requesters can negotiate SCP role for sub-operations.
             ae.add_supported_context(uid, STORAGE_SYNTAXES, scu_role=True, scp_role=True)
-        for uid in _QR_CLASSES:
+        for uid in (*_QR_CLASSES, *WORKFLOW_CLASSES):
             ae.add_supported_context(uid)
         return ae
 
@@ -176,6 +181,7 @@ class DicomServer(RetrieveService):
         handlers = [
             *gate.handlers(),
             *self._services(),
+            *self.workflow.handlers(),
             *self.audit.handlers(),
         ]
         self._server = start_server(

@@ -18,7 +18,7 @@ from node.audit import Action, AuditEvent, AuditTrail, Outcome
 from node.index import Index
 
 READ, UPLOAD, ADMIN = "reader", "uploader", "admin"
-UPLOAD_PATHS = ("/api/instances",)
+UPLOAD_PATHS = ("/api/instances", "/api/media")
 STOW_PATH = "/dicom-web/studies"  # STOW-RS: POST here or under one study
 ADMIN_PATHS = ("/api/audit", "/api/tokens", "/dashboard/audit")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -1,6 +1,8 @@
 """WADO-RS frames (PS3.18 10.4.1.1.4): ``frames/{list}`` cut from the stored pixel data
 without decoding it: native frames by their byte offsets, encapsulated ones as their
-fragments, in the stored transfer syntax.
+fragments, in the stored transfer syntax. The frames' positions are found from the
+header once per object (frame_index) and the frames read by seek; an object whose
+layout is unusual is parsed whole instead.
 
 Native little-endian pixel data goes out as application/octet-stream; compressed pixel
 data goes out as is only to a requester that accepts that syntax (``transfer-syntax=*``,
@@ -21,6 +23,7 @@ from pydicom.encaps import generate_frames
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from node.http.dicomweb.context import PREFIX, DicomWeb, MediaRange, accepted, matches, refusal
+from node.http.dicomweb.frame_index import FrameMap, locate, read_frame
 from node.http.dicomweb.wado import (
     MULTIPART,
     OCTETS,
@@ -28,8 +31,11 @@ from node.http.dicomweb.wado import (
     audit,
     read_instance,
     resolve,
+    set_aside,
     settle,
 )
+from node.index import StoredInstance
+from node.storage import Storage, TamperedObject
 
 # The media type of each compressed syntax's frames (PS3.18 Table 8.7.3-5).
 _MEDIA = {
@@ -74,6 +80,18 @@ def _encapsulated_frames(ds: Dataset) -> Iterator[bytes]:
     return generate_frames(ds.PixelData, number_of_frames=count)
 
 
+async def whole_file(context: DicomWeb, inst: StoredInstance,
+                     numbers: list[int]) -> tuple[int, list[bytes]]:
+    data = await read_instance(context, inst)
+    ds = await asyncio.to_thread(dcmread, io.BytesIO(data))
+    if "PixelData" not in ds:
+        raise refusal(web.HTTPNotFound, "the instance has no pixel data")
+    every = await asyncio.to_thread(
+        lambda: _native_frames(ds) if inst.transfer_syntax_uid in _NATIVE
+        else list(_encapsulated_frames(ds)))
+    return len(every), [every[n - 1] for n in numbers if n <= len(every)]
+
+
 def _fits(media: MediaRange, syntax: str) -> str | None:
     """The part's Content-Type when ``media`` accepts frames in ``syntax``, else None."""
     if media.type == "*/*" and not media.params:
@@ -93,6 +111,34 @@ def _fits(media: MediaRange, syntax: str) -> str | None:
     return f"{own if wanted == '*/*' else wanted}; transfer-syntax={syntax}"
 
 
+def cut_frames(storage: Storage, sha256: str, known: FrameMap | None,
+         numbers: list[int]) -> tuple[FrameMap | None, list[bytes]]:
+    """The object's frame map and the frames ``numbers`` name read by offset (none when
+    a number is past the last frame); no map when the layout is unusual."""
+    with storage.open_object(sha256) as fh:
+        found = known or locate(fh)
+        if found is None or max(numbers) > found.count:
+            return found, []
+        return found, [read_frame(fh, found.frames[n - 1]) for n in numbers]
+
+
+async def by_offset(context: DicomWeb, inst: StoredInstance,
+                    numbers: list[int]) -> tuple[int, list[bytes]] | None:
+    """(frames in the object, the frames asked for), or None to parse the whole file."""
+    try:
+        found, cut = await asyncio.to_thread(
+            cut_frames, context.archive.storage, inst.sha256, context.frame_maps.get(inst.sha256),
+            numbers)
+    except TamperedObject as exc:
+        raise await set_aside(context, exc) from None
+    except OSError:
+        return None  # the whole-file path reads again and answers the error it meets
+    if found is None:
+        return None
+    context.frame_maps.put(inst.sha256, found)
+    return found.count, cut
+
+
 def routes(context: DicomWeb) -> list[web.RouteDef]:
     async def frames(request: web.Request) -> web.StreamResponse:
         numbers = frame_numbers(request.match_info["frames"])
@@ -104,19 +150,15 @@ def routes(context: DicomWeb) -> list[web.RouteDef]:
             raise refusal(web.HTTPNotAcceptable,
                           f"frames are served in their stored transfer syntax {syntax},"
                           " not transcoded: accept it (transfer-syntax=* or that UID)")
-        data = await read_instance(context, inst)
-        ds = await asyncio.to_thread(dcmread, io.BytesIO(data))
-        if "PixelData" not in ds:
-            raise refusal(web.HTTPNotFound, "the instance has no pixel data")
-        every = await asyncio.to_thread(
-            lambda: _native_frames(ds) if syntax in _NATIVE else list(_encapsulated_frames(ds)))
-        if max(numbers) > len(every):
+        quick = await by_offset(context, inst, numbers)
+        count, cut = quick if quick is not None else await whole_file(context, inst, numbers)
+        if max(numbers) > count:
             raise refusal(web.HTTPNotFound,
-                          f"the instance has {len(every)} frame(s), not {max(numbers)}")
+                          f"the instance has {count} frame(s), not {max(numbers)}")
         response = Multipart(part_type.split(";")[0])
         await response.prepare(request)
-        for n in numbers:
-            await response.part(part_type, every[n - 1])
+        for frame in cut:
+            await response.part(part_type, frame)
         await response.finish()
         audit(context, request, [inst], f"WADO-RS frames {len(numbers)}")
         await settle(context, [inst])

@@ -3,6 +3,8 @@ one C-FIND matcher (node.query), answered in DICOM JSON."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -24,7 +26,7 @@ from node.http.dicomweb.context import (
     matches,
     refusal,
 )
-from node.http.dicomweb.dicom_json import to_json
+from node.http.dicomweb.dicom_json import element_json
 from node.query import ATTRS, COMPUTED, LEVELS, UNIQUE_KEY, Query, QueryError, parse_identifier
 
 log = logging.getLogger(__name__)
@@ -168,23 +170,32 @@ def parse_search(level: str, fixed: Mapping[str, str],
                   tuple(ignored))
 
 
-def answer(search: Search, rows: list[dict[str, Any]]) -> list[Dataset]:
-    """One data set per row, after offset and limit, with the keys the query returns."""
+def answer(search: Search, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One DICOM JSON object per row, after offset and limit, with the keys the query
+    returns: empty ones without a value, unknown ones empty, keys in tag order."""
     end = None if search.limit is None else search.offset + search.limit
+    keys = []
+    for keyword in search.query.return_keys:
+        tag = tag_for_keyword(keyword)
+        if tag is not None:
+            keys.append((keyword, int(tag), dictionary_VR(keyword)))
+    unknown = []
+    for tag in search.query.unknown_keys:
+        try:
+            unknown.append((int(tag), dictionary_VR(tag)))
+        except KeyError:
+            continue
     out = []
     for row in rows[search.offset:end]:
-        ds = Dataset()
-        for keyword in search.query.return_keys:
+        one: dict[int, dict[str, Any]] = {}
+        for keyword, number, vr in keys:
             value = row.get(keyword)
             if keyword == "ModalitiesInStudy" and not value:
                 continue  # non-empty or absent (PS3.18 F.2)
-            setattr(ds, keyword, "" if value is None else value)
-        for tag in search.query.unknown_keys:
-            try:
-                ds.add_new(tag, dictionary_VR(tag), None)
-            except KeyError:
-                continue
-        out.append(ds)
+            one[number] = element_json(number, vr, value)
+        for number, vr in unknown:
+            one[number] = {"vr": vr}
+        out.append({f"{t:08X}": one[t] for t in sorted(one)})
     return out
 
 
@@ -212,13 +223,14 @@ def routes(web_ctx: DicomWeb) -> list[web.RouteDef]:
             rows = await mesh.image_rows(found.query, found.identifier, "STUDY")
         else:
             rows = await index.find(found.query, mesh=web_ctx.over_mesh)
-        datasets = answer(found, rows)
+        # Off the loop: 10,000 studies are ~1 s of encoding, and the loop owns the index.
+        body = await asyncio.to_thread(lambda: json.dumps(answer(found, rows)).encode())
         log.info("QIDO-RS at %s level: %d match(es)", level, len(rows))
         web_ctx.record(request, Action.QUERY, Outcome.SUCCESS,
                        f"{level} level, {len(rows)} match(es)",
                        patient_id=exact_key(found.identifier, "PatientID"),
                        study_uid=exact_key(found.identifier, "StudyInstanceUID"))
-        response = json_answer([to_json(ds) for ds in datasets])
+        response = json_answer(body)
         for text in found.warnings:
             response.headers.add("Warning", f'299 {request.host}: "{text}"')
         return response

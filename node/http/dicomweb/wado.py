@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import BinaryIO
 
 from aiohttp import web
@@ -25,11 +26,13 @@ from node.http.dicomweb.context import (
     DicomWeb,
     MediaRange,
     accepted,
-    json_answer,
     matches,
+    ready_answer,
     refusal,
 )
-from node.http.dicomweb.dicom_json import element_at, metadata_json
+from node.http.dicomweb.dicom_json import Memo, element_at, metadata_json
+from node.http.dicomweb.metadata_cache import Answer, fingerprint
+from node.http.dicomweb.metadata_cache import answer as build_answer
 from node.index import StoredInstance
 from node.query import parse_identifier
 from node.storage import StorageError, TamperedObject
@@ -108,14 +111,19 @@ def _identifier(uids: Mapping[str, str]) -> Dataset:
     return ds
 
 
+async def set_aside(context: DicomWeb, exc: TamperedObject) -> web.HTTPException:
+    """Set the damaged object aside; the refusal to raise."""
+    await context.archive.set_aside(exc.sha256, str(exc))
+    return refusal(web.HTTPServiceUnavailable,
+                   "a stored copy failed its check and was set aside; retry to get"
+                   " it from a replica")
+
+
 async def read_instance(context: DicomWeb, inst: StoredInstance) -> bytes:
     try:
         return await asyncio.to_thread(context.archive.storage.read, inst.sha256)
     except TamperedObject as exc:
-        await context.archive.set_aside(exc.sha256, str(exc))
-        raise refusal(web.HTTPServiceUnavailable,
-                      "a stored copy failed its check and was set aside; retry to get"
-                      " it from a replica") from None
+        raise await set_aside(context, exc) from None
     except OSError as exc:
         log.error("WADO-RS: object %s unreadable: %s", inst.sha256[:12], exc)
         raise refusal(web.HTTPInternalServerError, "a stored instance cannot be read") from None
@@ -150,8 +158,11 @@ async def resolve(context: DicomWeb, uids: Mapping[str, str]) -> list[StoredInst
 
 async def settle(context: DicomWeb, instances: list[StoredInstance]) -> None:
     if context.mesh is not None:
-        await context.mesh.used_locally([i.sop_uid for i in instances if i.local])
-        await context.mesh.enforce_budget()
+        await context.mesh.used_locally(context.touches.due(
+            i.sop_uid for i in instances if i.local))
+        # Only what was fetched for this answer can have grown the cache past its budget.
+        if any(not i.local for i in instances):
+            await context.mesh.enforce_budget()
 
 
 def audit(context: DicomWeb, request: web.Request, instances: list[StoredInstance],
@@ -196,19 +207,10 @@ def routes(context: DicomWeb) -> list[web.RouteDef]:
                    for m in accepted(request.headers.get("Accept"))):
             raise refusal(web.HTTPNotAcceptable, "metadata is application/dicom+json only")
         instances = await resolve(context, request.match_info)
-        answers = []
-        for inst in instances:
-            data = await read_instance(context, inst)
-            ds = await asyncio.to_thread(dcmread, io.BytesIO(data))
-            base = (f"{PREFIX}/studies/{inst.study_uid}/series/{inst.series_uid}"
-                    f"/instances/{inst.sop_uid}")
-            answer = metadata_json(ds, base)
-            # What a viewer needs to decode frames it fetches apart from the file.
-            answer["00020010"] = {"vr": "UI", "Value": [inst.transfer_syntax_uid]}
-            answers.append(dict(sorted(answer.items())))
+        ready = await metadata_answer(context, request.match_info, instances)
         audit(context, request, instances, "WADO-RS metadata")
         await settle(context, instances)
-        return json_answer(answers)
+        return ready_answer(request, ready)
 
     async def bulkdata(request: web.Request) -> web.StreamResponse:
         if not any(m.type == "*/*" or (matches(m, MULTIPART) and m.params.get(
@@ -244,6 +246,45 @@ def routes(context: DicomWeb) -> list[web.RouteDef]:
         web.get(f"{p}/series/{{series}}/instances/{{instance}}/bulkdata/{{path:.+}}",
                 bulkdata),
     ]
+
+
+def instance_metadata(data: bytes, inst: StoredInstance, memo: Memo | None = None,
+                      coerce: Callable[[Dataset], bool] | None = None) -> bytes:
+    """One instance's metadata answer as JSON bytes (keys sorted)."""
+    ds = dcmread(io.BytesIO(data))
+    if coerce is not None:
+        coerce(ds)  # r16-hl7: the patient's current identity (IHE PIR)
+    base = (f"{PREFIX}/studies/{inst.study_uid}/series/{inst.series_uid}"
+            f"/instances/{inst.sop_uid}")
+    answer = metadata_json(ds, base, memo)
+    # What a viewer needs to decode frames it fetches apart from the file.
+    answer["00020010"] = {"vr": "UI", "Value": [inst.transfer_syntax_uid]}
+    return json.dumps(dict(sorted(answer.items()))).encode()
+
+
+async def metadata_answer(context: DicomWeb, uids: Mapping[str, str],
+                          instances: list[StoredInstance]) -> Answer:
+    """The metadata answer of ``instances`` (what the path ``uids`` names), from the
+    cache, or from what of it the cache holds and the objects for the rest."""
+    cache = context.metadata
+    key = (uids["study"], uids.get("series", ""), uids.get("instance", ""))
+    stamp = fingerprint(i.sha256 for i in instances)
+    ready = cache.answer(key, stamp)
+    if ready is not None:
+        return ready
+    parts = []
+    memo: Memo = {}  # one build's, so it lives no longer than the build
+    for inst in instances:
+        part = cache.instance(inst.sha256)
+        if part is None:
+            part = await asyncio.to_thread(instance_metadata,
+                                           await read_instance(context, inst), inst, memo,
+                                           context.archive.index.patients.coerce)
+            cache.put_instance(inst.sha256, inst.study_uid, part)
+        parts.append(part)
+    ready = await asyncio.to_thread(build_answer, stamp, parts)
+    cache.put_answer(key, ready)
+    return ready
 
 
 async def open_instance(context: DicomWeb, inst: StoredInstance,
