@@ -110,9 +110,12 @@ def test_dashboard_follows_the_mesh(make_node, browser: Any, tmp_path: Path) -> 
 
     page.fill('#study-search input[name="patient"]', "Evil")
     page.click('#study-search button')
-    cell = page.locator("#study-results td.patient")
-    cell.wait_for(timeout=WAIT_MS)
-    assert cell.inner_text() == EVIL
+    # The page first lists every study: wait for the answer to this search to replace them.
+    page.wait_for_function(
+        "() => { const c = document.querySelectorAll('#study-results td.patient');"
+        " return c.length === 1 && c[0].textContent.endsWith('Evil^Name'); }",
+        timeout=WAIT_MS)
+    assert page.locator("#study-results td.patient").inner_text() == EVIL
     page.goto(f"http://127.0.0.1:{a.http_port}/dashboard?patient=Evil")  # server-rendered
     assert page.locator("#study-results td.patient").inner_text() == EVIL
     assert page.locator(f'a[href="/viewer?StudyInstanceUIDs={uid}"]').count() == 1
