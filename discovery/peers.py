@@ -44,6 +44,8 @@ class Peer:
     last_seen: float | None = None  # last successful probe
     last_probe: float | None = None
     sources: frozenset[str] = frozenset()  # mdns, static, exchange, persisted
+    # When the state last changed (the dashboard's "dead since"); not persisted.
+    state_since: float | None = None
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -92,6 +94,7 @@ class PeerTable:
             peer = Peer(
                 node_id=node_id, aet=aet, addresses=addrs, mesh_port=mesh_port,
                 dicom_port=dicom_port, first_seen=now, sources=frozenset({source}),
+                state_since=now,
             )
         else:
             # A fresh hint's addresses go first (a DHCP renewal); older ones stay as fallbacks
@@ -130,9 +133,11 @@ class PeerTable:
         if peer is None:
             return None
         addresses = (address, *(a for a in peer.addresses if a != address))
+        now = self.clock()
         self.peers[node_id] = replace(
-            peer, state=PeerState.ALIVE, last_seen=self.clock(), addresses=addresses,
+            peer, state=PeerState.ALIVE, last_seen=now, addresses=addresses,
             aet=aet or peer.aet, dicom_port=dicom_port or peer.dicom_port,
+            state_since=peer.state_since if peer.state is PeerState.ALIVE else now,
         )
         return StateChange(node_id, peer.state, PeerState.ALIVE) if (
             peer.state is not PeerState.ALIVE) else None
@@ -161,7 +166,7 @@ class PeerTable:
             elif peer.state is PeerState.UNKNOWN and silent >= self.liveness.dead_after:
                 new = PeerState.DEAD
             if new is not peer.state:
-                self.peers[node_id] = replace(peer, state=new)
+                self.peers[node_id] = replace(peer, state=new, state_since=now)
                 changes.append(StateChange(node_id, peer.state, new))
         return changes
 

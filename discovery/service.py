@@ -286,6 +286,10 @@ class Discovery:
             out.append(item)
         return out
 
+    def to_wall(self, t: float) -> float:
+        """A peer-table time (the liveness clock) as epoch seconds."""
+        return self._wall() - (self._clock() - t)
+
     def known_aets(self) -> set[str]:
         """AE titles of the roster's members and of DICOM devices announcing themselves."""
         return self.directory.known_aets(self.view)

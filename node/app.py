@@ -24,6 +24,7 @@ from node.config import NodeConfig
 from node.datadir import INDEX_FILE, StartupError, lock_data_dir
 from node.dicom.claims import MemberIdentity, Members
 from node.dicom.mesh_seam import MeshSeam
+from node.dicom.observed import LateObserver
 from node.dicom.patches import UnsupportedLibrary
 from node.dicom.scp import DicomServer, configure_pynetdicom
 from node.dicom.tls import DicomTlsError, server_context
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 
     from discovery.service import Discovery
     from node.identity import NodeIdentity
+    from node.observability import Observability
     from replication.service import Replicator
     from replication.tombstone_store import StudyDeletion
 
@@ -61,7 +63,8 @@ _MESH_HALF = (
     "replication.retrieve", "replication.service", "replication.transfer",
     "node.http.media_routes", "node.http.session", "node.http.session_store",
     "node.http.viewer", "node.http.dicomweb.metadata_cache", "replication.patient_sync",
-    "replication.viewer_share",
+    "replication.viewer_share", "node.observability", "replication.member_health",
+    "replication.mesh_view",
 )
 
 
@@ -124,6 +127,7 @@ class Node:
         self.replicator: Replicator | None = None
         self.scrubber: Scrubber | None = None
         self.audit: AuditTrail | None = None
+        self.observability: Observability | None = None
         self.patients: PatientStore | None = None
         self.hl7: Hl7Listener | None = None
         self._http: web.AppRunner | None = None
@@ -147,7 +151,10 @@ class Node:
             self.archive.index.patients = patients
             patients.on_change = _patients_changed(audit, self.archive.index)
             seam = MeshSeam()
-            self._start_dicom(audit, seam)
+            # Counts of what the port serves before the metrics registry loads with the
+            # HTTP half are kept and handed to it then.
+            dimse_observer = LateObserver()
+            self._start_dicom(audit, seam, dimse_observer)
             assert self.dicom is not None
             await self.dicom.workflow.start()
             # The DICOM port is open and stores are taken; what follows is the HTTP and
@@ -172,6 +179,7 @@ class Node:
             )
             from node.http.api import make_app
             from node.http.session_store import SessionStore
+            from node.observability import assemble
             from replication.antientropy import routes as anti_entropy_routes
             from replication.commitment_copies import MeshCopies
             from replication.deletion import routes as deletion_routes
@@ -180,6 +188,9 @@ class Node:
             from replication.fetch import Fetcher
             from replication.http import member_aets
             from replication.http import routes as replication_http_routes
+            from replication.member_health import MemberHealth
+            from replication.member_health import routes as member_health_routes
+            from replication.mesh_view import MeshBridge
             from replication.outbox_store import OutboxStore
             from replication.owned import OwnedIndex
             from replication.patient_sync import routes as patient_event_routes
@@ -225,6 +236,11 @@ class Node:
                                         **debt.as_json(member_aets(discovery))},
                         "retrieve": fetcher.stats.as_json()}
 
+            obs = self.observability = assemble(cfg, self.archive, identity.node_id, MeshBridge(
+                self.archive.index, discovery, replicator, durability, fetcher.stats,
+                MemberHealth(discovery)), identity.cert_path, audit)
+            discovery.add_mesh_routes(member_health_routes(obs.health.own_facts))
+            dimse_observer.attach(obs.metrics.dimse)
             mesh_retrieve = MeshRetrieve(self.discovery, fetcher)
             sessions = SessionStore(self.archive.index.db)
             authenticator = auth.Authenticator(self.archive.index, cfg.http_auth, sessions)
@@ -238,11 +254,12 @@ class Node:
                  *dicomweb.routes(dicomweb.DicomWeb(
                      self.archive, audit, mesh_retrieve, cfg.query_scope == "mesh",
                      cfg.http_max_body)),
+                 *obs.routes(),
                  *session.routes(self.archive.index, sessions, audit),
                  # Last: the viewer answers only what no route above did.
                  *viewer.routes(cfg.data_dir, cfg.aet, authenticator)],
-                [replication_status],
-                [auth.middleware(authenticator, audit)],
+                [replication_status, obs.monitoring.status_part],
+                [auth.middleware(authenticator, audit), obs.monitoring.middleware()],
                 backlog=OutboxStore(self.archive.index.db),
             )
             serving.harden(app)
@@ -281,6 +298,7 @@ class Node:
                                    lambda: cfg.replicas, replicator.acknowledged))
             self.scrubber = Scrubber(self.archive, data_dir_gid=cfg.data_dir_gid)
             await self.scrubber.start()
+            obs.start()
         except BaseException:
             await self.stop()
             raise
@@ -290,7 +308,8 @@ class Node:
             cfg.bind, cfg.http_port, cfg.data_dir,
         )
 
-    def _start_dicom(self, audit: AuditTrail, seam: MeshSeam) -> None:
+    def _start_dicom(self, audit: AuditTrail, seam: MeshSeam,
+                     observer: LateObserver) -> None:
         """Open the DICOM port, answering for what the mesh knows through ``seam``."""
         cfg = self.config
         assert self.archive is not None
@@ -299,7 +318,8 @@ class Node:
         except UnsupportedLibrary as exc:
             raise StartupError(str(exc)) from None
         self.dicom = DicomServer(cfg, self.archive, seam.resolve, seam, audit, seam.aets,
-                                 tls=self._dicom_tls(), members=seam.members, copies=seam)
+                                 tls=self._dicom_tls(), members=seam.members, copies=seam,
+                                 observer=observer)
         try:
             self.dicom.start()
         except OSError as exc:
@@ -366,6 +386,9 @@ class Node:
         return Discovery(settings, MembershipStore(cfg.data_dir), PeerStore(load, save))
 
     async def stop(self) -> None:
+        if self.observability is not None:
+            await self.observability.stop()
+            self.observability = None
         if self.hl7 is not None:
             await self.hl7.stop()
             self.hl7 = None

@@ -20,6 +20,8 @@ from typing import Any
 
 import platformdirs
 
+from node.alerts import settings as alert_settings
+
 CONFIG_FILE = "pacsmesh.toml"
 ENV_PREFIX = "PACSMESH_"
 DEFAULT_DICOM_PORT = 11112
@@ -145,6 +147,8 @@ class NodeConfig:
     # certificate (or the DICOM TLS files) when hl7_tls.
     hl7_port: int | None = None
     hl7_tls: bool = False
+    # Thresholds of the alerts, and where they are sent (node/alerts/).
+    alerts: alert_settings.AlertSettings = field(default_factory=alert_settings.AlertSettings)
 
     @property
     def data_dir_gid(self) -> int | None:
@@ -348,6 +352,7 @@ _KEYS = (
     "at_rest_passphrase_file", *_DICOM_LIMIT_KEYS,
     "http_tls", "http_tls_cert", "http_tls_key", "http_header_timeout", "http_max_body",
     "data_dir_group", "storage_commitment_deadline", "hl7_port", "hl7_tls",
+    *alert_settings.KEYS,
 )
 # The passphrase itself comes only from the environment (or the file named above).
 PASSPHRASE_ENV = ENV_PREFIX + "AT_REST_PASSPHRASE"
@@ -455,6 +460,7 @@ def load_config(
         hl7_port=(None if merged.get("hl7_port") in (None, "")
                   else validate_port(merged["hl7_port"], "HL7 port")),
         hl7_tls=_parse_bool(merged.get("hl7_tls", False), "hl7_tls"),
+        alerts=_alerts(merged),
     )
     if (config.dicom_tls_cert is None) != (config.dicom_tls_key is None):
         raise ConfigError("dicom_tls_cert and dicom_tls_key go together: give both or neither")
@@ -465,6 +471,13 @@ def load_config(
         if ports[a] == ports[b]:
             raise ConfigError(f"{a} and {b} ports must differ, both are {ports[a]}")
     return config
+
+
+def _alerts(merged: Mapping[str, Any]) -> alert_settings.AlertSettings:
+    try:
+        return alert_settings.parse(merged)
+    except alert_settings.AlertSettingError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _data_dir_group(value: Any) -> str | None:

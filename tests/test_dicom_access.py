@@ -68,6 +68,15 @@ def test_unknown_ae_may_not_get(open_node: NodeProcess, tmp_path: Path) -> None:
     assert len(received) == 1, stderr
 
 
+def test_a_refused_retrieve_says_what_to_do(open_node: NodeProcess, tmp_path: Path) -> None:
+    # The Error Comment (getscu -d shows it) and the node's log both name the remedy.
+    result = dcmtk("getscu", "-S", "-d", "-aet", "NEWVIEWER", "-aec", open_node.aet,
+                   "-od", str(tmp_path), "-k", "QueryRetrieveLevel=STUDY",
+                   "-k", f"StudyInstanceUID={STUDY}", *open_node.address)
+    assert "NEWVIEWER may not retrieve: add it to allowed_aets" in result.stderr, result.stderr
+    assert "allow it with --allowed-aet NEWVIEWER" in open_node.log()
+
+
 def test_unknown_ae_may_not_move(open_node: NodeProcess, dest: StoreSCP) -> None:
     dcmtk("storescu", "-aec", open_node.aet, *open_node.address, str(CT))
     before = set(dest.directory.iterdir())

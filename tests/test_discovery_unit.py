@@ -114,6 +114,22 @@ def test_silent_peer_goes_suspect_then_dead_then_alive_again() -> None:
     assert table.peers[NODE_B].state is PeerState.ALIVE
 
 
+def test_a_peer_state_records_since_when() -> None:
+    clock = FakeClock()
+    table = _table(clock)
+    table.hint(NODE_B, ["10.0.0.2"], 8080, "mdns")
+    assert table.peers[NODE_B].state_since == 1000.0
+    clock.advance(1)
+    table.probe_succeeded(NODE_B, "10.0.0.2")
+    clock.advance(1)
+    table.probe_succeeded(NODE_B, "10.0.0.2")  # still alive: since its first answer
+    assert table.peers[NODE_B].state_since == 1001.0
+    clock.advance(6)
+    table.tick()
+    assert (table.peers[NODE_B].state, table.peers[NODE_B].state_since) == (
+        PeerState.DEAD, 1008.0)
+
+
 def test_dead_peers_are_probed_less_often() -> None:
     clock = FakeClock()
     table = PeerTable(NODE_A, clock, Liveness(probe_interval=1.0, dead_probe_interval=5.0))

@@ -134,6 +134,10 @@ def status(data_dir: Path | None, http_port: int | None, as_json: bool,
         click.echo(f"received from members: {got['stored']} new, {got['duplicate']} "
                    f"duplicate, {got['resumed']} resumed, {got['bytes'] / 1e6:.1f} MB")
         _replication_table(replication["peers"])
+    alerts = state.get("alerts", [])
+    click.echo(f"alerts: {len(alerts)}" if alerts else "alerts: none")
+    for alert in alerts:
+        click.echo(f"  {alert['severity'].upper()}: {alert['message']}")
 
 
 def _wait_replicated(config: NodeConfig, timeout: float) -> None:

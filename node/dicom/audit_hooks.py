@@ -99,13 +99,15 @@ class DicomAudit:
 
     # --- retrieval -----------------------------------------------------------------------
 
-    def refuse_retrieve(self, assoc: Association, request: Any) -> int | None:
-        """0x0124 (Refused: Not Authorized) for a C-GET/C-MOVE from an unknown AE."""
+    def refuse_retrieve(self, assoc: Association, request: Any) -> tuple[int, str] | None:
+        """0x0124 (Refused: Not Authorized) for a C-GET/C-MOVE from an unknown AE, with
+        an Error Comment (at most 64 characters) that tells its user what to do."""
         aet, _ = requestor(assoc)
         if self.policy.may_retrieve(aet):
             return None
         what = "C-MOVE" if hasattr(request, "MoveDestination") else "C-GET"
-        log.warning("%s from %s refused: AE title not known to this node", what, aet)
+        log.warning("%s from %s refused: AE title not known to this node (allow it with"
+                    " --allowed-aet %s or allowed_aets in pacsmesh.toml)", what, aet, aet)
         self.record(assoc, Action.REFUSAL, Outcome.REFUSED,
                     detail=f"{what} refused: calling AE title not known to this node")
-        return NOT_AUTHORIZED
+        return NOT_AUTHORIZED, f"{aet[:16]} may not retrieve: add it to allowed_aets"[:64]

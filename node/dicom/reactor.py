@@ -235,7 +235,8 @@ def _retrieve_rsp(primitive: Any) -> bytes | None:
 # handler runs. pynetdicom's C-MOVE handler cannot fail a request with a status of its
 # choosing before it has associated with the destination, and a refused requester must
 # not cause any association at all.
-Refusal = Callable[[Association, Any], "int | None"]
+# (status, error comment) to answer a request with instead of serving it, or None.
+Refusal = Callable[[Association, Any], "tuple[int, str] | None"]
 
 
 class WakingAssociation(Association):
@@ -260,12 +261,13 @@ class WakingAssociation(Association):
     def _serve_request(self, msg: Any, context_id: int) -> None:
         refuse: Refusal | None = getattr(self._server, "refuse_retrieve", None)
         if refuse is not None and isinstance(msg, C_GET | C_MOVE):
-            status = refuse(self, msg)
-            if status is not None:
+            refusal = refuse(self, msg)
+            if refusal is not None:
                 rsp = type(msg)()
                 rsp.MessageIDBeingRespondedTo = msg.MessageID
                 rsp.AffectedSOPClassUID = msg.AffectedSOPClassUID
-                rsp.Status = status
+                rsp.Status, comment = refusal
+                rsp.ErrorComment = comment  # type: ignore[assignment]  # stubbed as None
                 self.dimse.send_msg(rsp, context_id)
                 return
         super()._serve_request(msg, context_id)

@@ -10,6 +10,7 @@ import logging
 import socket
 import ssl
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.uid import (
@@ -48,6 +49,7 @@ from node.dicom.claims import KnownPeers, Members
 from node.dicom.encoding import encode_file_meta
 from node.dicom.find_encoding import EncodedIdentifier, layout_for
 from node.dicom.gate import AssociationGate
+from node.dicom.observed import Observer, timed, timed_stream
 from node.dicom.patches import RETIRED_IMAGE_STORAGE
 from node.dicom.reactor import start_server
 from node.dicom.retrieve_scp import (
@@ -117,13 +119,15 @@ class DicomServer(RetrieveService):
         mesh_aets: Callable[[], Iterable[str]] | None = None,
         tls: ssl.SSLContext | None = None, members: Members | None = None,
         copies: DurableCopies | None = None,
+        observer: Observer | None = None,
     ) -> None:
         """``discovered`` resolves AE titles not in the configured table (e.g. mDNS);
         ``mesh`` answers for studies held elsewhere (none: this node alone);
         ``mesh_aets`` gives the AE titles of mesh members and discovered devices; ``tls``
         makes the DICOM port speak TLS; ``members`` gives the mesh members' titles, node
         ids and addresses, so that a member's title is believed only from the member;
-        ``copies`` counts durable copies in the mesh for storage commitment."""
+        ``copies`` counts durable copies in the mesh for storage commitment;
+        ``observer`` counts and times each request (node.metrics)."""
         self.config = config
         self.archive = archive
         self._discovered = discovered
@@ -134,6 +138,7 @@ class DicomServer(RetrieveService):
         self.audit = DicomAudit(audit, policy)
         self._trail = audit
         self._members = members
+        self._observer = observer
         self.gate: AssociationGate | None = None
         self.workflow = Workflow(config, archive, self.audit, self.resolve_destination, copies)
         self.ae = self._build_ae()
@@ -175,11 +180,7 @@ class DicomServer(RetrieveService):
         gate = self.gate = self._make_gate()
         handlers = [
             *gate.handlers(),
-            (evt.EVT_C_ECHO, self.on_echo),
-            (evt.EVT_C_STORE, self.on_store),
-            (evt.EVT_C_FIND, self.on_find),
-            (evt.EVT_C_GET, self.on_get),
-            (evt.EVT_C_MOVE, self.on_move),
+            *self._services(),
             *self.workflow.handlers(),
             *self.audit.handlers(),
         ]
@@ -191,6 +192,17 @@ class DicomServer(RetrieveService):
         # Accepted sockets inherit this on Linux. Without it every response waits out the
         # peer's delayed ACK (~40 ms per C-STORE with Nagle's algorithm on both sides).
         self._server.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def _services(self) -> list[tuple[Any, Any]]:
+        plain = [(evt.EVT_C_ECHO, "C-ECHO", self.on_echo),
+                 (evt.EVT_C_STORE, "C-STORE", self.on_store)]
+        streams = [(evt.EVT_C_FIND, "C-FIND", self.on_find), (evt.EVT_C_GET, "C-GET", self.on_get),
+                   (evt.EVT_C_MOVE, "C-MOVE", self.on_move)]
+        obs = self._observer
+        if obs is None:
+            return [(e, h) for e, _, h in [*plain, *streams]]
+        return [*((e, timed(obs, name, h)) for e, name, h in plain),
+                *((e, timed_stream(obs, name, h)) for e, name, h in streams)]
 
     @property
     def port(self) -> int:

@@ -27,7 +27,7 @@ from node.index import Index
 READ, UPLOAD, ADMIN = "reader", "uploader", "admin"
 UPLOAD_PATHS = ("/api/instances", "/api/media")
 STOW_PATH = "/dicom-web/studies"  # STOW-RS: POST here or under one study
-ADMIN_PATHS = ("/api/audit", "/api/tokens")
+ADMIN_PATHS = ("/api/audit", "/api/tokens", "/dashboard/audit")
 # The node's own paths: never the viewer's, never without a token or session.
 NODE_PATHS = ("/api", "/dicom-web", "/wado", "/dashboard", "/metrics", "/install", "/mesh")
 LOGIN_PATHS = ("/login", "/logout", "/api/session")  # they check what they are given
