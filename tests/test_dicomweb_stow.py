@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import secrets
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -230,3 +231,44 @@ def test_sealed_at_rest_stored_and_retrieved_bit_exact(tmp_path: Path) -> None:
             assert retrieved(sealed, "", retrieve_url) == sent
     finally:
         sealed.stop()
+
+
+def test_a_2_gb_upload_cut_off_stores_nothing(tmp_path: Path) -> None:
+    """A 2 GB STOW-RS body (declared, within a 4 GiB limit) cut off after 64 MiB: nothing
+    stored, nothing left in tmp/, and the node still takes the next STOW; over the default
+    1 GiB limit, the same request is refused before its body is read."""
+    big = NodeProcess(data_dir=tmp_path / "node",
+                      extra_args=("--http-max-body", str(4 * 2**30))).start()
+    try:
+        token = add_token(big, "uploader")
+        boundary = "twogigabytes"
+        opening = (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").encode()
+        head = (f"POST /dicom-web/studies HTTP/1.1\r\nHost: 127.0.0.1:{big.http_port}\r\n"
+                f"Authorization: Bearer {token}\r\nContent-Length: {2 * 10**9}\r\n"
+                f'Content-Type: multipart/related; type="application/dicom"; '
+                f"boundary={boundary}\r\n\r\n").encode()
+        before = left_behind(big)
+        raw_request(big, head, opening + b"\0" * (64 * 2**20), half_close=False)
+        wait_until(lambda: left_behind(big) == before, timeout=60)
+        rows = wait_for_rows(big, lambda rs: any("body ended" in r["detail"] for r in rs))
+        assert any("dicom-web" in r["detail"] for r in rows if "body ended" in r["detail"])
+        assert stow(big, token, [sample("MR_small.dcm").read_bytes()]).status_code == 200
+    finally:
+        big.stop()
+
+
+def test_a_2_gb_upload_over_the_limit_is_refused_at_once(node: NodeProcess,
+                                                         uploader: str) -> None:
+    head = (f"POST /dicom-web/studies HTTP/1.1\r\nHost: 127.0.0.1:{node.http_port}\r\n"
+            f"Authorization: Bearer {uploader}\r\nContent-Length: {2 * 10**9}\r\n"
+            'Content-Type: multipart/related; type="application/dicom"; boundary=b\r\n'
+            "\r\n").encode()
+    before = left_behind(node)
+    with socket.create_connection(("127.0.0.1", node.http_port), timeout=30) as sock:
+        sock.sendall(head + b"--b\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):  # the node closes after its answer
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"limit of" in answer
+    assert left_behind(node) == before
