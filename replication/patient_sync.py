@@ -46,13 +46,17 @@ class PatientEventSync:
     outage must not answer with the identity it had before the merge."""
 
     def __init__(self, store: PatientStore, discovery: Discovery,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 alive: Callable[[], set[str]] | None = None) -> None:
         self.store = store
         self.discovery = discovery
+        self._alive = alive
         self._warned: set[str] = set()
         self._asked: set[str] = set()
         self._clock = clock
         self._started = clock()
+        if alive is not None:
+            store.due = self.due
 
     def track(self, others: set[str], alive: set[str]) -> None:
         """Called every round with the other members and those alive now."""
@@ -64,6 +68,14 @@ class PatientEventSync:
             self.store.hold()
         else:
             self.store.release()
+
+    def due(self) -> bool:
+        """At query time: whether a member is alive now that was not asked since it was
+        last seen down. Rounds (:meth:`track`) run every half second; a query made between
+        a member coming back and the next round must wait for that member too."""
+        assert self._alive is not None
+        others = set(self.discovery.members()) - {self.discovery.node_id}
+        return bool((others & self._alive()) - self._asked)
 
     def asked(self, peer: str) -> None:
         """``peer`` was asked for its events (answered or not: a bound, not a wait)."""

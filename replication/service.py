@@ -125,7 +125,8 @@ class Replicator:
         self._scan_mark = (-1, 0)
         self._duties: StandInDuties | None = None
         self.deletions = Deletions(archive, discovery, clock)
-        self.patient_events = None if patients is None else PatientEventSync(patients, discovery)
+        self.patient_events = None if patients is None else PatientEventSync(
+            patients, discovery, alive=self._alive)
         self._rates: defaultdict[str, RateWindow] = defaultdict(
             lambda: RateWindow(self._clock))
         self._backlogs: dict[str, Backlog] = {}

@@ -71,6 +71,9 @@ class PatientStore:
         self._changing = asyncio.Lock()
         self._current = asyncio.Event()
         self._current.set()
+        # Asked by every query: whether a member is up whose events were not asked for
+        # since it was last seen down (set by the mesh; a lone node has none).
+        self.due: Callable[[], bool] = lambda: False
         # Awaited with the keys whose presentation changed and the events that changed
         # it, once their rows are durable, before the change is acknowledged.
         self.on_change: Callable[[set[PatientKey], list[PatientEvent]],
@@ -93,6 +96,8 @@ class PatientStore:
     async def current(self) -> None:
         """Return once the events due from other members are here, or after HOLD_BOUND:
         a member that cannot be asked must not stop this node answering."""
+        if self._current.is_set() and self.due():
+            self.hold()  # seen up since the last round of the mesh: released once asked
         if not self._current.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._current.wait(), HOLD_BOUND)
