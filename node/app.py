@@ -37,6 +37,7 @@ from node.reconcile import ReconcileReport, recover, retire_forever, retire_inte
 from node.scrub import Scrubber
 from node.storage import Storage
 from node.tasks import cancel_and_wait
+from node.worklist.store import WorklistStore
 from replication.catalog_store import CatalogStore
 
 # The HTTP and mesh stacks (aiohttp, discovery, replication) are imported in Node.start
@@ -130,6 +131,7 @@ class Node:
         self.observability: Observability | None = None
         self.patients: PatientStore | None = None
         self.hl7: Hl7Listener | None = None
+        self.worklist: WorklistStore | None = None
         self._http: web.AppRunner | None = None
         self._lock: IO[str] | None = None
         self._retiring: asyncio.Task[None] | None = None
@@ -150,6 +152,8 @@ class Node:
             await patients.open()
             self.archive.index.patients = patients
             patients.on_change = _patients_changed(audit, self.archive.index)
+            worklist = self.worklist = WorklistStore(self.archive.index.db)
+            await worklist.open()
             seam = MeshSeam()
             # Counts of what the port serves before the metrics registry loads with the
             # HTTP half are kept and handed to it then.
@@ -277,7 +281,7 @@ class Node:
             if cfg.hl7_port is not None:
                 self.hl7 = Hl7Listener(
                     ListenerSettings(cfg.bind, cfg.hl7_port, self._hl7_tls(identity)),
-                    applier(patients, identity.node_id))
+                    applier(patients, identity.node_id, worklist))
                 try:
                     await self.hl7.start()
                 except OSError as exc:
