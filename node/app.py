@@ -323,7 +323,7 @@ class Node:
             raise StartupError(str(exc)) from None
         self.dicom = DicomServer(cfg, self.archive, seam.resolve, seam, audit, seam.aets,
                                  tls=self._dicom_tls(), members=seam.members, copies=seam,
-                                 observer=observer)
+                                 observer=observer, worklist=self.worklist)
         try:
             self.dicom.start()
         except OSError as exc:
