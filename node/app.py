@@ -64,6 +64,7 @@ _MESH_HALF = (
     "replication.retrieve", "replication.service", "replication.transfer",
     "node.http.media_routes", "node.http.session", "node.http.session_store",
     "node.http.viewer", "node.http.dicomweb.metadata_cache", "replication.patient_sync",
+    "replication.order_sync",
     "replication.viewer_share", "node.observability", "replication.member_health",
     "replication.mesh_view",
 )
@@ -195,6 +196,7 @@ class Node:
             from replication.member_health import MemberHealth
             from replication.member_health import routes as member_health_routes
             from replication.mesh_view import MeshBridge
+            from replication.order_sync import routes as order_event_routes
             from replication.outbox_store import OutboxStore
             from replication.owned import OwnedIndex
             from replication.patient_sync import routes as patient_event_routes
@@ -214,6 +216,7 @@ class Node:
             self.discovery.add_mesh_routes(transfer_routes(self.archive, receipts))
             self.discovery.add_mesh_routes(deletion_routes(self.archive.index))
             self.discovery.add_mesh_routes(patient_event_routes(patients))
+            self.discovery.add_mesh_routes(order_event_routes(worklist))
             self.discovery.add_mesh_routes(remote_find_routes(self.archive.index))
             self.discovery.add_mesh_routes(viewer_share_routes(cfg.data_dir))
             fetcher = Fetcher(self.archive, self.discovery, cfg.cache_bytes, lambda: cfg.replicas)
@@ -223,7 +226,7 @@ class Node:
             )
             replicator = self.replicator = Replicator(
                 self.archive, self.discovery, ReplicationSettings(cfg.replicas, cfg.hint_after),
-                owned=owned, patients=patients,
+                owned=owned, patients=patients, orders=worklist,
             )
             replicator.deletions.on_deleted = _audit_deletion(audit)
             discovery = self.discovery

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from pynetdicom import AE
+from pynetdicom.association import Association
 
 from tests.hl7_support import His, ack_code, adt, err_location
 from tests.support import NodeProcess, dcmtk, free_port
@@ -71,6 +73,25 @@ def worklist(node: NodeProcess, out: Path, *keys: str) -> tuple[list[Dataset], s
     return [dcmread(p) for p in sorted(out.iterdir())], result.stdout + result.stderr
 
 
+@contextlib.contextmanager
+def modality(node: NodeProcess) -> Iterator[Association]:
+    """pynetdicom as the modality's MPPS SCU, associated with ``node``."""
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(MPPS)
+    assoc = ae.associate("127.0.0.1", node.dicom_port, ae_title=node.aet)
+    assert assoc.is_established
+    try:
+        yield assoc
+    finally:
+        assoc.release()
+
+
+def completed() -> Dataset:
+    done = Dataset()
+    done.PerformedProcedureStepStatus = "COMPLETED"
+    return done
+
+
 def test_findscu_sees_the_worklist_and_mpps_moves_it(
         ris_node: tuple[NodeProcess, int], tmp_path: Path) -> None:
     node, port = ris_node
@@ -107,22 +128,14 @@ def test_findscu_sees_the_worklist_and_mpps_moves_it(
                         "ScheduledProcedureStepSequence[1].Modality=MR")
     assert bad == [] and "Error: DataSetDoesNotMatchSOPClass" in log, log  # 0xA900
 
-    ae = AE(ae_title="MODALITY")
-    ae.add_requested_context(MPPS)
-    assoc = ae.associate("127.0.0.1", node.dicom_port, ae_title=node.aet)
-    assert assoc.is_established
-    try:
+    with modality(node) as assoc:
         uid = generate_uid()
         assert assoc.send_n_create(_step(accession="ACC1"), MPPS, uid)[0].Status == 0x0000
         started, _ = worklist(node, out, "AccessionNumber=ACC1",
                               "ScheduledProcedureStepSequence[0].ScheduledProcedureStepStatus")
         assert [d.ScheduledProcedureStepSequence[0].ScheduledProcedureStepStatus
                 for d in started] == ["STARTED"]
-        done = Dataset()
-        done.PerformedProcedureStepStatus = "COMPLETED"
-        assert assoc.send_n_set(done, MPPS, uid)[0].Status == 0x0000
-    finally:
-        assoc.release()
+        assert assoc.send_n_set(completed(), MPPS, uid)[0].Status == 0x0000
     after, _ = worklist(node, out, "ScheduledProcedureStepSequence[0].Modality")
     assert [str(d.AccessionNumber) for d in after] == ["ACC2", "ACC3"]  # ACC1 completed
     assert ("ACC1", "P1", "COMPLETED") in items(node)
