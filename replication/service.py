@@ -128,10 +128,10 @@ class Replicator:
         self._duties: StandInDuties | None = None
         self.deletions = Deletions(archive, discovery, clock)
         self.patient_events = None if patients is None else PatientEventSync(patients, discovery)
-        self.order_events = None if orders is None else OrderEventSync(orders, discovery)
         self._rates: defaultdict[str, RateWindow] = defaultdict(
             lambda: RateWindow(self._clock))
         self._backlogs: dict[str, Backlog] = {}
+        self.order_events = None if orders is None else OrderEventSync(orders, discovery)
         self._delivered_at: dict[tuple[str, str], float] = {}
         # Turning feed changes into rows, and anti-entropy queueing, take turns (see
         # _repair_with): else a copy queued by the one is sent, then queued again.
