@@ -37,6 +37,7 @@ from node.reconcile import ReconcileReport, recover, retire_forever, retire_inte
 from node.scrub import Scrubber
 from node.storage import Storage
 from node.tasks import cancel_and_wait
+from node.worklist.store import WorklistStore
 from replication.catalog_store import CatalogStore
 
 # The HTTP and mesh stacks (aiohttp, discovery, replication) are imported in Node.start
@@ -63,6 +64,7 @@ _MESH_HALF = (
     "replication.retrieve", "replication.service", "replication.transfer",
     "node.http.media_routes", "node.http.session", "node.http.session_store",
     "node.http.viewer", "node.http.dicomweb.metadata_cache", "replication.patient_sync",
+    "replication.order_sync",
     "replication.viewer_share", "node.observability", "replication.member_health",
     "replication.mesh_view",
 )
@@ -130,6 +132,7 @@ class Node:
         self.observability: Observability | None = None
         self.patients: PatientStore | None = None
         self.hl7: Hl7Listener | None = None
+        self.worklist: WorklistStore | None = None
         self._http: web.AppRunner | None = None
         self._lock: IO[str] | None = None
         self._retiring: asyncio.Task[None] | None = None
@@ -150,6 +153,8 @@ class Node:
             await patients.open()
             self.archive.index.patients = patients
             patients.on_change = _patients_changed(audit, self.archive.index)
+            worklist = self.worklist = WorklistStore(self.archive.index.db)
+            await worklist.open()
             seam = MeshSeam()
             # Counts of what the port serves before the metrics registry loads with the
             # HTTP half are kept and handed to it then.
@@ -191,6 +196,7 @@ class Node:
             from replication.member_health import MemberHealth
             from replication.member_health import routes as member_health_routes
             from replication.mesh_view import MeshBridge
+            from replication.order_sync import routes as order_event_routes
             from replication.outbox_store import OutboxStore
             from replication.owned import OwnedIndex
             from replication.patient_sync import routes as patient_event_routes
@@ -210,6 +216,7 @@ class Node:
             self.discovery.add_mesh_routes(transfer_routes(self.archive, receipts))
             self.discovery.add_mesh_routes(deletion_routes(self.archive.index))
             self.discovery.add_mesh_routes(patient_event_routes(patients))
+            self.discovery.add_mesh_routes(order_event_routes(worklist))
             self.discovery.add_mesh_routes(remote_find_routes(self.archive.index))
             self.discovery.add_mesh_routes(viewer_share_routes(cfg.data_dir))
             fetcher = Fetcher(self.archive, self.discovery, cfg.cache_bytes, lambda: cfg.replicas)
@@ -219,7 +226,7 @@ class Node:
             )
             replicator = self.replicator = Replicator(
                 self.archive, self.discovery, ReplicationSettings(cfg.replicas, cfg.hint_after),
-                owned=owned, patients=patients,
+                owned=owned, patients=patients, orders=worklist,
             )
             replicator.deletions.on_deleted = _audit_deletion(audit)
             discovery = self.discovery
@@ -277,7 +284,7 @@ class Node:
             if cfg.hl7_port is not None:
                 self.hl7 = Hl7Listener(
                     ListenerSettings(cfg.bind, cfg.hl7_port, self._hl7_tls(identity)),
-                    applier(patients, identity.node_id))
+                    applier(patients, identity.node_id, worklist))
                 try:
                     await self.hl7.start()
                 except OSError as exc:
@@ -319,7 +326,7 @@ class Node:
             raise StartupError(str(exc)) from None
         self.dicom = DicomServer(cfg, self.archive, seam.resolve, seam, audit, seam.aets,
                                  tls=self._dicom_tls(), members=seam.members, copies=seam,
-                                 observer=observer)
+                                 observer=observer, worklist=self.worklist)
         try:
             self.dicom.start()
         except OSError as exc:

@@ -432,6 +432,33 @@ MIGRATIONS: tuple[Migration, ...] = (
     );
     CREATE INDEX http_sessions_expiry ON http_sessions(expires_at);
     """),
+    # v14: order events (IHE Scheduled Workflow, node.worklist): every accepted ORM/OMI
+    # order message, immutable, and the worklist item each accession's events make now,
+    # rewritten by node.worklist.store in the transaction that adds an event.
+    Migration("node", """
+    CREATE TABLE order_events (
+        event_id TEXT PRIMARY KEY,
+        accession TEXT NOT NULL,
+        at TEXT NOT NULL,
+        document TEXT NOT NULL,
+        origin TEXT NOT NULL DEFAULT '',
+        received_from TEXT NOT NULL DEFAULT '',
+        received_at REAL NOT NULL
+    );
+    CREATE INDEX order_events_order ON order_events(at, event_id);
+    CREATE INDEX order_events_accession ON order_events(accession);
+    CREATE TRIGGER order_events_immutable BEFORE UPDATE ON order_events BEGIN
+        SELECT RAISE(ABORT, 'order events are immutable');
+    END;
+    CREATE TABLE worklist_items (
+        accession TEXT PRIMARY KEY,
+        patient_id TEXT NOT NULL,
+        patient_issuer TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL,
+        document TEXT NOT NULL
+    );
+    CREATE INDEX worklist_items_patient ON worklist_items(patient_id);
+    """),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -34,11 +34,13 @@ from node.archive import Archive
 from node.patients.store import PatientStore
 from node.storage import TamperedObject
 from node.tasks import cancel_and_wait
+from node.worklist.store import WorklistStore
 from replication.antientropy import missing_at
 from replication.breaker import CircuitBreaker
 from replication.catalog_store import CatalogStore
 from replication.deletion import Deletions
 from replication.errors import RemoteAnswerInvalid
+from replication.order_sync import OrderEventSync
 from replication.outbox_store import NOTHING_OWED, OutboxStore
 from replication.outgoing import send_object
 from replication.owned import OwnedIndex
@@ -94,7 +96,7 @@ class Replicator:
     def __init__(
         self, archive: Archive, discovery: Discovery, settings: ReplicationSettings,
         clock: Callable[[], float] = time.time, owned: OwnedIndex | None = None,
-        patients: PatientStore | None = None,
+        patients: PatientStore | None = None, orders: WorklistStore | None = None,
     ) -> None:
         self.archive = archive
         # What this node holds, shared with the anti-entropy routes (replication/owned.py).
@@ -130,6 +132,7 @@ class Replicator:
         self._rates: defaultdict[str, RateWindow] = defaultdict(
             lambda: RateWindow(self._clock))
         self._backlogs: dict[str, Backlog] = {}
+        self.order_events = None if orders is None else OrderEventSync(orders, discovery)
         self._delivered_at: dict[tuple[str, str], float] = {}
         # Turning feed changes into rows, and anti-entropy queueing, take turns (see
         # _repair_with): else a copy queued by the one is sent, then queued again.
@@ -323,6 +326,8 @@ class Replicator:
                 # Before anti-entropy too: a member back from an outage learns the
                 # merges and corrections made meanwhile as soon as it is seen again.
                 await self.patient_events.pull(peer)
+            if self.order_events is not None:  # the worklist, with the same round
+                await self.order_events.pull(peer)
         except (ProbeFailed, RemoteAnswerInvalid) as exc:
             log.info("tombstone or patient event pull from %s failed: %s", peer[:15], exc)
         finally:

@@ -37,6 +37,7 @@ HOLDINGS_PATH = "/mesh/holdings"
 FIND_PATH = "/mesh/find"
 TOMBSTONES_PATH = "/mesh/tombstones"
 PATIENT_EVENTS_PATH = "/mesh/patient-events"
+ORDER_EVENTS_PATH = "/mesh/order-events"
 OBJECTS_PATH = "/mesh/objects/{sha256}"
 PARTIAL_PATH = "/mesh/objects/{sha256}/partial"
 
@@ -55,6 +56,7 @@ __all__ = [
     "HOLDINGS_PATH",
     "OBJECTS_PATH",
     "OFFSET_HEADER",
+    "ORDER_EVENTS_PATH",
     "PARTIAL_PATH",
     "PATIENT_EVENTS_PATH",
     "SHA_HEADER",
@@ -66,6 +68,7 @@ __all__ = [
     "FindAnswer",
     "FindRequest",
     "Holdings",
+    "OrderEventList",
     "PartialHeld",
     "PatientEventList",
     "TombstoneList",
@@ -268,3 +271,8 @@ class PatientEventList:
         if "tombstones" in answer:
             answer["events"] = answer.pop("tombstones")
         return answer
+
+
+# ``GET /mesh/order-events?digest=D`` (replication.order_sync): the same shape, each
+# event an order event (node.worklist.events.OrderEvent).
+OrderEventList = PatientEventList

@@ -19,7 +19,7 @@ from replication.catalog_store import CatalogStore
 # Existing data dirs migrate from their user_version through these entries in order, so
 # neither the order nor a released entry's SQL may change: append new ones.
 OWNERS = ("node", "node", "replication", "replication", "replication", "node", "replication",
-          "node", "node", "replication", "node", "node", "node")
+          "node", "node", "replication", "node", "node", "node", "node")
 # Of the entries released so far (v1-v8: a data dir of any earlier PACSmesh is at one of
 # them); the ones since may change until they ship.
 RELEASED, SQL_SHA256 = 8, "6825d0a637f00ffceca08e640fe0989c4e52a14c6691a6c94f301d448fc81d17"

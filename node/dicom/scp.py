@@ -72,11 +72,13 @@ from node.dicom.statuses import (
     status_dataset,
 )
 from node.dicom.workflow import WORKFLOW_CLASSES, Workflow
+from node.dicom.worklist_scp import MODALITY_WORKLIST_FIND
 from node.dicom_header import InvalidDataset
 from node.dicom_validate import InvalidUID
 from node.index import IndexFailure, IndexFull
 from node.query import QueryError, parse_identifier, response_identifier
 from node.storage import StorageError, StorageFull
+from node.worklist.store import WorklistStore
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +122,7 @@ class DicomServer(RetrieveService):
         tls: ssl.SSLContext | None = None, members: Members | None = None,
         copies: DurableCopies | None = None,
         observer: Observer | None = None,
+        worklist: WorklistStore | None = None,
     ) -> None:
         """``discovered`` resolves AE titles not in the configured table (e.g. mDNS);
         ``mesh`` answers for studies held elsewhere (none: this node alone);
@@ -127,7 +130,8 @@ class DicomServer(RetrieveService):
         makes the DICOM port speak TLS; ``members`` gives the mesh members' titles, node
         ids and addresses, so that a member's title is believed only from the member;
         ``copies`` counts durable copies in the mesh for storage commitment;
-        ``observer`` counts and times each request (node.metrics)."""
+        ``observer`` counts and times each request (node.metrics); ``worklist`` holds
+        the items the Modality Worklist serves."""
         self.config = config
         self.archive = archive
         self._discovered = discovered
@@ -140,7 +144,8 @@ class DicomServer(RetrieveService):
         self._members = members
         self._observer = observer
         self.gate: AssociationGate | None = None
-        self.workflow = Workflow(config, archive, self.audit, self.resolve_destination, copies)
+        self.workflow = Workflow(config, archive, self.audit, self.resolve_destination, copies,
+                                 worklist=worklist)
         self.ae = self._build_ae()
         self._server: ThreadedAssociationServer | None = None
 
@@ -278,6 +283,9 @@ class DicomServer(RetrieveService):
 
     def on_find(self, event: Event) -> Iterator[
             tuple[int | Dataset, Dataset | EncodedIdentifier | None]]:
+        if str(event.request.AffectedSOPClassUID) == MODALITY_WORKLIST_FIND:
+            yield from self.workflow.worklist.on_find(event)
+            return
         source = calling_aet(event)
         try:
             root = model_root(event.request.AffectedSOPClassUID)

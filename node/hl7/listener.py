@@ -18,14 +18,15 @@ from dataclasses import dataclass
 from node.hl7.ack import build_ack
 from node.hl7.errors import AckCode, ErrorCode, FramingError, MessageRejected, Problem
 from node.hl7.framing import DEFAULT_MAX_FRAME, MllpFramer, frame
-from node.hl7.message import AdtMessage, Header, parse_message, read_header
+from node.hl7.message import AdtMessage, Header, read_header
+from node.hl7.orders import OrderMessage, parse_any
 
 log = logging.getLogger(__name__)
 READ_SIZE = 65536
 IDLE_TIMEOUT = 300.0  # a connection silent this long is closed (interfaces reconnect)
 
 # Applies a message; raises MessageRejected (AE) when it cannot. Durable on return.
-Apply = Callable[[AdtMessage], Awaitable[None]]
+Apply = Callable[[AdtMessage | OrderMessage], Awaitable[None]]
 # Told of every message answered: the header, and the problem (None: AA).
 Answered = Callable[[str, Header, Problem | None], None]
 
@@ -44,7 +45,7 @@ async def answer(raw: bytes, apply: Apply) -> tuple[bytes, Header, Problem | Non
     header = Header()
     try:
         header, msg = read_header(raw)
-        message = parse_message(header, msg)
+        message = parse_any(header, msg)
         await apply(message)
     except MessageRejected as exc:
         return build_ack(header, exc.problem), header, exc.problem

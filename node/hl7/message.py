@@ -130,7 +130,9 @@ def parse(raw: bytes) -> AdtMessage:
     return parse_message(header, msg)
 
 
-def parse_message(header: Header, msg: hl7.Message) -> AdtMessage:
+def check_header(header: Header, msg: hl7.Message) -> None:
+    """What every message we take must have in its MSH: a control id, a version and a
+    processing id we know; raises AR otherwise."""
     if not header.control_id:
         raise reject(ErrorCode.REQUIRED_FIELD_MISSING, "MSH-10 (message control id) is empty",
                      "MSH^1^10")
@@ -143,6 +145,10 @@ def parse_message(header: Header, msg: hl7.Message) -> AdtMessage:
     if processing and processing not in PROCESSING_IDS:
         raise reject(ErrorCode.UNSUPPORTED_PROCESSING_ID,
                      f"processing id {processing!r} is not taken", "MSH^1^11")
+
+
+def parse_message(header: Header, msg: hl7.Message) -> AdtMessage:
+    check_header(header, msg)
     message_type = _field(msg, "MSH", 9)
     if message_type != "ADT":
         raise reject(ErrorCode.UNSUPPORTED_MESSAGE_TYPE,
