@@ -3,6 +3,7 @@ then a token; the audit section only for admins; patient data escaped in the HTM
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -47,6 +48,13 @@ def test_roles_and_escaping(node: NodeProcess, tmp_path: Path) -> None:
 
     reader, admin = add_token(node, "reader"), add_token(node, "admin")
     assert fetch(node, "/dashboard")[0] == 401  # tokens exist: loopback no longer reads
+    # A browser (it asks for HTML) is sent to the login page, and back here after it.
+    browser = http.client.HTTPConnection("127.0.0.1", node.http_port, timeout=10)
+    browser.request("GET", "/dashboard", headers={"Accept": "text/html,*/*;q=0.8"})
+    answer = browser.getresponse()
+    assert answer.status == 303
+    assert answer.getheader("Location") in ("/login?next=%2Fdashboard", "/login?next=/dashboard")
+    browser.close()
     assert fetch(node, "/dashboard", reader)[0] == 200
     assert fetch(node, "/dashboard/part/mesh", reader)[0] == 200
     status, live = fetch(node, "/dashboard/live", reader)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Awaitable, Callable
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -124,6 +125,16 @@ class Authenticator:
         return True
 
 
+# The node's own pages a person opens in a browser (the viewer's pages lead to the login
+# page themselves, node/http/viewer.py).
+BROWSER_PAGES = ("/dashboard", "/dashboard/")
+
+
+def _browser_page(request: web.Request) -> bool:
+    return (request.method == "GET" and request.path in BROWSER_PAGES
+            and "text/html" in request.headers.get("Accept", ""))
+
+
 def middleware(authenticator: Authenticator, trail: AuditTrail | None) -> Callable[..., object]:
     def audit(request: web.Request, user: str, outcome: Outcome, detail: str) -> None:
         if trail is not None:
@@ -142,6 +153,9 @@ def middleware(authenticator: Authenticator, trail: AuditTrail | None) -> Callab
             user = await authenticator.user(request, needed)
         except Refusal as refusal:
             audit(request, refusal.user, Outcome.REFUSED, refusal.why)
+            if refusal.status is web.HTTPUnauthorized and _browser_page(request):
+                # A person at a browser, not a script: to the login page, and back here.
+                raise web.HTTPSeeOther("/login?next=" + quote(request.path_qs, safe="")) from None
             headers = {"WWW-Authenticate": 'Bearer realm="pacsmesh"'} \
                 if refusal.status is web.HTTPUnauthorized else None
             raise refusal.status(text=refusal.why + "\n", headers=headers) from None
