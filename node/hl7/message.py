@@ -95,7 +95,7 @@ def decode(raw: bytes) -> tuple[str, str, str]:
     raise reject(ErrorCode.DATA_TYPE, f"the message is not valid {declared}", "MSH^1^18")
 
 
-def _field(msg: hl7.Message, segment: str, number: int, component: int = 1,
+def field_value(msg: hl7.Message, segment: str, number: int, component: int = 1,
            sub: int = 1) -> str:
     try:
         return str(msg.extract_field(segment, 1, number, 1, component, sub)).strip()
@@ -114,12 +114,12 @@ def read_header(raw: bytes) -> tuple[Header, hl7.Message]:
     except (KeyError, IndexError, ValueError, hl7.ParseException) as exc:
         raise reject(ErrorCode.SEGMENT_SEQUENCE, f"unreadable message: {exc}", "MSH^1") \
             from None
-    version = _field(msg, "MSH", 12)
+    version = field_value(msg, "MSH", 12)
     header = Header(
-        sending_application=_field(msg, "MSH", 3), sending_facility=_field(msg, "MSH", 4),
-        receiving_application=_field(msg, "MSH", 5),
-        receiving_facility=_field(msg, "MSH", 6), control_id=_field(msg, "MSH", 10),
-        trigger=_field(msg, "MSH", 9, 2), version=version or "2.5", charset=declared,
+        sending_application=field_value(msg, "MSH", 3), sending_facility=field_value(msg, "MSH", 4),
+        receiving_application=field_value(msg, "MSH", 5),
+        receiving_facility=field_value(msg, "MSH", 6), control_id=field_value(msg, "MSH", 10),
+        trigger=field_value(msg, "MSH", 9, 2), version=version or "2.5", charset=declared,
         codec=codec)
     return header, msg
 
@@ -136,12 +136,12 @@ def check_header(header: Header, msg: hl7.Message) -> None:
     if not header.control_id:
         raise reject(ErrorCode.REQUIRED_FIELD_MISSING, "MSH-10 (message control id) is empty",
                      "MSH^1^10")
-    version = _field(msg, "MSH", 12)
+    version = field_value(msg, "MSH", 12)
     if version not in VERSIONS:
         raise reject(ErrorCode.UNSUPPORTED_VERSION,
                      f"version {version or '(none)'!r} is not one of {', '.join(VERSIONS)}",
                      "MSH^1^12")
-    processing = _field(msg, "MSH", 11)
+    processing = field_value(msg, "MSH", 11)
     if processing and processing not in PROCESSING_IDS:
         raise reject(ErrorCode.UNSUPPORTED_PROCESSING_ID,
                      f"processing id {processing!r} is not taken", "MSH^1^11")
@@ -149,7 +149,7 @@ def check_header(header: Header, msg: hl7.Message) -> None:
 
 def parse_message(header: Header, msg: hl7.Message) -> AdtMessage:
     check_header(header, msg)
-    message_type = _field(msg, "MSH", 9)
+    message_type = field_value(msg, "MSH", 9)
     if message_type != "ADT":
         raise reject(ErrorCode.UNSUPPORTED_MESSAGE_TYPE,
                      f"message type {message_type or '(none)'!r} is not taken", "MSH^1^9")
@@ -157,29 +157,29 @@ def parse_message(header: Header, msg: hl7.Message) -> AdtMessage:
     if kind is None:
         raise reject(ErrorCode.UNSUPPORTED_EVENT_CODE,
                      f"ADT event {header.trigger or '(none)'!r} is not taken", "MSH^1^9^2")
-    patient = _patient_key(msg, "PID", 3)
+    patient = patient_key(msg, "PID", 3)
     if patient is None:
         raise error(ErrorCode.REQUIRED_FIELD_MISSING, "PID-3 (patient identifier) is empty",
                     "PID^1^3")
     prior = None
     if kind is not Kind.UPDATE:
-        prior = _patient_key(msg, "MRG", 1)
+        prior = patient_key(msg, "MRG", 1)
         if prior is None:
             raise error(ErrorCode.REQUIRED_FIELD_MISSING,
                         "MRG-1 (prior patient identifier) is empty", "MRG^1^1")
         if prior == patient:
             raise error(ErrorCode.DUPLICATE_KEY, "MRG-1 names the PID-3 patient itself",
                         "MRG^1^1")
-    at = _event_time(msg)
-    return AdtMessage(header, kind, patient, at, _demographics(msg), prior)
+    at = event_time(msg)
+    return AdtMessage(header, kind, patient, at, demographics(msg), prior)
 
 
-def _patient_key(msg: hl7.Message, segment: str, number: int) -> PatientKey | None:
-    ident = _field(msg, segment, number)
+def patient_key(msg: hl7.Message, segment: str, number: int) -> PatientKey | None:
+    ident = field_value(msg, segment, number)
     if not ident:
         return None
     # The assigning authority (HD): namespace, universal id, its type.
-    issuer = "&".join(_field(msg, segment, number, 4, s) for s in (1, 2, 3)).rstrip("&")
+    issuer = "&".join(field_value(msg, segment, number, 4, s) for s in (1, 2, 3)).rstrip("&")
     return PatientKey(ident, issuer)
 
 
@@ -194,12 +194,12 @@ def _present(msg: hl7.Message, number: int) -> str | None:
     return "" if raw == '""' else raw
 
 
-def _demographics(msg: hl7.Message) -> dict[str, str]:
+def demographics(msg: hl7.Message) -> dict[str, str]:
     attributes: dict[str, str] = {}
     if _present(msg, 5) is not None:
         # XPN: family, given, middle, suffix, prefix; DICOM PN: family, given, middle,
         # prefix, suffix.
-        family, given, middle, suffix, prefix = (_field(msg, "PID", 5, c) for c in range(1, 6))
+        family, given, middle, suffix, prefix = (field_value(msg, "PID", 5, c) for c in range(1, 6))
         name = "^".join((family, given, middle, prefix, suffix)).rstrip("^")
         attributes["PatientName"] = "" if name == '""' else name
     birth = _present(msg, 7)
@@ -235,9 +235,9 @@ def hl7_time(value: str) -> datetime | None:
     return (naive.replace(microsecond=micro, tzinfo=UTC) - offset)
 
 
-def _event_time(msg: hl7.Message) -> str:
+def event_time(msg: hl7.Message) -> str:
     for segment, number in (("EVN", 2), ("MSH", 7)):
-        when = hl7_time(_field(msg, segment, number))
+        when = hl7_time(field_value(msg, segment, number))
         if when is not None:
             return when.isoformat(timespec="microseconds")
     raise error(ErrorCode.REQUIRED_FIELD_MISSING, "MSH-7 (date/time of message) is empty",

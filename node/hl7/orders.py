@@ -24,12 +24,12 @@ from node.hl7.errors import ErrorCode, error, reject
 from node.hl7.message import (
     AdtMessage,
     Header,
-    _demographics,
-    _event_time,
-    _field,
-    _patient_key,
     check_header,
+    demographics,
+    event_time,
+    field_value,
     parse_message,
+    patient_key,
 )
 from node.patients.events import PatientKey
 from node.worklist.events import Control, OrderEvent, Status
@@ -59,7 +59,7 @@ class OrderMessage:
 
 def parse_any(header: Header, msg: hl7.Message) -> AdtMessage | OrderMessage:
     """An ADT message or an order, by MSH-9."""
-    if _field(msg, "MSH", 9) in ORDER_TRIGGERS:
+    if field_value(msg, "MSH", 9) in ORDER_TRIGGERS:
         return parse_order(header, msg)
     return parse_message(header, msg)
 
@@ -75,14 +75,14 @@ def _has(msg: hl7.Message, segment: str) -> bool:
 def _person(msg: hl7.Message, segment: str, number: int, nested: bool) -> str:
     """A name as DICOM PN (family^given): from an XCN's components 2 and 3, or, nested
     (OBR-34's NDL), from the subcomponents 2 and 3 of its first component."""
-    parts = ([_field(msg, segment, number, 1, s) for s in (2, 3)] if nested
-             else [_field(msg, segment, number, c) for c in (2, 3)])
+    parts = ([field_value(msg, segment, number, 1, s) for s in (2, 3)] if nested
+             else [field_value(msg, segment, number, c) for c in (2, 3)])
     return "^".join(parts).rstrip("^")
 
 
 def _start(msg: hl7.Message) -> tuple[str, str]:
     for segment, number, component in (("OBR", 27, 4), ("ORC", 7, 4), ("TQ1", 7, 1)):
-        value = _field(msg, segment, number, component)
+        value = field_value(msg, segment, number, component)
         if value:
             digits = re.split(r"[+-]", value, maxsplit=1)[0]
             whole = digits.split(".", 1)[0]
@@ -96,7 +96,7 @@ def _start(msg: hl7.Message) -> tuple[str, str]:
 def parse_order(header: Header, msg: hl7.Message) -> OrderMessage:
     """An order we take, or :class:`MessageRejected` with why (AR or AE)."""
     check_header(header, msg)
-    message_type = _field(msg, "MSH", 9)
+    message_type = field_value(msg, "MSH", 9)
     if header.trigger != ORDER_TRIGGERS[message_type]:
         raise reject(ErrorCode.UNSUPPORTED_EVENT_CODE,
                      f"{message_type} event {header.trigger or '(none)'!r} is not taken",
@@ -106,11 +106,11 @@ def parse_order(header: Header, msg: hl7.Message) -> OrderMessage:
         if not _has(msg, segment):
             raise reject(ErrorCode.SEGMENT_SEQUENCE, f"{message_type} without {segment}",
                          f"{segment}^1")
-    patient = _patient_key(msg, "PID", 3)
+    patient = patient_key(msg, "PID", 3)
     if patient is None:
         raise error(ErrorCode.REQUIRED_FIELD_MISSING, "PID-3 (patient identifier) is empty",
                     "PID^1^3")
-    code = _field(msg, "ORC", 1)
+    code = field_value(msg, "ORC", 1)
     if not code:
         raise error(ErrorCode.REQUIRED_FIELD_MISSING, "ORC-1 (order control) is empty",
                     "ORC^1^1")
@@ -119,7 +119,7 @@ def parse_order(header: Header, msg: hl7.Message) -> OrderMessage:
     except ValueError:
         raise error(ErrorCode.DATA_TYPE, f"order control {code!r} is not taken",
                     "ORC^1^1") from None
-    accession = (_field(msg, "IPC", 1) if omi else "") or _field(msg, "OBR", 18)
+    accession = (field_value(msg, "IPC", 1) if omi else "") or field_value(msg, "OBR", 18)
     if not accession:
         where = "IPC^1^1" if omi else "OBR^1^18"
         raise error(ErrorCode.REQUIRED_FIELD_MISSING, "the accession number is empty", where)
@@ -128,12 +128,12 @@ def parse_order(header: Header, msg: hl7.Message) -> OrderMessage:
                     "IPC^1^1" if omi else "OBR^1^18")
     status = None
     if control is Control.STATUS:
-        state = _field(msg, "ORC", 5)
+        state = field_value(msg, "ORC", 5)
         status = ORDER_STATUS.get(state)
         if status is None:
             raise error(ErrorCode.DATA_TYPE, f"order status {state or '(none)'!r} is not taken",
                         "ORC^1^5")
-    at = _event_time(msg)
+    at = event_time(msg)
     fields = _fields(msg, omi) if control in (Control.NEW, Control.CHANGE) else {}
     if control is Control.NEW and not fields.get("StudyInstanceUID"):
         fields["StudyInstanceUID"] = generate_uid(
@@ -147,7 +147,7 @@ def _fields(msg: hl7.Message, omi: bool) -> dict[str, str]:
 
     def take(keyword: str, *sources: tuple[str, int, int]) -> None:
         for segment, number, component in sources:
-            value = _field(msg, segment, number, component)
+            value = field_value(msg, segment, number, component)
             if value:
                 found[keyword] = value
                 return
@@ -183,7 +183,7 @@ def _fields(msg: hl7.Message, omi: bool) -> dict[str, str]:
     referring = _person(msg, "OBR", 16, nested=False)
     if referring:
         found["ReferringPhysicianName"] = referring
-    for keyword, value in _demographics(msg).items():
+    for keyword, value in demographics(msg).items():
         if value:
             found[keyword] = value
     return found
